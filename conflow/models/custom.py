@@ -1,0 +1,207 @@
+"""A model from any JAX function of a parameter pytree.
+
+`custom(phi, params)` flattens the pytree with `jax.flatten_util.ravel_pytree`, names one
+`ParamBlock` per leaf after its pytree path, and wraps φ as flat θ ↦ ravel(phi(unravel(θ))). Since the
+generators are the rows of ∂φ (MATH.md §1.3), any φ works through which the network output
+factors (φ = the network's own output map on a fixed batch is always valid but rarely minimal).
+
+Block names (leaf order = `jax.tree_util.tree_leaves` order = `ravel_pytree` order; dict keys are
+sorted by JAX):
+
+    {"U": a, "V": b}                 ->  "U", "V"
+    {"layer1": {"w": a, "b": c}}     ->  "layer1.b", "layer1.w"
+    {"layers": [{"w": a}, {"w": b}]} ->  "layers[0].w", "layers[1].w"
+    [a, b]  /  (a, b)                ->  "0", "1"
+    a single array                   ->  "theta"
+
+Attributes (NamedTuple fields, dataclass / equinox fields) read like dict keys (``"mlp.weight"``).
+Entries are then named row-major, e.g. ``"layer1.w[0,2]"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
+
+from .. import _config  # noqa: F401  (float64)
+from ..errors import InputError
+from .base import Model, ParamBlock, split_flat
+
+Array = jax.Array
+
+ROOT_NAME = "theta"
+#: φ and its jvp must be finite at this many generic Gaussian points (`Model.sample_points`).
+N_CHECK_POINTS = 4
+
+
+def path_name(path: Sequence[Any]) -> str:
+    """Readable name of a pytree key path: ``layers[0].w``; the root leaf is ``"theta"``."""
+    if not path:
+        return ROOT_NAME
+    out = []
+    for i, key in enumerate(path):
+        if isinstance(key, DictKey):
+            s, index = str(key.key), False
+        elif isinstance(key, GetAttrKey):
+            s, index = key.name, False
+        elif isinstance(key, SequenceKey):
+            s, index = str(key.idx), True
+        elif isinstance(key, FlattenedIndexKey):
+            s, index = str(key.key), True
+        else:
+            s, index = str(key), False
+        out.append(s if i == 0 else (f"[{s}]" if index else f".{s}"))
+    return "".join(out)
+
+
+def _brief(exc: BaseException, limit: int = 160) -> str:
+    """``Type: first line of the message``, shortened, for one-line errors."""
+    lines = str(exc).strip().splitlines()
+    msg = lines[0] if lines else ""
+    msg = msg if len(msg) <= limit else msg[: limit - 1] + "…"
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _ravel_output(out: Any) -> Array:
+    """φ's output (an array, or a pytree of arrays) as one flat vector, shape ``(d,)``."""
+    leaves = jax.tree_util.tree_leaves(out)
+    if len(leaves) == 1:
+        return jnp.ravel(jnp.asarray(leaves[0]))
+    return jnp.concatenate([jnp.ravel(jnp.asarray(x)) for x in leaves]) if leaves else jnp.zeros(0)
+
+
+def _check_output(y: Any, where: str) -> None:
+    """Raise `InputError` unless ``y`` is a non-empty real floating-point array."""
+    kind = np.dtype(y.dtype).kind
+    if kind in "biu":
+        raise InputError(
+            f"custom: phi is not differentiable: its output has dtype {y.dtype} {where} "
+            "(need floating point)"
+        )
+    if kind == "c":
+        raise InputError(f"custom: phi returned a complex array {where}; φ must be real")
+    if kind != "f":
+        raise InputError(f"custom: phi output is not numeric (dtype {y.dtype}) {where}")
+    if y.size == 0:
+        raise InputError(f"custom: phi returned an empty array {where}")
+
+
+def custom(
+    phi: Callable[[Any], Any],
+    params: Any,
+    name: str = "custom",
+    *,
+    positive: Sequence[str] = (),
+) -> Model:
+    """Wrap ``phi(params) -> array`` (any shape) as a `Model` on flat θ = ravel_pytree(params).
+
+    Args:
+        phi: a JAX function of a pytree shaped like ``params``; output raveled to shape ``(d,)``.
+            Must be traceable by `jax.jit` and differentiable by `jax.jvp`.
+        params: an example pytree of real floating-point arrays (values unused except for the
+            first call; leaves are cast to float64).
+        name: the model's family name, for reports.
+        positive: block names (see module docstring) living in the positive orthant (generic
+            points drawn positive there, for mirror/entropy metrics).
+
+    Returns a `Model` with ``dims = (D,)`` and no closed-form laws.
+
+    Raises `InputError` (one line) if phi is not callable; params has no leaves / no entries or a
+    non-float leaf; phi raises on params; its output is empty, non-numeric, integer or complex; it
+    cannot be jit-traced or jvp-differentiated; or it is NaN/inf (or its derivative is) at one of
+    `N_CHECK_POINTS` generic Gaussian points.
+    """
+    if not callable(phi):
+        raise InputError(f"custom: phi is not callable (got {type(phi).__name__})")
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"custom: name must be a non-empty string, got {name!r}")
+
+    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    if not leaves_with_paths:
+        raise InputError("custom: params is empty (no array leaves)")
+    names, leaves = [], []
+    for path, leaf in leaves_with_paths:
+        leaf_name = path_name(path)
+        try:
+            arr = np.asarray(leaf)
+        except Exception:
+            arr = None
+        if arr is None or arr.dtype.kind != "f":
+            what = type(leaf).__name__ if arr is None else f"dtype {arr.dtype}"
+            raise InputError(
+                f"custom: parameter {leaf_name!r} has {what}; parameters must be real "
+                "floating-point arrays"
+            )
+        names.append(leaf_name)
+        leaves.append(jnp.asarray(arr, dtype=jnp.float64))
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"custom: parameter names collide after flattening: {duplicates}")
+    unknown = sorted(set(positive) - set(names))
+    if unknown:
+        raise InputError(f"custom: positive names {unknown} are not parameters; have {names}")
+
+    params64 = jax.tree_util.tree_unflatten(treedef, leaves)
+    flat0, unravel = ravel_pytree(params64)
+    if flat0.size == 0:
+        raise InputError("custom: params has no entries (all leaves are empty)")
+    blocks = tuple(
+        ParamBlock(n, tuple(int(s) for s in x.shape), n in positive) for n, x in zip(names, leaves)
+    )
+    _check_layout(unravel, blocks, int(flat0.size))
+
+    def flat_phi(theta: Array) -> Array:
+        """θ, shape (D,) ↦ ravel(phi(unravel(θ))), shape (d,)."""
+        return _ravel_output(phi(unravel(theta)))
+
+    # 1. the example point, eagerly: does phi run and return a usable array?
+    try:
+        out = phi(params64)
+    except Exception as e:  # noqa: BLE001 - any user error becomes one line
+        raise InputError(f"custom: phi raised {_brief(e)} on the example params") from e
+    try:
+        y = _ravel_output(out)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"custom: phi output is not a numeric array (got {type(out).__name__})") from e
+    _check_output(y, "on the example params")
+
+    model = Model(name=name, dims=(int(flat0.size),), phi=flat_phi, blocks=blocks)
+
+    # 2. generic points: jit-traceable, jvp-differentiable, finite.
+    thetas = model.sample_points(jax.random.PRNGKey(0), N_CHECK_POINTS)
+    tangent = jax.random.normal(jax.random.PRNGKey(1), thetas.shape[1:], dtype=jnp.float64)
+    try:
+        ys = [jax.jit(flat_phi)(t) for t in thetas]
+    except Exception as e:  # noqa: BLE001
+        raise InputError(
+            f"custom: phi cannot be traced by jax.jit (use jax.numpy only, no Python control "
+            f"flow on values): {_brief(e)}"
+        ) from e
+    _check_output(ys[0], "at a generic point")
+    try:
+        jvp = jax.jit(lambda t, v: jax.jvp(flat_phi, (t,), (v,))[1])
+        ydots = [jvp(t, tangent) for t in thetas]
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"custom: phi is not differentiable (jax.jvp failed): {_brief(e)}") from e
+    if not all(bool(jnp.all(jnp.isfinite(y))) for y in ys):
+        raise InputError("custom: φ returned NaN/inf at a generic point")
+    if not all(bool(jnp.all(jnp.isfinite(y))) for y in ydots):
+        raise InputError("custom: the derivative of φ is NaN/inf at a generic point")
+    return model
+
+
+def _check_layout(unravel: Callable[[Array], Any], blocks: Sequence[ParamBlock], D: int) -> None:
+    """Check that the blocks are ravel_pytree's layout: unravel(arange) leaf-wise equals the slices."""
+    probe = jnp.arange(D, dtype=jnp.float64)
+    got = jax.tree_util.tree_leaves(unravel(probe))
+    want = split_flat(probe, blocks)
+    if len(got) != len(want) or not all(
+        g.shape == w.shape and bool(jnp.all(g == w)) for g, w in zip(got, want)
+    ):
+        raise RuntimeError("conflow bug: block layout differs from ravel_pytree's order")

@@ -1,0 +1,58 @@
+"""Deep linear network: φ(θ) = U_1 U_2 ⋯ U_q (MATH.md §2.2–2.3)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from .. import _config  # noqa: F401  (float64)
+from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+
+Array = jax.Array
+
+
+def linear_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
+    """φ(θ) = vec(U_1 U_2 ⋯ U_q), row-major, shape ``(n_0 n_q,)``.
+
+    θ, shape ``(D,)``, holds U_i ∈ R^{n_{i−1}×n_i} as consecutive row-major blocks.
+    """
+    mats = split_flat(theta, blocks)
+    return functools.reduce(jnp.matmul, mats).ravel()
+
+
+def balancedness_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
+    """Upper triangles (diagonal included) of U_iᵀU_i − U_{i+1}U_{i+1}ᵀ, i = 1..q−1, concatenated.
+
+    Each hidden width n_i contributes n_i(n_i+1)/2 entries, in `jnp.triu_indices` order.
+    """
+    mats = split_flat(theta, blocks)
+    parts = []
+    for u_in, u_out in zip(mats[:-1], mats[1:]):
+        m = u_in.T @ u_in - u_out @ u_out.T  # (n_i, n_i)
+        rows, cols = jnp.triu_indices(m.shape[0])
+        parts.append(m[rows, cols])
+    return jnp.concatenate(parts)
+
+
+def linear(dims: Sequence[int]) -> Model:
+    """Deep linear net with dims ``[n_0, …, n_q]`` (q ≥ 2 matrices).
+
+    Blocks ``U1..Uq``, U_i ∈ R^{n_{i−1}×n_i}; D = Σ n_{i−1} n_i; φ = vec(U_1⋯U_q), d = n_0 n_q.
+    Closed-form laws: U_iᵀU_i − U_{i+1}U_{i+1}ᵀ for each hidden layer (Arora et al.; MATH.md §2.3).
+    """
+    dims = check_dims("linear", dims, at_least=3, meaning="[n0, n1, ..., nq] (at least 2 matrices)")
+    blocks = blocks_from_shapes(
+        [(f"U{i}", (dims[i - 1], dims[i])) for i in range(1, len(dims))]
+    )
+    return Model(
+        name="linear",
+        dims=dims,
+        phi=functools.partial(linear_phi, blocks=blocks),
+        blocks=blocks,
+        bias=False,
+        closed_form_laws=functools.partial(balancedness_laws, blocks=blocks),
+        closed_form_description="U_iᵀU_i − U_{i+1}U_{i+1}ᵀ (upper triangle), i = 1..q−1",
+    )

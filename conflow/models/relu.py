@@ -1,0 +1,104 @@
+"""Deep ReLU network through its path-lifting φ (MATH.md §2.4).
+
+On a region of fixed activation pattern, a ReLU net is linear in the path products, so φ = (all
+path products) is a valid reparameterisation there (P1 code, MATH.md §1.3, §2.4).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from .. import _config  # noqa: F401  (float64)
+from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+
+Array = jax.Array
+
+
+def relu_blocks(dims: Sequence[int], bias: bool) -> tuple[ParamBlock, ...]:
+    """Layout ``W1, b1, W2, b2, …, W_{L−1}, b_{L−1}, W_L`` (the ``b``'s only if ``bias``).
+
+    W_l ∈ R^{n_l×n_{l−1}} maps layer l−1 to layer l; b_l ∈ R^{n_l} for hidden layers only.
+    """
+    L = len(dims) - 1
+    shapes: list[tuple[str, tuple[int, ...]]] = []
+    for l in range(1, L + 1):
+        shapes.append((f"W{l}", (dims[l], dims[l - 1])))
+        if bias and l < L:
+            shapes.append((f"b{l}", (dims[l],)))
+    return blocks_from_shapes(shapes)
+
+
+def _split_relu(theta: Array, blocks: Sequence[ParamBlock]) -> tuple[list[Array], list[Array]]:
+    """θ ↦ ([W_1, …, W_L], [b_1, …, b_{L−1}] or [])."""
+    arrs = dict(zip((b.name for b in blocks), split_flat(theta, blocks)))
+    weights = [arrs[b.name] for b in blocks if b.name.startswith("W")]
+    biases = [arrs[b.name] for b in blocks if b.name.startswith("b")]
+    return weights, biases
+
+
+def _expand(v: Array, ndim: int) -> Array:
+    """Append trailing axes to ``v`` until it has ``ndim`` axes (for outer products)."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def relu_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
+    """Path-lifting of a ReLU net, shape ``(d,)``.
+
+    With S_l[j_l, …, j_L] = Π_{k=l+1}^{L} W_k[j_k, j_{k−1}] (products along paths from neuron j_l of
+    layer l to output j_L), built backwards by outer products S_{l−1} = W_lᵀ ⊗ S_l:
+
+        φ = ( vec S_0,  vec(b_1 ⊙ S_1),  …,  vec(b_{L−1} ⊙ S_{L−1}) ),
+
+    i.e. first every input→output path product, indexed [i, j_1, …, j_{L−1}, o] row-major, then
+    for each hidden layer l = 1..L−1 (if biased) b_l[j] × (path product from j to the output).
+    d = Π_{k=0}^{L} n_k + Σ_{l=1}^{L−1} Π_{k=l}^{L} n_k (second term only with biases).
+    """
+    weights, biases = _split_relu(theta, blocks)
+    s = weights[-1].T  # S_{L−1}: (n_{L−1}, n_L)
+    bias_parts = []
+    for l in range(len(weights) - 1, 0, -1):  # hidden layer l; s = S_l, shape (n_l, …, n_L)
+        if biases:
+            bias_parts.append((_expand(biases[l - 1], s.ndim) * s).ravel())
+        s = _expand(weights[l - 1].T, s.ndim + 1) * s[None]  # S_{l−1}
+    return jnp.concatenate([s.ravel(), *reversed(bias_parts)])
+
+
+def relu_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
+    """Per hidden neuron j of layer l (l = 1..L−1, in order): ‖W_l[j,:]‖² + b_l[j]² − ‖W_{l+1}[:,j]‖²."""
+    weights, biases = _split_relu(theta, blocks)
+    parts = []
+    for l in range(1, len(weights)):
+        h = jnp.sum(weights[l - 1] ** 2, axis=1) - jnp.sum(weights[l] ** 2, axis=0)
+        if biases:
+            h = h + biases[l - 1] ** 2
+        parts.append(h)
+    return jnp.concatenate(parts)
+
+
+def relu(dims: Sequence[int], bias: bool = False) -> Model:
+    """Deep ReLU net ``[n_in, h_1, …, h_{L−1}, n_out]`` (L ≥ 2 layers), optionally with biases.
+
+    Blocks: see `relu_blocks`; φ: see `relu_phi`. Closed-form laws: one per hidden neuron,
+    ‖incoming‖² (+ b²) − ‖outgoing‖² (MATH.md §2.4).
+    """
+    dims = check_dims(
+        "relu", dims, at_least=3, meaning="[n_in, h1, ..., n_out] (at least one hidden layer)"
+    )
+    blocks = relu_blocks(dims, bias)
+    return Model(
+        name="relu",
+        dims=dims,
+        phi=functools.partial(relu_phi, blocks=blocks),
+        blocks=blocks,
+        bias=bool(bias),
+        closed_form_laws=functools.partial(relu_laws, blocks=blocks),
+        closed_form_description=(
+            "‖W_l[j,:]‖² + b_l[j]² − ‖W_{l+1}[:,j]‖² per hidden neuron j of layer l"
+            if bias
+            else "‖W_l[j,:]‖² − ‖W_{l+1}[:,j]‖² per hidden neuron j of layer l"
+        ),
+    )

@@ -1,0 +1,316 @@
+"""The Lie-trace engine: dim Lie(W)(z) at generic points, level by level, blind.
+
+Given a generator family G(z, a) = Σ_j a_j χ_j(z) on R^n (linear in a ∈ R^m), the engine builds the
+increasing sequence of MATH.md §1.6,
+
+    W_0 = span{χ_j},    W_{k+1} = W_k + [W_0, W_k],    Lie(W) = ∪_k W_k,
+
+and tracks its trace W_k(z) ⊆ R^n at P random generic points z. Level k is spanned by the
+right-nested brackets ad_{G(a_0)}⋯ad_{G(a_{k-1})}G(a_k) (multilinear in the a's), so random
+Gaussian coefficient samples give generic elements; S ≥ (remaining dimension) + margin samples span
+the level's trace with probability one.
+
+At each point the engine keeps an orthonormal basis B of the complement of the trace found so far.
+A level's samples are normalised by their cancellation scale (see `conflow.rank`), projected onto
+B, and their singular values σ decide how many new directions the level adds (σ > rtol). Kept
+directions leave B. The construction stops when a level adds no direction at any point
+(stagnation: then Lie(W)(z) = W_k(z), MATH.md §1.6 criterion 2), when the trace is all of R^n, or at
+the depth cap, where the result is ``not_converged`` and no count is given. The engine is never
+told an expected count.
+
+Evidence kept: the rank per level and point, the smallest kept σ (σ_r) and the largest dropped σ
+(σ_{r+1}) over all levels and points, their ratio (the gap), the σ's on each side of the cut, and
+whether all points agree. Status ``ambiguous`` when the gap is below ``min_gap`` or points disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _config  # noqa: F401  (float64)
+from .brackets import Family, nested_bracket
+from .errors import InputError
+from .rank import DEFAULT_MIN_GAP, DEFAULT_RTOL, cut_spectrum, gap_ratio, normalise_rows
+
+Array = jax.Array
+
+OK, AMBIGUOUS, NOT_CONVERGED = "ok", "ambiguous", "not_converged"
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorFamily:
+    """A family of vector fields on R^n, linear in its coefficients.
+
+    Attributes:
+        field: ``(z, a) -> R^n`` with ``z`` of shape ``(n,)`` and ``a`` of shape ``(m,)``, linear in
+            ``a``: field(z, a) = Σ_j a_j χ_j(z). Must be a JAX-traceable function.
+        state_dim: n.
+        n_coeffs: m, the number of generators χ_j.
+        name: for reports.
+    """
+
+    field: Family
+    state_dim: int
+    n_coeffs: int
+    name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelRecord:
+    """One level W_depth of the construction.
+
+    Attributes:
+        depth: bracket depth k (0 = the generators themselves).
+        samples: number of random nested brackets evaluated per point.
+        ranks: dim W_depth(z_p) at each point.
+        added: directions this level added at each point.
+        sigma_kept: smallest singular value kept at this level (over points), or ``None``.
+        sigma_dropped: largest singular value dropped at this level (over points), or ``None``.
+        seconds: wall time of the level (evaluation + linear algebra).
+    """
+
+    depth: int
+    samples: int
+    ranks: tuple[int, ...]
+    added: tuple[int, ...]
+    sigma_kept: float | None
+    sigma_dropped: float | None
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class LieTrace:
+    """Result of `lie_trace`: dim Lie(W)(z) at generic points, with its evidence.
+
+    Attributes:
+        dim: dim Lie(W)(z), agreed by all points; ``None`` unless ``status == "ok"``.
+        state_dim: n.
+        status: ``"ok"``, ``"ambiguous"`` (gap below ``min_gap`` or points disagree) or
+            ``"not_converged"`` (depth cap reached while the trace was still growing).
+        reason: one line explaining a non-ok status (empty when ok).
+        point_dims: the dimension reached at each point.
+        n_agree: how many points gave the most common dimension.
+        levels: one `LevelRecord` per level evaluated.
+        depth: the deepest level evaluated.
+        sigma_r: smallest kept normalised singular value over all levels and points.
+        sigma_r1: largest dropped normalised singular value over all levels and points.
+        gap: sigma_r / sigma_r1.
+        kept_tail: the three smallest kept singular values (ascending σ order reversed: largest
+            first), i.e. the values just above the cut.
+        dropped_head: the three largest dropped singular values, just below the cut.
+        points: the generic points, shape ``(P, n)``.
+        rtol, min_gap: the thresholds used.
+        seconds: total wall time, compilation included.
+    """
+
+    dim: int | None
+    state_dim: int
+    status: str
+    reason: str
+    point_dims: tuple[int, ...]
+    n_agree: int
+    levels: tuple[LevelRecord, ...]
+    depth: int
+    sigma_r: float | None
+    sigma_r1: float | None
+    gap: float
+    kept_tail: tuple[float, ...]
+    dropped_head: tuple[float, ...]
+    points: np.ndarray = dataclasses.field(repr=False)
+    rtol: float = DEFAULT_RTOL
+    min_gap: float = DEFAULT_MIN_GAP
+    seconds: float = 0.0
+
+    @property
+    def ranks(self) -> tuple[tuple[int, ...], ...]:
+        """dim W_k(z_p) for each level k (rows) and point p (columns)."""
+        return tuple(level.ranks for level in self.levels)
+
+
+def _margin(c: int) -> int:
+    return 8 + c // 16
+
+
+def _next_pow2(k: int) -> int:
+    return 1 << max(0, (k - 1).bit_length())
+
+
+# XLA's LLVM optimisation passes dominate the compile time of deeply nested brackets while buying
+# little on small states; below this state dimension the bracket kernels are compiled at -O0.
+_FAST_COMPILE_MAX_DIM = 512
+
+
+@functools.lru_cache(maxsize=256)
+def _level_evaluator(field: Family, depth: int, fast_compile: bool) -> Callable:
+    """jit(vmap over points of vmap over samples) of the depth-``depth`` nested bracket.
+
+    Signature of the result: ``(points (P, n), coeffs (P, S, depth + 1, m)) ->
+    (values (P, S, n), scales (P, S))``.
+    """
+    f = nested_bracket(field, depth)
+    batched = jax.vmap(jax.vmap(f, in_axes=(None, 0)), in_axes=(0, 0))
+    options = {"xla_backend_optimization_level": 0} if fast_compile else None
+    return jax.jit(batched, compiler_options=options)
+
+
+def _check_points(family: VectorFamily, points: Array) -> Array:
+    points = jnp.asarray(points, dtype=jnp.float64)
+    if points.ndim != 2 or points.shape[1] != family.state_dim:
+        raise InputError(
+            f"points must have shape (P, {family.state_dim}), got {tuple(points.shape)}"
+        )
+    if points.shape[0] < 1:
+        raise InputError("at least one point is needed")
+    if not bool(jnp.all(jnp.isfinite(points))):
+        raise InputError("points contain NaN or inf")
+    return points
+
+
+def lie_trace(
+    family: VectorFamily,
+    points: Array,
+    *,
+    seed: int = 0,
+    max_depth: int = 10,
+    rtol: float = DEFAULT_RTOL,
+    min_gap: float = DEFAULT_MIN_GAP,
+    max_chunk: int = 256,
+    max_chunk_floats: int = 1 << 24,
+) -> LieTrace:
+    """dim Lie(W)(z) at each of ``points`` by the level construction W_{k+1} = W_k + [W_0, W_k].
+
+    Args:
+        family: the generators, as a `VectorFamily` on R^n.
+        points: generic points, shape ``(P, n)`` (P ≥ 3 recommended: agreement is evidence).
+        seed: seed of the random coefficient samples (the result is a function of it).
+        max_depth: deepest bracket level evaluated; reaching it while the trace still grows gives
+            status ``not_converged``.
+        rtol: normalised singular values above this are directions, below are rounding noise.
+        min_gap: σ_r / σ_{r+1} below this makes the result ``ambiguous``.
+        max_chunk: largest number of samples evaluated per compiled call and point.
+        max_chunk_floats: bound on the coefficient floats sent per call (memory).
+
+    Returns:
+        A `LieTrace`. The count of conservation laws is ``state_dim - dim``.
+    """
+    t_start = time.perf_counter()
+    points = _check_points(family, points)
+    n, m = family.state_dim, family.n_coeffs
+    if n < 1 or m < 1:
+        raise InputError(f"a family needs n >= 1 and m >= 1 (got n={n}, m={m})")
+    P = points.shape[0]
+    rng = np.random.default_rng(seed)
+    fast_compile = n <= _FAST_COMPILE_MAX_DIM
+
+    # Orthonormal bases (rows) of the complement of the trace found so far, one per point.
+    complements = [np.eye(n) for _ in range(P)]
+    dims = [0] * P
+    kept: list[float] = []
+    dropped: list[float] = []
+    levels: list[LevelRecord] = []
+    converged = False
+
+    for depth in range(max_depth + 1):
+        t_level = time.perf_counter()
+        c_max = max(c.shape[0] for c in complements)
+        if c_max == 0:  # the trace is all of R^n at every point: nothing can be added
+            converged = True
+            break
+        n_brackets = m ** (depth + 1) if (depth + 1) * math.log2(max(m, 2)) < 62 else c_max
+        n_samples = min(c_max, n_brackets) + _margin(c_max)
+        per_call = max(1, max_chunk_floats // (P * (depth + 1) * m))
+        chunk = min(_next_pow2(n_samples), max_chunk, 1 << (per_call.bit_length() - 1))
+        evaluate = _level_evaluator(family.field, depth, fast_compile)
+
+        values, scales = [], []
+        for _ in range(math.ceil(n_samples / chunk)):
+            coeffs = rng.standard_normal((P, chunk, depth + 1, m))
+            v, s = evaluate(points, jnp.asarray(coeffs))
+            values.append(np.asarray(v))
+            scales.append(np.asarray(s))
+        values = np.concatenate(values, axis=1)  # (P, S, n)
+        scales = np.concatenate(scales, axis=1)  # (P, S)
+        if not np.all(np.isfinite(values)):
+            raise InputError(
+                f"the vector fields are not finite at a generic point (bracket depth {depth}): "
+                "check that φ is differentiable there and returns finite values"
+            )
+        if depth == 0:
+            # Generators are judged against the largest of them at the same point.
+            scales = np.broadcast_to(np.max(scales, axis=1, keepdims=True), scales.shape)
+
+        added = []
+        level_kept, level_dropped = [], []
+        for p in range(P):
+            basis = complements[p]
+            if basis.shape[0] == 0:
+                added.append(0)
+                continue
+            rows = np.asarray(normalise_rows(values[p], scales[p])) @ basis.T  # (S, c)
+            _, sigma, vt = np.linalg.svd(rows, full_matrices=True)
+            cut = cut_spectrum(sigma, rtol)
+            added.append(cut.rank)
+            dims[p] += cut.rank
+            level_kept.extend(sigma[: cut.rank].tolist())
+            level_dropped.extend(sigma[cut.rank :].tolist())
+            complements[p] = vt[cut.rank :] @ basis
+        kept.extend(level_kept)
+        dropped.extend(level_dropped)
+        levels.append(
+            LevelRecord(
+                depth=depth,
+                samples=int(values.shape[1]),
+                ranks=tuple(dims),
+                added=tuple(added),
+                sigma_kept=min(level_kept) if level_kept else None,
+                sigma_dropped=max(level_dropped) if level_dropped else None,
+                seconds=time.perf_counter() - t_level,
+            )
+        )
+        if not any(added):
+            converged = True
+            break
+
+    values_, counts = np.unique(dims, return_counts=True)
+    mode = int(values_[np.argmax(counts)])
+    n_agree = int(np.max(counts))
+    sigma_r = min(kept) if kept else None
+    sigma_r1 = max(dropped) if dropped else None
+    gap = gap_ratio(sigma_r, sigma_r1)
+    if not converged:
+        status, reason = NOT_CONVERGED, (
+            f"the trace was still growing at depth {max_depth} (raise max_depth)"
+        )
+    elif n_agree < P:
+        status, reason = AMBIGUOUS, f"points disagree: dimensions {tuple(dims)}"
+    elif gap < min_gap:
+        status, reason = AMBIGUOUS, f"gap {gap:.3g} below {min_gap:.3g}: the cut is not clear"
+    else:
+        status, reason = OK, ""
+    return LieTrace(
+        dim=mode if status == OK else None,
+        state_dim=n,
+        status=status,
+        reason=reason,
+        point_dims=tuple(dims),
+        n_agree=n_agree,
+        levels=tuple(levels),
+        depth=levels[-1].depth if levels else 0,
+        sigma_r=sigma_r,
+        sigma_r1=sigma_r1,
+        gap=gap,
+        kept_tail=tuple(sorted(kept)[:3][::-1]),
+        dropped_head=tuple(sorted(dropped, reverse=True)[:3]),
+        points=np.asarray(points),
+        rtol=rtol,
+        min_gap=min_gap,
+        seconds=time.perf_counter() - t_start,
+    )

@@ -1,0 +1,105 @@
+"""The Lie-trace engine on hand-built families with known Lie algebras."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import conflow  # noqa: F401
+from conflow.errors import InputError
+from conflow.trace import VectorFamily, lie_trace
+
+rng = np.random.default_rng(0)
+POINTS3 = jnp.asarray(rng.standard_normal((3, 3)))
+
+
+def _linear_family(mats):
+    mats = jnp.asarray(mats)
+    return VectorFamily(lambda z, a: jnp.einsum("j,jkl,l->k", a, mats, z), mats.shape[1],
+                        mats.shape[0])
+
+
+def _so3():
+    e = np.zeros((3, 3, 3))
+    for k, (i, j) in enumerate([(0, 1), (1, 2), (0, 2)]):
+        e[k, i, j], e[k, j, i] = 1.0, -1.0
+    return e
+
+
+def test_two_rotations_generate_so3_one_law():
+    # Two generators of so(3): the orbit is the sphere, dim 2, law |z|².
+    trace = lie_trace(_linear_family(_so3()[:2]), POINTS3)
+    assert trace.status == "ok" and trace.dim == 2
+    assert trace.ranks[0] == (2, 2, 2)
+    assert trace.gap > 1e8
+    assert trace.n_agree == 3
+
+
+def test_generic_linear_fields_fill_the_space():
+    trace = lie_trace(_linear_family(rng.standard_normal((2, 4, 4))),
+                      jnp.asarray(rng.standard_normal((3, 4))))
+    assert trace.dim == 4 and trace.status == "ok"
+
+
+def _needs_a_bracket():
+    # X = ∂1, Y = ∂2 + x1 ∂3: [X, Y] = ∂3 is new at level 1 (a contact-like distribution).
+    def field(z, a):
+        return jnp.array([a[0], a[1], a[1] * z[0]])
+
+    return VectorFamily(field, 3, 2)
+
+
+def test_level_one_adds_the_bracket_direction():
+    trace = lie_trace(_needs_a_bracket(), POINTS3)
+    assert trace.ranks[:2] == ((2, 2, 2), (3, 3, 3))
+    assert trace.dim == 3 and trace.status == "ok"
+
+
+def test_depth_cap_gives_not_converged_and_no_count():
+    trace = lie_trace(_needs_a_bracket(), POINTS3, max_depth=0)
+    assert trace.status == "not_converged"
+    assert trace.dim is None
+    assert "depth 0" in trace.reason
+
+
+def test_points_that_disagree_are_ambiguous():
+    # At z = 0 every linear field vanishes: that point is not generic.
+    points = jnp.concatenate([POINTS3[:2], jnp.zeros((1, 3))])
+    trace = lie_trace(_linear_family(_so3()[:2]), points)
+    assert trace.status == "ambiguous" and trace.dim is None
+    assert trace.point_dims == (2, 2, 0) and trace.n_agree == 2
+
+
+def test_a_scalar_field_has_a_one_dimensional_trace():
+    # One field: [v, v] = 0 must be recognised as zero relative to the terms that cancel.
+    def field(z, a):
+        return a[0] * jnp.array([z[1] * z[2], z[0] * z[2], z[0] * z[1]]) * jnp.exp(z[0])
+
+    trace = lie_trace(VectorFamily(field, 3, 1), POINTS3)
+    assert trace.dim == 1 and trace.status == "ok"
+
+
+def test_same_seed_same_result_and_seed_matters_only_in_rounding():
+    fam = _needs_a_bracket()
+    a, b = lie_trace(fam, POINTS3, seed=7), lie_trace(fam, POINTS3, seed=7)
+    assert a.point_dims == b.point_dims and a.gap == b.gap and a.ranks == b.ranks
+    c = lie_trace(fam, POINTS3, seed=8)
+    assert c.dim == a.dim
+
+
+@pytest.mark.parametrize(
+    "points, message",
+    [
+        (jnp.ones((2, 4)), "shape"),
+        (jnp.full((2, 3), jnp.nan), "NaN"),
+        (jnp.ones((0, 3)), "at least one point"),
+    ],
+)
+def test_bad_points_are_named(points, message):
+    with pytest.raises(InputError, match=message):
+        lie_trace(_needs_a_bracket(), points)
+
+
+def test_non_finite_fields_are_named():
+    fam = VectorFamily(lambda z, a: a[0] * jnp.log(z - 10.0), 3, 1)
+    with pytest.raises(InputError, match="not finite"):
+        lie_trace(fam, POINTS3)

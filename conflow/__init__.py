@@ -5,11 +5,11 @@ Public API (float64 is enabled on import):
 - models: `linear`, `relu`, `factorization`, `nmf`, `icnn`, `product`, `custom`, `get_model`;
 - flows: `GradientFlow`;
 - counting: `count_laws` → `LawCount`; the engine `lie_trace` → `LieTrace` on a `VectorFamily`;
-- building blocks: `lie_bracket`, `nested_bracket`, `numerical_rank`.
+- building blocks: `lie_bracket`, `bracket_chain`, `numerical_rank`.
 """
 
 from . import _config  # noqa: F401  (float64 before anything is traced)
-from .brackets import lie_bracket, nested_bracket
+from .brackets import bracket_chain, lie_bracket
 from .errors import InputError
 from .flows import GradientFlow
 from .laws import LawCount, count_laws
@@ -45,7 +45,7 @@ __all__ = [
     "lie_bracket",
     "lie_trace",
     "linear",
-    "nested_bracket",
+    "bracket_chain",
     "nmf",
     "numerical_rank",
     "product",

@@ -44,19 +44,25 @@ def _bracket_terms(u: Field, v: Field, z: Array) -> tuple[Array, Array, Array]:
     return dv_u - du_v, dv_u, du_v
 
 
-def nested_bracket(family: Family, depth: int) -> Callable[[Array, Array], tuple[Array, Array]]:
-    """Right-nested bracket of ``depth + 1`` members of a family, with its cancellation scale.
+def bracket_chain(family: Family, depth: int) -> Callable[[Array, Array], tuple[Array, Array]]:
+    """All depths of one right-nested bracket chain, with their cancellation scales.
 
-    Returns ``f(z, coeffs) -> (value, scale)`` with ``z`` of shape ``(n,)`` and ``coeffs`` of
-    shape ``(depth + 1, m)``, where
+    Returns ``f(z, coeffs) -> (values, scales)`` with ``z`` of shape ``(n,)``, ``coeffs`` of shape
+    ``(depth + 1, m)``, ``values`` of shape ``(depth + 1, n)`` and ``scales`` of shape
+    ``(depth + 1,)``. Row j is the depth-j element of the chain ending in G(a_depth):
 
-        value = ad_{G(a_0)} ⋯ ad_{G(a_{depth-1})} G(a_depth) (z),
-        scale = ‖∂Y·X‖ + ‖∂X·Y‖ for the outermost bracket [X, Y]  (depth ≥ 1),
-        scale = ‖G(a_0)(z)‖                                       (depth = 0).
+        values[0] = G(a_depth)(z),
+        values[j] = [G(a_{depth-j}), Y_{j-1}](z)  with  Y_{j-1} the depth-(j−1) element,
 
-    ``scale`` is the size of the two terms whose difference is the value: a bracket that vanishes
-    identically (e.g. [v, v] for a scalar φ) has ``value`` at rounding level *relative to scale*,
-    which is how zero brackets are recognised (DESIGN.md, "numerical pitfalls").
+    i.e. values[j] = ad_{G(a_{depth-j})} ⋯ ad_{G(a_{depth-1})} G(a_depth) (z): a generic element of
+    level j for random coefficients. One evaluation yields every level up to ``depth`` (the inner
+    values are computed anyway as primals of the outer Jacobian–vector products), so one compiled
+    program serves all of them.
+
+    scales[j] = ‖∂Y·X‖ + ‖∂X·Y‖ for the outermost bracket [X, Y] of row j (j ≥ 1), and ‖G(a)(z)‖
+    for j = 0: the size of the two terms whose difference is the value. A bracket that vanishes
+    identically (e.g. [v, v] for a scalar φ) is at rounding level *relative to its scale*, which is
+    how zero brackets are recognised (DESIGN.md, "numerical pitfalls").
     """
     if depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
@@ -65,13 +71,26 @@ def nested_bracket(family: Family, depth: int) -> Callable[[Array, Array], tuple
         def member(j: int) -> Field:
             return lambda x: family(x, coeffs[j])
 
-        inner = member(depth)
-        if depth == 0:
-            value = inner(z)
-            return value, jnp.linalg.norm(value)
-        for j in range(depth - 1, 0, -1):
-            inner = lie_bracket(member(j), inner)
-        value, t1, t2 = _bracket_terms(member(0), inner, z)
-        return value, jnp.linalg.norm(t1) + jnp.linalg.norm(t2)
+        def element(j: int) -> Callable:
+            # x ↦ (depth-j element at x, (lower elements at x, their scales, own scale))
+            if j == 0:
+                def first(x):
+                    value = member(depth)(x)
+                    return value, ((), (), jnp.linalg.norm(value))
+
+                return first
+            inner, u = element(j - 1), member(depth - j)
+
+            def bracketed(x):
+                ux = u(x)
+                vx, dv_u, (values, scales, scale) = jax.jvp(inner, (x,), (ux,), has_aux=True)
+                _, du_v = jax.jvp(u, (x,), (vx,))
+                own = jnp.linalg.norm(dv_u) + jnp.linalg.norm(du_v)
+                return dv_u - du_v, (values + (vx,), scales + (scale,), own)
+
+            return bracketed
+
+        value, (values, scales, scale) = element(depth)(z)
+        return jnp.stack(values + (value,)), jnp.stack(scales + (scale,))
 
     return f

@@ -124,7 +124,11 @@ def _reproduce(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        for item in argv:  # argparse would take "-1,2" for an option
+            if item[:1] == "-" and item[1:2].isdigit() and "," in item:
+                raise InputError(f"dims must be positive integers, got {item!r}")
         args = _build_parser().parse_args(argv)
         return _count(args) if args.command == "count" else _reproduce(args)
     except InputError as exc:

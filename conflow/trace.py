@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _config  # noqa: F401  (float64)
-from .brackets import Family, nested_bracket
+from .brackets import Family, bracket_chain
 from .errors import InputError
 from .rank import DEFAULT_MIN_GAP, DEFAULT_RTOL, cut_spectrum, gap_ratio, normalise_rows
 
@@ -149,16 +149,102 @@ _FAST_COMPILE_MAX_DIM = 512
 
 
 @functools.lru_cache(maxsize=256)
-def _level_evaluator(field: Family, depth: int, fast_compile: bool) -> Callable:
-    """jit(vmap over points of vmap over samples) of the depth-``depth`` nested bracket.
+def _stage_evaluator(field: Family, depth: int, first: int, fast_compile: bool) -> Callable:
+    """jit(vmap over points of vmap over samples) of a bracket chain of ``depth``.
 
     Signature of the result: ``(points (P, n), coeffs (P, S, depth + 1, m)) ->
-    (values (P, S, n), scales (P, S))``.
+    (values (P, S, L, n), scales (P, S, L))`` for the levels ``first..depth`` (L of them).
     """
-    f = nested_bracket(field, depth)
-    batched = jax.vmap(jax.vmap(f, in_axes=(None, 0)), in_axes=(0, 0))
+    f = bracket_chain(field, depth)
+
+    def levels(z, coeffs):
+        values, scales = f(z, coeffs)
+        return values[first:], scales[first:]
+
+    batched = jax.vmap(jax.vmap(levels, in_axes=(None, 0)), in_axes=(0, 0))
     options = {"xla_backend_optimization_level": 0} if fast_compile else None
     return jax.jit(batched, compiler_options=options)
+
+
+def _evaluate_stage(
+    family: VectorFamily,
+    points: Array,
+    rng: np.random.Generator,
+    first: int,
+    depth: int,
+    complements: list[np.ndarray],
+    fast_compile: bool,
+    max_chunk: int,
+    max_chunk_floats: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random bracket chains of ``depth`` at every point; the levels ``first..depth`` of each.
+
+    The number of samples S covers the largest remaining complement plus a margin (never more
+    than the number of distinct brackets of level ``first`` plus the margin). Returns
+    ``values (P, S, L, n)`` and ``scales (P, S, L)`` as host arrays.
+    """
+    P, m = points.shape[0], family.n_coeffs
+    c_max = max(c.shape[0] for c in complements)
+    n_brackets = m ** (first + 1) if (first + 1) * math.log2(max(m, 2)) < 62 else c_max
+    n_samples = min(c_max, n_brackets) + _margin(c_max)
+    per_call = max(1, max_chunk_floats // (P * (depth + 1) * m))
+    chunk = min(_next_pow2(n_samples), max_chunk, 1 << (per_call.bit_length() - 1))
+    evaluate = _stage_evaluator(family.field, depth, first, fast_compile)
+    values, scales = [], []
+    for _ in range(math.ceil(n_samples / chunk)):
+        coeffs = rng.standard_normal((P, chunk, depth + 1, m))
+        v, s = evaluate(points, jnp.asarray(coeffs))
+        values.append(np.asarray(v))
+        scales.append(np.asarray(s))
+    values_ = np.concatenate(values, axis=1)
+    if not np.all(np.isfinite(values_)):
+        raise InputError(
+            f"the vector fields are not finite at a generic point (bracket depth ≤ {depth}): "
+            "check that φ is differentiable there and returns finite values"
+        )
+    return values_, np.concatenate(scales, axis=1)
+
+
+def _process_level(
+    depth: int,
+    values: np.ndarray,
+    scales: np.ndarray,
+    complements: list[np.ndarray],
+    dims: list[int],
+    rtol: float,
+) -> tuple[LevelRecord, list[float], list[float]]:
+    """Add level ``depth`` (samples ``values (P, S, n)``, ``scales (P, S)``) at every point.
+
+    Updates ``complements`` and ``dims`` in place; returns the level's record and the singular
+    values kept and dropped.
+    """
+    t0 = time.perf_counter()
+    if depth == 0:
+        # Generators are judged against the largest of them at the same point.
+        scales = np.broadcast_to(np.max(scales, axis=1, keepdims=True), scales.shape)
+    added, kept, dropped = [], [], []
+    for p, basis in enumerate(complements):
+        if basis.shape[0] == 0:
+            added.append(0)
+            continue
+        rows = normalise_rows(values[p], scales[p]) @ basis.T  # (S, c)
+        _, sigma, vt = np.linalg.svd(rows, full_matrices=True)
+        cut = cut_spectrum(sigma, rtol)
+        added.append(cut.rank)
+        dims[p] += cut.rank
+        kept.extend(sigma[: cut.rank].tolist())
+        dropped.extend(sigma[cut.rank :].tolist())
+        complements[p] = vt[cut.rank :] @ basis
+    record = LevelRecord(
+        depth=depth,
+        samples=int(values.shape[1]),
+        ranks=tuple(dims),
+        added=tuple(added),
+        sigma_kept=min(kept) if kept else None,
+        sigma_dropped=max(dropped) if dropped else None,
+        seconds=time.perf_counter() - t0,
+    )
+    return record, kept, dropped
 
 
 def _check_points(family: VectorFamily, points: Array) -> Array:
@@ -218,66 +304,35 @@ def lie_trace(
     levels: list[LevelRecord] = []
     converged = False
 
-    for depth in range(max_depth + 1):
-        t_level = time.perf_counter()
-        c_max = max(c.shape[0] for c in complements)
-        if c_max == 0:  # the trace is all of R^n at every point: nothing can be added
+    depth = 0
+    while depth <= max_depth and not converged:
+        if max(c.shape[0] for c in complements) == 0:  # the trace is R^n at every point
             converged = True
             break
-        n_brackets = m ** (depth + 1) if (depth + 1) * math.log2(max(m, 2)) < 62 else c_max
-        n_samples = min(c_max, n_brackets) + _margin(c_max)
-        per_call = max(1, max_chunk_floats // (P * (depth + 1) * m))
-        chunk = min(_next_pow2(n_samples), max_chunk, 1 << (per_call.bit_length() - 1))
-        evaluate = _level_evaluator(family.field, depth, fast_compile)
-
-        values, scales = [], []
-        for _ in range(math.ceil(n_samples / chunk)):
-            coeffs = rng.standard_normal((P, chunk, depth + 1, m))
-            v, s = evaluate(points, jnp.asarray(coeffs))
-            values.append(np.asarray(v))
-            scales.append(np.asarray(s))
-        values = np.concatenate(values, axis=1)  # (P, S, n)
-        scales = np.concatenate(scales, axis=1)  # (P, S)
-        if not np.all(np.isfinite(values)):
-            raise InputError(
-                f"the vector fields are not finite at a generic point (bracket depth {depth}): "
-                "check that φ is differentiable there and returns finite values"
-            )
-        if depth == 0:
-            # Generators are judged against the largest of them at the same point.
-            scales = np.broadcast_to(np.max(scales, axis=1, keepdims=True), scales.shape)
-
-        added = []
-        level_kept, level_dropped = [], []
-        for p in range(P):
-            basis = complements[p]
-            if basis.shape[0] == 0:
-                added.append(0)
-                continue
-            rows = np.asarray(normalise_rows(values[p], scales[p])) @ basis.T  # (S, c)
-            _, sigma, vt = np.linalg.svd(rows, full_matrices=True)
-            cut = cut_spectrum(sigma, rtol)
-            added.append(cut.rank)
-            dims[p] += cut.rank
-            level_kept.extend(sigma[: cut.rank].tolist())
-            level_dropped.extend(sigma[cut.rank :].tolist())
-            complements[p] = vt[cut.rank :] @ basis
-        kept.extend(level_kept)
-        dropped.extend(level_dropped)
-        levels.append(
-            LevelRecord(
-                depth=depth,
-                samples=int(values.shape[1]),
-                ranks=tuple(dims),
-                added=tuple(added),
-                sigma_kept=min(level_kept) if level_kept else None,
-                sigma_dropped=max(level_dropped) if level_dropped else None,
-                seconds=time.perf_counter() - t_level,
-            )
+        # One compiled chain serves the levels depth..stage_depth of this stage; its evaluation
+        # time is booked on the stage's first level.
+        t_stage = time.perf_counter()
+        stage_depth = min(max_depth, depth + (2 if depth == 0 else 1))
+        values, scales = _evaluate_stage(
+            family, points, rng, depth, stage_depth, complements, fast_compile, max_chunk,
+            max_chunk_floats,
         )
-        if not any(added):
-            converged = True
-            break
+        for level in range(stage_depth - depth + 1):
+            if level and max(c.shape[0] for c in complements) == 0:
+                converged = True
+                break
+            record, level_kept, level_dropped = _process_level(
+                depth, values[:, :, level], scales[:, :, level], complements, dims, rtol
+            )
+            if level == 0:
+                record = dataclasses.replace(record, seconds=time.perf_counter() - t_stage)
+            levels.append(record)
+            kept.extend(level_kept)
+            dropped.extend(level_dropped)
+            depth += 1
+            if not any(record.added):
+                converged = True
+                break
 
     values_, counts = np.unique(dims, return_counts=True)
     mode = int(values_[np.argmax(counts)])

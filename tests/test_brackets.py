@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import conflow  # noqa: F401  (float64)
-from conflow.brackets import lie_bracket, nested_bracket
+from conflow.brackets import bracket_chain, lie_bracket
 
 
 def test_linear_fields_bracket_is_commutator():
@@ -35,7 +35,7 @@ def test_bracket_is_antisymmetric_and_zero_on_itself():
     assert np.allclose(lie_bracket(u, u)(z), 0.0, atol=1e-15)
 
 
-def test_nested_bracket_matches_composition_and_reports_scale():
+def test_bracket_chain_matches_composition_and_reports_scale():
     rng = np.random.default_rng(1)
     mats = jnp.asarray(rng.standard_normal((3, 3, 3)))
 
@@ -49,7 +49,10 @@ def test_nested_bracket_matches_composition_and_reports_scale():
     # [X0, C] ↔ C X0 − X0 C.
     C = X[2] @ X[1] - X[1] @ X[2]
     expected = (C @ X[0] - X[0] @ C) @ z
-    value, scale = nested_bracket(family, 2)(z, coeffs)
+    values, scales = bracket_chain(family, 2)(z, coeffs)
+    value, scale = values[2], scales[2]
+    np.testing.assert_allclose(values[0], X[2] @ z, rtol=1e-12)
+    np.testing.assert_allclose(values[1], (X[2] @ X[1] - X[1] @ X[2]) @ z, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(value, expected, rtol=1e-12, atol=1e-12)
     assert scale >= np.linalg.norm(expected) - 1e-12
 
@@ -59,6 +62,7 @@ def test_scalar_field_self_bracket_is_rounding_relative_to_scale():
     phi = lambda x: jnp.prod(x)[None]  # noqa: E731
     family = lambda x, a: jax.vjp(phi, x)[1](a)[0]  # noqa: E731
     z = jnp.asarray(np.random.default_rng(2).standard_normal(5))
-    value, scale = nested_bracket(family, 1)(z, jnp.array([[0.7], [-1.3]]))
+    values, scales = bracket_chain(family, 1)(z, jnp.array([[0.7], [-1.3]]))
+    value, scale = values[1], scales[1]
     assert scale > 1e-3
     assert np.linalg.norm(value) <= 1e-14 * scale

@@ -20,6 +20,7 @@ Entries are then named row-major, e.g. ``"layer1.w[0,2]"``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -88,7 +89,7 @@ def _check_output(y: Any, where: str) -> None:
         raise InputError(f"custom: phi returned a complex array {where}; φ must be real")
     if kind != "f":
         raise InputError(f"custom: phi output is not numeric (dtype {y.dtype}) {where}")
-    if y.size == 0:
+    if math.prod(y.shape) == 0:
         raise InputError(f"custom: phi returned an empty array {where}")
 
 
@@ -160,9 +161,43 @@ def custom(
         """θ, shape (D,) ↦ ravel(phi(unravel(θ))), shape (d,)."""
         return _ravel_output(phi(unravel(theta)))
 
-    # 1. the example point, eagerly: does phi run and return a usable array?
+    # 1. the example point, abstractly (no compilation); diagnosed eagerly if tracing fails.
     try:
-        out = phi(params64)
+        out_shape = jax.eval_shape(lambda p: _ravel_output(phi(p)), params64)
+    except Exception as e_trace:  # noqa: BLE001
+        _diagnose_example(phi, params64, e_trace)
+        raise  # unreachable: _diagnose_example always raises
+    _check_output(out_shape, "on the example params")
+
+    model = Model(name=name, dims=(int(flat0.size),), phi=flat_phi, blocks=blocks)
+
+    # 2. generic points: jit-traceable, jvp-differentiable, finite.
+    thetas = model.sample_points(jax.random.PRNGKey(0), N_CHECK_POINTS)
+    tangent = jax.random.normal(jax.random.PRNGKey(1), thetas.shape[1:], dtype=jnp.float64)
+    value_and_jvp = jax.jit(lambda t, v: jax.jvp(flat_phi, (t,), (v,)))
+    try:
+        ys, ydots = zip(*(value_and_jvp(t, tangent) for t in thetas))  # one compilation
+    except Exception as e:  # noqa: BLE001
+        try:  # which part failed: tracing φ itself, or differentiating it?
+            jax.jit(flat_phi)(thetas[0])
+        except Exception as e_jit:  # noqa: BLE001
+            raise InputError(
+                "custom: phi cannot be traced by jax.jit (use jax.numpy only, no Python control "
+                f"flow on values): {_brief(e_jit)}"
+            ) from e_jit
+        raise InputError(f"custom: phi is not differentiable (jax.jvp failed): {_brief(e)}") from e
+    _check_output(ys[0], "at a generic point")
+    if not all(bool(jnp.all(jnp.isfinite(y))) for y in ys):
+        raise InputError("custom: φ returned NaN/inf at a generic point")
+    if not all(bool(jnp.all(jnp.isfinite(y))) for y in ydots):
+        raise InputError("custom: the derivative of φ is NaN/inf at a generic point")
+    return model
+
+
+def _diagnose_example(phi: Callable[[Any], Any], params: Any, trace_error: BaseException) -> None:
+    """φ failed under tracing at the example params: say why in one line (always raises)."""
+    try:
+        out = phi(params)
     except Exception as e:  # noqa: BLE001 - any user error becomes one line
         raise InputError(f"custom: phi raised {_brief(e)} on the example params") from e
     try:
@@ -170,30 +205,10 @@ def custom(
     except Exception as e:  # noqa: BLE001
         raise InputError(f"custom: phi output is not a numeric array (got {type(out).__name__})") from e
     _check_output(y, "on the example params")
-
-    model = Model(name=name, dims=(int(flat0.size),), phi=flat_phi, blocks=blocks)
-
-    # 2. generic points: jit-traceable, jvp-differentiable, finite.
-    thetas = model.sample_points(jax.random.PRNGKey(0), N_CHECK_POINTS)
-    tangent = jax.random.normal(jax.random.PRNGKey(1), thetas.shape[1:], dtype=jnp.float64)
-    try:
-        ys = [jax.jit(flat_phi)(t) for t in thetas]
-    except Exception as e:  # noqa: BLE001
-        raise InputError(
-            f"custom: phi cannot be traced by jax.jit (use jax.numpy only, no Python control "
-            f"flow on values): {_brief(e)}"
-        ) from e
-    _check_output(ys[0], "at a generic point")
-    try:
-        jvp = jax.jit(lambda t, v: jax.jvp(flat_phi, (t,), (v,))[1])
-        ydots = [jvp(t, tangent) for t in thetas]
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"custom: phi is not differentiable (jax.jvp failed): {_brief(e)}") from e
-    if not all(bool(jnp.all(jnp.isfinite(y))) for y in ys):
-        raise InputError("custom: φ returned NaN/inf at a generic point")
-    if not all(bool(jnp.all(jnp.isfinite(y))) for y in ydots):
-        raise InputError("custom: the derivative of φ is NaN/inf at a generic point")
-    return model
+    raise InputError(
+        "custom: phi cannot be traced by JAX (use jax.numpy only, no Python control flow on "
+        f"values): {_brief(trace_error)}"
+    ) from trace_error
 
 
 def _check_layout(unravel: Callable[[Array], Any], blocks: Sequence[ParamBlock], D: int) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _config  # noqa: F401  (float64)
 from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
@@ -25,7 +26,7 @@ def factorization_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     """Upper triangle (diagonal included) of UᵀU − VᵀV, shape ``(r(r+1)/2,)``."""
     u, v = split_flat(theta, blocks)
     m = u.T @ u - v.T @ v
-    rows, cols = jnp.triu_indices(m.shape[0])
+    rows, cols = np.triu_indices(m.shape[0])  # static: cheaper to trace than jnp
     return m[rows, cols]
 
 

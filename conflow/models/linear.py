@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _config  # noqa: F401  (float64)
 from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
@@ -32,7 +33,7 @@ def balancedness_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     parts = []
     for u_in, u_out in zip(mats[:-1], mats[1:]):
         m = u_in.T @ u_in - u_out @ u_out.T  # (n_i, n_i)
-        rows, cols = jnp.triu_indices(m.shape[0])
+        rows, cols = np.triu_indices(m.shape[0])  # static: cheaper to trace than jnp
         parts.append(m[rows, cols])
     return jnp.concatenate(parts)
 

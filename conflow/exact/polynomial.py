@@ -1,0 +1,767 @@
+"""Sparse polynomials, polynomial vector fields, their Lie bracket, and evaluation modulo a prime.
+
+Monomials
+---------
+A monomial x_0^{e_0} ⋯ x_{n−1}^{e_{n−1}} is packed into one Python int:
+
+    m = deg + Σ_j e_j · 2^(16 + 8 j),      deg = Σ_j e_j  (the low 16 bits),
+
+so a product of monomials is one integer addition, x_j ∂/∂x_j-style shifts are one subtraction of
+``unit(j) = 2^(16+8j) + 1``, hashing is cheap, and the total degree is ``m & 0xFFFF``. Each exponent
+has 8 bits, so every operation that builds a polynomial checks that the total degree stays
+≤ `MAX_DEGREE` = 255 (then no exponent field can overflow into its neighbour; the degree field
+itself has 16 bits and cannot overflow first). The layout does not depend on the number of
+variables, so polynomials on θ ∈ R^D embed in phase space (s, θ, v) by `shift_variables`.
+
+Polynomials and fields
+----------------------
+`Poly` is an exact sparse polynomial: ``{monomial: coefficient}`` with ``int`` or
+``fractions.Fraction`` coefficients, never zero coefficients. A polynomial vector field on R^n is a
+tuple of n `Poly` (component k is the k-th coordinate of the field).
+
+Modulo p
+--------
+The Lie-trace engine (`conflow.exact.trace`) works on reduced copies: a "raw" field is a dict
+``{component k: {monomial: coefficient mod p}}`` holding only nonzero components. `to_raw` reduces an
+exact field (rational coefficients through modular inverses), `bracket_raw` brackets raw fields,
+`PointEvaluator` evaluates raw polynomials, fields and their Jacobians at a point of F_p^n with a
+memo of monomial values.
+
+Bracket convention (MATH.md §1.4): [u, v] = ∂v·u − ∂u·v, component k: Σ_j u_j ∂_j v_k − v_j ∂_j u_k.
+For linear fields u = Ax, v = Bx this is (BA − AB)x.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = [
+    "MAX_DEGREE",
+    "Poly",
+    "PointEvaluator",
+    "bracket",
+    "bracket_raw",
+    "evaluate_field",
+    "field_add",
+    "field_degree",
+    "field_mul",
+    "field_scale",
+    "gradient_fields",
+    "momentum_fields",
+    "monomial",
+    "monomial_degree",
+    "monomial_exponents",
+    "scale_coordinates",
+    "shift_variables",
+    "to_raw",
+    "zero_field",
+]
+
+DEG_BITS = 16
+BITS = 8
+MAX_DEGREE = (1 << BITS) - 1  # 255: exponent fields cannot overflow below this total degree
+_DEG_MASK = (1 << DEG_BITS) - 1
+_EXP_MASK = (1 << BITS) - 1
+
+Coef = int | Fraction
+
+
+# --------------------------------------------------------------------------------------------
+# Monomials
+# --------------------------------------------------------------------------------------------
+
+_UNITS: list[int] = []
+
+
+def unit(j: int) -> int:
+    """The packed monomial x_j (subtracting it from m divides m by x_j)."""
+    while len(_UNITS) <= j:
+        _UNITS.append((1 << (DEG_BITS + BITS * len(_UNITS))) + 1)
+    return _UNITS[j]
+
+
+def _units(n: int) -> list[int]:
+    """``[unit(0), …, unit(n−1)]`` (the shared list, extended as needed)."""
+    unit(max(n - 1, 0))
+    return _UNITS
+
+
+def monomial(exponents: Mapping[int, int] | Sequence[int]) -> int:
+    """Pack ``{var: exponent}`` or a dense exponent sequence into a monomial."""
+    items = exponents.items() if isinstance(exponents, Mapping) else enumerate(exponents)
+    m = 0
+    for j, e in items:
+        j, e = int(j), int(e)
+        if j < 0 or e < 0:
+            raise InputError(f"monomial: negative variable index or exponent ({j}, {e})")
+        if e:
+            m += e * (unit(j) - 1) + e
+    if m & _DEG_MASK > MAX_DEGREE:
+        raise InputError(f"monomial of degree {m & _DEG_MASK} > {MAX_DEGREE} is not supported")
+    return m
+
+
+def monomial_degree(m: int) -> int:
+    """Total degree of a packed monomial."""
+    return m & _DEG_MASK
+
+
+_DECOMP: dict[int, tuple[tuple[int, int], ...]] = {0: ()}
+
+
+def monomial_exponents(m: int) -> tuple[tuple[int, int], ...]:
+    """``((var, exponent), …)`` with exponent ≥ 1, increasing var (memoised)."""
+    r = _DECOMP.get(m)
+    if r is None:
+        x = m >> DEG_BITS
+        out = []
+        while x:
+            j = ((x & -x).bit_length() - 1) // BITS
+            e = (x >> (BITS * j)) & _EXP_MASK
+            out.append((j, e))
+            x ^= e << (BITS * j)
+        r = tuple(out)
+        if len(_DECOMP) > (1 << 22):
+            _DECOMP.clear()
+            _DECOMP[0] = ()
+        _DECOMP[m] = r
+    return r
+
+
+def _max_var(m: int) -> int:
+    """Largest variable index in m, −1 for the constant monomial."""
+    x = m >> DEG_BITS
+    return (x.bit_length() - 1) // BITS if x else -1
+
+
+def _check_degree(deg: int, what: str) -> None:
+    if deg > MAX_DEGREE:
+        raise InputError(
+            f"{what}: total degree {deg} exceeds {MAX_DEGREE}, the limit of the exact engine"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Exact coefficients
+# --------------------------------------------------------------------------------------------
+
+
+def _exact(c: object) -> Coef:
+    """An exact coefficient from an int / Fraction / numpy integer; floats are refused."""
+    if isinstance(c, bool):
+        return int(c)
+    if isinstance(c, numbers.Integral):
+        return int(c)
+    if isinstance(c, Fraction):
+        return int(c) if c.denominator == 1 else c
+    if isinstance(c, numbers.Rational):
+        f = Fraction(c.numerator, c.denominator)
+        return int(f) if f.denominator == 1 else f
+    raise TypeError(f"exact polynomial coefficient expected (int or Fraction), got {c!r}")
+
+
+def _norm(c: Coef) -> Coef:
+    if type(c) is Fraction and c.denominator == 1:
+        return c.numerator
+    return c
+
+
+def coef_mod(c: Coef, p: int) -> int:
+    """An exact rational reduced mod p (through the inverse of its denominator)."""
+    if type(c) is int:
+        return c % p
+    c = _exact(c)
+    if isinstance(c, int):
+        return c % p
+    den = c.denominator % p
+    if den == 0:
+        raise InputError(f"coefficient {c} has a denominator divisible by the prime {p}")
+    return c.numerator * pow(den, -1, p) % p
+
+
+# --------------------------------------------------------------------------------------------
+# Poly
+# --------------------------------------------------------------------------------------------
+
+
+class Poly:
+    """An exact sparse polynomial ``{packed monomial: int | Fraction}`` (no zero coefficients).
+
+    Supports ``+ − *`` with other `Poly` and with exact numbers (int, Fraction), ``**`` with a
+    nonnegative int, `diff`, `evaluate` (exact or mod p), `mod` (reduction mod p). Instances are
+    treated as immutable.
+    """
+
+    __slots__ = ("terms",)
+
+    def __init__(self, terms: Mapping[int, Coef] | None = None):
+        self.terms: dict[int, Coef] = {}
+        if terms:
+            for m, c in terms.items():
+                c = _exact(c)
+                if c:
+                    self.terms[int(m)] = c
+
+    @classmethod
+    def _wrap(cls, terms: dict[int, Coef]) -> Poly:
+        p = cls.__new__(cls)
+        p.terms = terms
+        return p
+
+    @classmethod
+    def var(cls, j: int) -> Poly:
+        """The coordinate x_j."""
+        return cls._wrap({unit(j): 1})
+
+    @classmethod
+    def const(cls, c: object) -> Poly:
+        c = _exact(c)
+        return cls._wrap({0: c} if c else {})
+
+    @classmethod
+    def from_exponents(cls, items: Iterable[tuple[Mapping[int, int] | Sequence[int], object]]) -> Poly:
+        """Build from ``[(exponents, coefficient), …]``; repeated monomials add up."""
+        acc: dict[int, Coef] = defaultdict(int)
+        for exps, c in items:
+            acc[monomial(exps)] += _exact(c)
+        return cls._wrap({m: _norm(c) for m, c in acc.items() if c})
+
+    # -- queries ---------------------------------------------------------------------------
+    @property
+    def degree(self) -> int:
+        """Total degree (0 for constants and for the zero polynomial)."""
+        return max((m & _DEG_MASK for m in self.terms), default=0)
+
+    def is_zero(self) -> bool:
+        return not self.terms
+
+    def variables(self) -> set[int]:
+        return {j for m in self.terms for j, _ in monomial_exponents(m)}
+
+    def max_var(self) -> int:
+        """Largest variable index used, −1 if none."""
+        return max((_max_var(m) for m in self.terms), default=-1)
+
+    def constant_term(self) -> Coef:
+        return self.terms.get(0, 0)
+
+    def items(self) -> list[tuple[tuple[tuple[int, int], ...], Coef]]:
+        """``[((var, exp), …), coefficient)]`` in a canonical order (for printing and tests)."""
+        return sorted(((monomial_exponents(m), c) for m, c in self.terms.items()), key=lambda t: t[0])
+
+    # -- arithmetic ------------------------------------------------------------------------
+    @staticmethod
+    def _coerce(other: object) -> Poly | None:
+        if isinstance(other, Poly):
+            return other
+        try:
+            return Poly.const(other)
+        except TypeError:
+            return None
+
+    def __add__(self, other: object) -> Poly:
+        o = self._coerce(other)
+        if o is None:
+            return NotImplemented
+        if not o.terms:
+            return self
+        if not self.terms:
+            return o
+        out = dict(self.terms)
+        for m, c in o.terms.items():
+            s = out.get(m, 0) + c
+            if s:
+                out[m] = _norm(s)
+            else:
+                out.pop(m, None)
+        return Poly._wrap(out)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> Poly:
+        return Poly._wrap({m: -c for m, c in self.terms.items()})
+
+    def __pos__(self) -> Poly:
+        return self
+
+    def __sub__(self, other: object) -> Poly:
+        o = self._coerce(other)
+        if o is None:
+            return NotImplemented
+        return self + (-o)
+
+    def __rsub__(self, other: object) -> Poly:
+        o = self._coerce(other)
+        if o is None:
+            return NotImplemented
+        return o + (-self)
+
+    def scale(self, c: object) -> Poly:
+        c = _exact(c)
+        if not c:
+            return Poly()
+        return Poly._wrap({m: _norm(a * c) for m, a in self.terms.items()})
+
+    def __mul__(self, other: object) -> Poly:
+        o = self._coerce(other)
+        if o is None:
+            return NotImplemented
+        if not self.terms or not o.terms:
+            return Poly()
+        if len(o.terms) == 1 and 0 in o.terms:
+            return self.scale(o.terms[0])
+        if len(self.terms) == 1 and 0 in self.terms:
+            return o.scale(self.terms[0])
+        _check_degree(self.degree + o.degree, "product")
+        acc: dict[int, Coef] = defaultdict(int)
+        for m1, c1 in self.terms.items():
+            for m2, c2 in o.terms.items():
+                acc[m1 + m2] += c1 * c2
+        return Poly._wrap({m: _norm(c) for m, c in acc.items() if c})
+
+    __rmul__ = __mul__
+
+    def __pow__(self, k: int) -> Poly:
+        if not isinstance(k, numbers.Integral) or k < 0:
+            raise InputError(f"Poly power needs a nonnegative integer exponent, got {k!r}")
+        k = int(k)
+        _check_degree(self.degree * k, "power")
+        out, base = Poly.const(1), self
+        while k:
+            if k & 1:
+                out = out * base
+            k >>= 1
+            if k:
+                base = base * base
+        return out
+
+    def diff(self, j: int) -> Poly:
+        """∂/∂x_j."""
+        u = unit(j)
+        shift = DEG_BITS + BITS * j
+        out: dict[int, Coef] = {}
+        for m, c in self.terms.items():
+            e = (m >> shift) & _EXP_MASK
+            if e:
+                out[m - u] = _norm(c * e)
+        return Poly._wrap(out)
+
+    def gradient(self, n: int) -> tuple[Poly, ...]:
+        """(∂_0 P, …, ∂_{n−1} P) in one pass over the terms."""
+        comps: dict[int, dict[int, Coef]] = {}
+        units = _units(n)
+        for m, c in self.terms.items():
+            for j, e in monomial_exponents(m):
+                if j >= n:
+                    raise InputError(f"polynomial uses x_{j} but n = {n}")
+                d = comps.get(j)
+                if d is None:
+                    d = comps[j] = defaultdict(int)
+                d[m - units[j]] += c * e
+        zero = Poly()
+        out = [zero] * n
+        for j, d in comps.items():
+            out[j] = Poly._wrap({m: _norm(c) for m, c in d.items() if c})
+        return tuple(out)
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate(self, point: Sequence[object], p: int | None = None) -> object:
+        """Value at ``point``: exact (ints / Fractions / floats as given) if ``p`` is None, else mod p."""
+        if p is None:
+            total: object = 0
+            for m, c in self.terms.items():
+                v: object = c
+                for j, e in monomial_exponents(m):
+                    v = v * point[j] ** e
+                total = total + v
+            return total
+        z = [int(x) % p for x in point]
+        total_p = 0
+        for m, c in self.terms.items():
+            v = coef_mod(c, p)
+            for j, e in monomial_exponents(m):
+                v = v * pow(z[j], e, p) % p
+            total_p += v
+        return total_p % p
+
+    def mod(self, p: int) -> dict[int, int]:
+        """Raw reduced copy ``{monomial: coefficient mod p}`` (zero coefficients dropped)."""
+        out = {}
+        for m, c in self.terms.items():
+            r = coef_mod(c, p)
+            if r:
+                out[m] = r
+        return out
+
+    # -- comparisons / printing --------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        o = self._coerce(other)
+        if o is None:
+            return NotImplemented
+        return self.terms == o.terms
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __bool__(self) -> bool:
+        return bool(self.terms)
+
+    def to_string(self, names: Sequence[str] | None = None) -> str:
+        if not self.terms:
+            return "0"
+        parts = []
+        for exps, c in self.items():
+            mono = "*".join(
+                (names[j] if names else f"x{j}") + (f"^{e}" if e > 1 else "") for j, e in exps
+            )
+            if not mono:
+                parts.append(str(c))
+            elif c == 1:
+                parts.append(mono)
+            elif c == -1:
+                parts.append("-" + mono)
+            else:
+                parts.append(f"{c}*{mono}")
+        return " + ".join(parts).replace("+ -", "- ")
+
+    def __repr__(self) -> str:
+        return f"Poly({self.to_string()})"
+
+
+def shift_variables(P: Poly, offset: int) -> Poly:
+    """Rename x_j → x_{j+offset} (offset ≥ 0), e.g. θ-polynomials into phase space (s, θ, v)."""
+    if offset < 0:
+        raise InputError("shift_variables: offset must be ≥ 0")
+    sh = BITS * offset
+    return Poly._wrap({(((m >> DEG_BITS) << sh) << DEG_BITS) | (m & _DEG_MASK): c for m, c in P.terms.items()})
+
+
+# --------------------------------------------------------------------------------------------
+# Exact vector fields (tuples of n Poly)
+# --------------------------------------------------------------------------------------------
+
+Field = tuple[Poly, ...]
+
+
+def _as_poly(x: object) -> Poly:
+    return x if isinstance(x, Poly) else Poly.const(x)
+
+
+def _as_field(u: Sequence[object]) -> Field:
+    return tuple(_as_poly(x) for x in u)
+
+
+def zero_field(n: int) -> Field:
+    return tuple(Poly() for _ in range(n))
+
+
+def field_add(u: Sequence[Poly], v: Sequence[Poly]) -> Field:
+    if len(u) != len(v):
+        raise InputError(f"field_add: lengths {len(u)} and {len(v)} differ")
+    return tuple(_as_poly(a) + _as_poly(b) for a, b in zip(u, v))
+
+
+def field_scale(u: Sequence[Poly], c: object) -> Field:
+    """c·u for an exact constant c."""
+    return tuple(_as_poly(a).scale(c) for a in u)
+
+
+def field_mul(f: Poly, u: Sequence[Poly]) -> Field:
+    """f·u for a polynomial f (multiplies every component)."""
+    f = _as_poly(f)
+    return tuple(f * _as_poly(a) for a in u)
+
+
+def field_degree(u: Sequence[Poly]) -> int:
+    return max((_as_poly(a).degree for a in u), default=0)
+
+
+def _field_to_raw(u: Sequence[object], p: int | None) -> dict[int, dict[int, Coef]]:
+    out = {}
+    for k, a in enumerate(u):
+        if not isinstance(a, Poly):
+            a = _as_poly(a)
+        if a.terms:
+            out[k] = a.mod(p) if p is not None else dict(a.terms)
+            if not out[k]:
+                del out[k]
+    return out
+
+
+def to_raw(u: Sequence[object], p: int) -> dict[int, dict[int, int]]:
+    """Reduce an exact field mod p to the raw form ``{k: {monomial: coefficient mod p}}``."""
+    return _field_to_raw(u, p)
+
+
+def _directional(u: Mapping[int, Mapping[int, Coef]], P: Mapping[int, Coef], acc: dict, sign: int, units: list[int]) -> None:
+    """acc += sign · Σ_j u_j ∂_j P  (raw polynomials; unreduced coefficients)."""
+    decomp = _DECOMP
+    for m, c in P.items():
+        exps = decomp.get(m)
+        if exps is None:
+            exps = monomial_exponents(m)
+        for j, e in exps:
+            uj = u.get(j)
+            if uj is None:
+                continue
+            base = m - units[j]
+            ce = sign * c * e
+            for mu, cu in uj.items():
+                acc[base + mu] += ce * cu
+
+
+def _raw_degree(u: Mapping[int, Mapping[int, object]]) -> int:
+    return max((m & _DEG_MASK for P in u.values() for m in P), default=0)
+
+
+def bracket_raw(
+    u: Mapping[int, Mapping[int, Coef]],
+    v: Mapping[int, Mapping[int, Coef]],
+    p: int | None,
+    n_vars: int,
+    deg_u: int | None = None,
+    deg_v: int | None = None,
+) -> dict[int, dict[int, Coef]]:
+    """[u, v] on raw fields, reduced mod p (exact if p is None). ``n_vars`` bounds the variables."""
+    du = _raw_degree(u) if deg_u is None else deg_u
+    dv = _raw_degree(v) if deg_v is None else deg_v
+    _check_degree(du + dv - 1, "bracket")
+    units = _units(n_vars)
+    out: dict[int, dict[int, Coef]] = {}
+    for k in set(u) | set(v):
+        acc: dict[int, Coef] = defaultdict(int)
+        vk = v.get(k)
+        if vk:
+            _directional(u, vk, acc, 1, units)
+        uk = u.get(k)
+        if uk:
+            _directional(v, uk, acc, -1, units)
+        if p is None:
+            comp = {m: _norm(c) for m, c in acc.items() if c}
+        else:
+            comp = {}
+            for m, c in acc.items():
+                r = c % p
+                if r:
+                    comp[m] = r
+        if comp:
+            out[k] = comp
+    return out
+
+
+def bracket(u: Sequence[object], v: Sequence[object], p: int | None = None) -> Field:
+    """[u, v] = ∂v·u − ∂u·v of two polynomial fields (tuples of n `Poly`); exact, or mod p."""
+    if len(u) != len(v):
+        raise InputError(f"bracket: fields of lengths {len(u)} and {len(v)}")
+    n = len(u)
+    raw = bracket_raw(_field_to_raw(u, p), _field_to_raw(v, p), p, n)
+    return tuple(Poly._wrap(raw.get(k, {})) for k in range(n))
+
+
+def evaluate_field(u: Sequence[object], point: Sequence[object], p: int | None = None) -> list[object]:
+    """Values of the components of u at ``point`` (exact if p is None, else ints mod p)."""
+    return [_as_poly(a).evaluate(point, p) for a in u]
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation mod p with a memo of monomial values
+# --------------------------------------------------------------------------------------------
+
+
+class PointEvaluator:
+    """Evaluate raw polynomials / fields / Jacobians at one point z ∈ F_p^n.
+
+    Monomial values are memoised (z^m is computed once per run from z^(m − x_j) · z_j), which is
+    what makes evaluating many fields that share monomials cheap.
+    """
+
+    def __init__(self, point: Sequence[int], p: int):
+        self.p = int(p)
+        self.z = [int(x) % self.p for x in point]
+        self.n = len(self.z)
+        self.units = _units(self.n)
+        self.memo: dict[int, int] = {0: 1}
+        if any(x == 0 for x in self.z):
+            raise ValueError("PointEvaluator: every coordinate must be nonzero mod p")
+        self.zinv = [pow(x, -1, self.p) for x in self.z]
+
+    def mono(self, m: int) -> int:
+        v = self.memo.get(m)
+        if v is None:
+            exps = monomial_exponents(m)
+            j, e = exps[0]
+            v = self.mono(m - self.units[j]) * self.z[j] % self.p
+            self.memo[m] = v
+        return v
+
+    def poly(self, P: Mapping[int, int]) -> int:
+        mono = self.mono
+        return sum(c * mono(m) for m, c in P.items()) % self.p
+
+    def field(self, F: Mapping[int, Mapping[int, int]]) -> np.ndarray:
+        out = np.zeros(self.n, dtype=np.int64)
+        for k, P in F.items():
+            out[k] = self.poly(P)
+        return out
+
+    def value_and_jacobian(
+        self, F: Mapping[int, Mapping[int, int]]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """F(z) as int64 (n,), and ∂F(z) in COO form (rows k, cols j, values), entries in [0, p).
+
+        Uses ∂_j z^m = e_j · z^m / z_j: every coordinate of z is nonzero mod p (points are drawn
+        in {1..p−1}), so each term needs one memoised monomial value.
+        """
+        p, n, mono = self.p, self.n, self.mono
+        val = np.zeros(n, dtype=np.int64)
+        jac: dict[int, int] = defaultdict(int)
+        decomp = _DECOMP
+        for k, P in F.items():
+            s = 0
+            base = k * n
+            for m, c in P.items():
+                cm = c * mono(m)
+                s += cm
+                exps = decomp.get(m)
+                if exps is None:
+                    exps = monomial_exponents(m)
+                for j, e in exps:
+                    jac[base + j] += cm if e == 1 else cm * e
+            val[k] = s % p
+        keys = np.fromiter(jac.keys(), dtype=np.int64, count=len(jac))
+        zinv = self.zinv
+        vals = np.fromiter(
+            (x % p * zinv[key % n] % p for key, x in jac.items()), dtype=np.int64, count=len(jac)
+        )
+        nz = vals != 0
+        keys, vals = keys[nz], vals[nz]
+        return val, (keys // n, keys % n, vals)
+
+
+# --------------------------------------------------------------------------------------------
+# Lifts: generator families of the flows (MATH.md §1.3, §3.2, §4.1)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_polys(phi_polys: Sequence[object], n: int, what: str) -> list[Poly]:
+    polys = [_as_poly(P) for P in phi_polys]
+    for i, P in enumerate(polys):
+        if P.max_var() >= n:
+            raise InputError(f"{what}: φ_{i} uses x_{P.max_var()} but there are only {n} variables")
+    return polys
+
+
+def gradient_fields(phi_polys: Sequence[object], n: int) -> list[Field]:
+    """Gradient-flow generators χ_i = ∇φ_i on R^n (MATH.md §1.3)."""
+    return [P.gradient(n) for P in _check_polys(phi_polys, n, "gradient_fields")]
+
+
+def scale_coordinates(fields: Sequence[Sequence[object]], mask: Sequence[bool]) -> list[Field]:
+    """Multiply component j of every field by x_j where ``mask[j]``.
+
+    With ``fields = gradient_fields(φ, D)`` and ``mask`` the positive (mirror) coordinates this is
+    the entropy-metric flow θ' = −θ ⊙ ∇L, fields diag(θ)∇φ_i (MATH.md §4.1).
+    """
+    mask = [bool(b) for b in np.asarray(mask, dtype=bool).ravel()]
+    out = []
+    for u in fields:
+        if len(u) != len(mask):
+            raise InputError(f"scale_coordinates: field of length {len(u)}, mask of length {len(mask)}")
+        out.append(tuple(Poly.var(j) * _as_poly(a) if mask[j] else _as_poly(a) for j, a in enumerate(u)))
+    return out
+
+
+def exact_rational(x: object, what: str = "value") -> Coef:
+    """int / Fraction as is; a float only if it is a simple rational (denominator ≤ 10^6) exactly."""
+    if isinstance(x, (numbers.Rational, np.integer, bool)):
+        return _exact(x)
+    try:
+        xf = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"{what} {x!r} is not a number") from None
+    if not np.isfinite(xf):
+        raise InputError(f"{what} {x!r} is not finite")
+    fr = Fraction(xf).limit_denominator(10**6)
+    if float(fr) != xf:
+        raise InputError(f"{what} {x!r} is not a simple rational (denominator ≤ 10^6); the exact engine needs exact coefficients")
+    return _norm(fr)
+
+
+def momentum_fields(
+    phi_polys: Sequence[object],
+    D: int,
+    tau: object,
+    metric_mask: Sequence[bool] | None = None,
+    nesterov: bool = False,
+) -> list[Field]:
+    """Phase-space generators of the momentum flow θ'' + τ(t) θ' = −M ∇E(θ) (MATH.md §3.1–3.2).
+
+    State z = (s, θ_1..θ_D, v_1..v_D), n = 2D + 1, in that order; ``phi_polys`` are polynomials in
+    θ (variables 0..D−1), shifted here to variables 1..D. Returns ``[χ_0, χ_1, …, χ_d]``:
+
+    - constant τ ≠ 0: s = e^{τt}, drift χ_0 = (τ s, v, −τ v);  τ = 0: s = t, χ_0 = (1, v, 0);
+    - forces χ_i = (0, 0_D, M ∇φ_i(θ)), M = I, or with ``metric_mask`` (mirror/entropy momentum,
+      MATH.md §3.1) M = diag(τθ_j + v_j) on the masked coordinates and 1 elsewhere.
+    - ``nesterov=True``: τ(t) = c/t with c = 3 (Su–Boyd–Candès), or c = ``tau`` if given; s = t.
+      The drift (1, v, −(c/t) v) is not polynomial, so it is multiplied by t: χ_0 = (t, t v, −c v).
+      With a mirror metric M = diag(cθ/t + v) the forces are multiplied by t as well:
+      t·M = diag(cθ + t v) on masked coordinates, t elsewhere.
+
+    Why multiplying generators by t is harmless (on the domain t ≠ 0): multiplying any generator
+    — each by its own nonvanishing function — leaves unchanged the C^∞-module Δ they span. The
+    module generated by Lie(W) is involutive ([fX, gY] = fg[X,Y] + f X(g) Y − g Y(f) X) and is
+    contained in every involutive module containing W, so it is the involutive closure of Δ; hence
+    Lie(W)(z) = Lie(W')(z) at every z with t ≠ 0, and the laws (∇h ⊥ every generator) are the same.
+    The function spaces Lie(W) and Lie(W') differ; their traces do not.
+    """
+    D = int(D)
+    if D < 1:
+        raise InputError("momentum_fields: D must be ≥ 1")
+    polys = [shift_variables(P, 1) for P in _check_polys(phi_polys, D, "momentum_fields")]
+    n = 2 * D + 1
+    if metric_mask is None:
+        mask = [False] * D
+    else:
+        mask = [bool(b) for b in np.asarray(metric_mask, dtype=bool).ravel()]
+        if len(mask) != D:
+            raise InputError(f"momentum_fields: metric_mask has length {len(mask)}, expected D = {D}")
+    s = Poly.var(0)
+    th = [Poly.var(1 + j) for j in range(D)]
+    v = [Poly.var(1 + D + j) for j in range(D)]
+    zero = Poly()
+
+    if nesterov:
+        c = exact_rational(3 if tau is None else tau, "Nesterov constant")
+        if c <= 0:
+            raise InputError(
+                f"momentum_fields: with nesterov=True, tau is the constant c > 0 of τ(t) = c/t "
+                f"(None for Nesterov's 3); got {tau!r}"
+            )
+        drift = (s,) + tuple(s * vj for vj in v) + tuple(vj.scale(-c) for vj in v)
+        if any(mask):
+            mult = [th[j].scale(c) + s * v[j] if mask[j] else s for j in range(D)]
+        else:
+            mult = [None] * D
+    else:
+        t = exact_rational(0 if tau is None else tau, "tau")
+        if t:
+            drift = (s.scale(t),) + tuple(v) + tuple(vj.scale(-t) for vj in v)
+        else:
+            drift = (Poly.const(1),) + tuple(v) + tuple(zero for _ in v)
+        mult = [th[j].scale(t) + v[j] if mask[j] else None for j in range(D)]
+
+    fields: list[Field] = [drift]
+    for P in polys:
+        g = P.gradient(n)  # components 1..D are ∂φ/∂θ_j
+        force = [zero] * (1 + D)
+        for j in range(D):
+            gj = g[1 + j]
+            force.append(gj if mult[j] is None else mult[j] * gj)
+        fields.append(tuple(force))
+    return fields

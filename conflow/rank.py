@@ -65,6 +65,29 @@ def cut_spectrum(singular_values: np.ndarray, rtol: float = DEFAULT_RTOL) -> Ran
     return RankCut(r, kept, dropped)
 
 
+def row_space_svd(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values σ (descending) and all right singular vectors Vᵀ (c, c) of ``rows (S, c)``.
+
+    Tall stacks are first reduced to their c × c triangular factor R (rows = QR has the same σ
+    and right singular vectors), which is cheaper and avoids forming U. The stack is rescaled to
+    unit max-entry first: LAPACK's divide-and-conquer SVD can fail to converge on matrices of
+    pure rounding noise (~1e-16 entries); JAX's SVD is the fallback if it still does.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    c = rows.shape[1]
+    size = float(np.max(np.abs(rows))) if rows.size else 0.0
+    if size == 0.0:
+        return np.zeros(min(rows.shape)), np.eye(c)
+    a = rows / size
+    if a.shape[0] > c:
+        a = np.linalg.qr(a, mode="r")
+    try:
+        _, sigma, vt = np.linalg.svd(a, full_matrices=True)
+    except np.linalg.LinAlgError:
+        _, sigma, vt = (np.asarray(x) for x in jnp.linalg.svd(jnp.asarray(a), full_matrices=True))
+    return sigma * size, vt
+
+
 def normalise_rows(rows: Array, scales: Array) -> Array:
     """Divide each row by its scale; rows with zero scale are exactly zero and stay zero.
 

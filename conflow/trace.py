@@ -38,7 +38,14 @@ import numpy as np
 from . import _config  # noqa: F401  (float64)
 from .brackets import Family, bracket_chain
 from .errors import InputError
-from .rank import DEFAULT_MIN_GAP, DEFAULT_RTOL, cut_spectrum, gap_ratio, normalise_rows
+from .rank import (
+    DEFAULT_MIN_GAP,
+    DEFAULT_RTOL,
+    cut_spectrum,
+    gap_ratio,
+    normalise_rows,
+    row_space_svd,
+)
 
 Array = jax.Array
 
@@ -139,6 +146,18 @@ def _margin(c: int) -> int:
     return 8 + c // 16
 
 
+def _samples_needed(complements: list[np.ndarray], m: int, depth: int) -> int:
+    """Samples that span level ``depth`` modulo the trace found so far, at every point.
+
+    The level adds at most min(c, m^(depth+1)) directions (c = largest remaining complement,
+    m^(depth+1) = number of distinct right-nested brackets); a margin on top guards against
+    unlucky draws.
+    """
+    c_max = max(c.shape[0] for c in complements)
+    n_brackets = m ** (depth + 1) if (depth + 1) * math.log2(max(m, 2)) < 62 else c_max
+    return min(c_max, n_brackets) + _margin(c_max)
+
+
 def _next_pow2(k: int) -> int:
     return 1 << max(0, (k - 1).bit_length())
 
@@ -179,14 +198,13 @@ def _evaluate_stage(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random bracket chains of ``depth`` at every point; the levels ``first..depth`` of each.
 
-    The number of samples S covers the largest remaining complement plus a margin (never more
-    than the number of distinct brackets of level ``first`` plus the margin). Returns
-    ``values (P, S, L, n)`` and ``scales (P, S, L)`` as host arrays.
+    Every level of the stage gets S samples: the largest remaining complement plus a margin, or
+    the number of distinct brackets of the deepest level (m^(depth+1)) plus the margin if that is
+    smaller. Either way S exceeds what any level of the stage can add, so no level is starved.
+    Returns ``values (P, S, L, n)`` and ``scales (P, S, L)`` as host arrays.
     """
     P, m = points.shape[0], family.n_coeffs
-    c_max = max(c.shape[0] for c in complements)
-    n_brackets = m ** (first + 1) if (first + 1) * math.log2(max(m, 2)) < 62 else c_max
-    n_samples = min(c_max, n_brackets) + _margin(c_max)
+    n_samples = _samples_needed(complements, m, depth)
     per_call = max(1, max_chunk_floats // (P * (depth + 1) * m))
     chunk = min(_next_pow2(n_samples), max_chunk, 1 << (per_call.bit_length() - 1))
     evaluate = _stage_evaluator(family.field, depth, first, fast_compile)
@@ -228,8 +246,10 @@ def _process_level(
             added.append(0)
             continue
         rows = normalise_rows(values[p], scales[p]) @ basis.T  # (S, c)
-        _, sigma, vt = np.linalg.svd(rows, full_matrices=True)
+        sigma, vt = row_space_svd(rows)
         cut = cut_spectrum(sigma, rtol)
+        if cut.rank >= rows.shape[0]:  # cannot happen with S > remaining dimension; never guess
+            raise RuntimeError(f"level {depth}: {cut.rank} directions from {rows.shape[0]} samples")
         added.append(cut.rank)
         dims[p] += cut.rank
         kept.extend(sigma[: cut.rank].tolist())
@@ -321,8 +341,10 @@ def lie_trace(
             if level and max(c.shape[0] for c in complements) == 0:
                 converged = True
                 break
+            # All samples are generic, so the first S_j of them serve level j.
+            s_j = _samples_needed(complements, family.n_coeffs, depth)
             record, level_kept, level_dropped = _process_level(
-                depth, values[:, :, level], scales[:, :, level], complements, dims, rtol
+                depth, values[:, :s_j, level], scales[:, :s_j, level], complements, dims, rtol
             )
             if level == 0:
                 record = dataclasses.replace(record, seconds=time.perf_counter() - t_stage)

@@ -191,7 +191,9 @@ def test_bracket_antisymmetry_jacobi_and_mod_p():
         assert uv == tuple(-c for c in bracket(v, u))
         jac = [
             a + b + c
-            for a, b, c in zip(bracket(u, bracket(v, w)), bracket(v, bracket(w, u)), bracket(w, bracket(u, v)))
+            for a, b, c in zip(
+                bracket(u, bracket(v, w)), bracket(v, bracket(w, u)), bracket(w, bracket(u, v))
+            )
         ]
         assert all(c.is_zero() for c in jac)
         assert any(not c.is_zero() for c in uv)
@@ -199,10 +201,28 @@ def test_bracket_antisymmetry_jacobi_and_mod_p():
         assert bracket(u, v, P2) == tuple(Poly(c.mod(P2)) for c in uv)
 
 
-def test_point_evaluator_value_and_jacobian():
+def _naive_bracket(u, v):
+    n = len(u)
+    return tuple(
+        sum((u[j] * v[k].diff(j) - v[j] * u[k].diff(j) for j in range(n)), Poly()) for k in range(n)
+    )
+
+
+def test_bracket_matches_naive_formula_on_large_fields():
+    # components with ≥ 32 terms take the vectorised exponent-decoding path
+    rng = np.random.default_rng(7)
+    u = _random_field(rng, 6, 60, 4)
+    v = _random_field(rng, 6, 3, 2)
+    assert len(u[0].terms) >= 32
+    assert bracket(u, v) == _naive_bracket(u, v)
+    assert bracket(v, u, P1) == tuple(Poly(c.mod(P1)) for c in _naive_bracket(v, u))
+
+
+@pytest.mark.parametrize("terms", [2, 40])  # plain-Python path and vectorised path
+def test_point_evaluator_value_and_jacobian(terms):
     rng = np.random.default_rng(2)
     n, p = 4, P1
-    F = _random_field(rng, n, 4, 3)
+    F = _random_field(rng, n, terms, 3)
     z = [random.Random(3).randrange(1, p) for _ in range(n)]
     val, (rows, cols, vals) = PointEvaluator(z, p).value_and_jacobian(to_raw(F, p))
     assert [int(x) for x in val] == evaluate_field(F, z, p)
@@ -320,8 +340,19 @@ def test_extract_relu_path_lifting_einsum():
         start, shape = offs[name]
         return X[start + int(np.ravel_multi_index(idx, shape))]
 
-    want = [var("W3", o, c) * var("W2", c, b) * var("W1", b, a) for o in range(1) for b in range(2) for a in range(2) for c in range(2)]
-    want += [var("W3", o, c) * var("W2", c, b) * var("b1", b) for o in range(1) for c in range(2) for b in range(2)]
+    want = [
+        var("W3", o, c) * var("W2", c, b) * var("W1", b, a)
+        for o in range(1)
+        for b in range(2)
+        for a in range(2)
+        for c in range(2)
+    ]
+    want += [
+        var("W3", o, c) * var("W2", c, b) * var("b1", b)
+        for o in range(1)
+        for c in range(2)
+        for b in range(2)
+    ]
     want += [var("W3", o, c) * var("b2", c) for o in range(1) for c in range(2)]
     assert polys == want
 
@@ -363,7 +394,9 @@ def test_extract_rational_constants_and_structural_ops():
     ],
 )
 def test_extract_refuses_non_polynomial(fn, name):
-    with pytest.raises(InputError, match=f"φ is not polynomial: primitive '{name}' is not supported"):
+    with pytest.raises(
+        InputError, match=f"φ is not polynomial: primitive '{name}' is not supported"
+    ):
         polynomial_form(fn, 3)
 
 
@@ -375,11 +408,17 @@ def test_extract_refuses_inexact_constant():
 def test_extract_matches_jax_on_models():
     models = pytest.importorskip("conflow.models")
     rng = np.random.default_rng(5)
-    for m in [models.linear((2, 3, 2, 2)), models.relu((3, 4, 4, 3), bias=True), models.nmf(2, 3, 2)]:
+    for m in [
+        models.linear((2, 3, 2, 2)),
+        models.relu((3, 4, 4, 3), bias=True),
+        models.nmf(2, 3, 2),
+    ]:
         polys = polynomial_form(m.phi, m.D)
         theta = rng.normal(size=m.D)
         got = np.array([float(P.evaluate([float(t) for t in theta])) for P in polys])
-        np.testing.assert_allclose(got, np.asarray(m.phi(jnp.asarray(theta))), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            got, np.asarray(m.phi(jnp.asarray(theta))), rtol=1e-12, atol=1e-12
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,7 +507,16 @@ def test_momentum_counts(kind, dims, laws, flow):
     assert r.status == "ok" and r.n_laws == laws
 
 
-@pytest.mark.parametrize("dims, flow, laws", [((2, 2, 2), "gf", 2), ((2, 5, 2), "gf", 5), ((2, 2, 2), 0, 0), ((2, 2, 2), 1, 0), ((2, 2, 2), "nesterov", 0)])
+@pytest.mark.parametrize(
+    "dims, flow, laws",
+    [
+        ((2, 2, 2), "gf", 2),
+        ((2, 5, 2), "gf", 5),
+        ((2, 2, 2), 0, 0),
+        ((2, 2, 2), 1, 0),
+        ((2, 2, 2), "nesterov", 0),
+    ],
+)
 def test_entropy_metric_nmf(dims, flow, laws):
     phi, D = nmf_phi(*dims)
     mask = np.ones(D, dtype=bool)

@@ -204,9 +204,9 @@ def _random_cases() -> list[Model]:
         cases.append(relu(rng.integers(1, 4, size=L + 1).tolist(), bias=bool(rng.integers(2))))
     for fam in (factorization, nmf):
         cases.append(fam(*rng.integers(1, 5, size=3).tolist()))
-    for _ in range(2):
-        cases.append(icnn(*rng.integers(1, 4, size=3).tolist(), bias=bool(rng.integers(2))))
     cases += [
+        linear([2, 3, 2, 2]),
+        icnn(3, 2, 1),
         icnn(2, 3, 2, bias=True),
         relu([2, 3, 2], bias=True),
         relu([3, 2, 2, 2]),
@@ -225,14 +225,23 @@ def _max_relative_inner(grad_h: np.ndarray, gens: np.ndarray) -> float:
 
 
 def _law_and_generator_jacobians(m: Model, thetas) -> tuple[np.ndarray, np.ndarray]:
-    """(∇h_k(θ_p)) and (χ_i(θ_p)) at each point, shapes (P, K, D) and (P, d, D); one compilation."""
+    """(∇h_k(θ_p)) and (χ_i(θ_p)) at each point, shapes (P, K, D) and (P, d, D); one compilation.
+
+    Also exercises what the engine needs of φ: jit, vmap, jvp (jacfwd of the laws, jvp of φ) and vjp.
+    """
     mask = jnp.asarray(m.positive_mask)
 
     def one(theta):
         gens = jax.jacrev(m.phi)(theta) * jnp.where(mask, theta, 1.0)[None, :]
-        return jax.jacfwd(m.closed_form_laws)(theta), gens
+        value, tangent = jax.jvp(m.phi, (theta,), (jnp.ones_like(theta),))
+        return jax.jacfwd(m.closed_form_laws)(theta), gens, value, tangent
 
-    grad_h, gens = jax.jit(jax.vmap(one))(thetas)
+    grad_h, gens, value, tangent = jax.jit(jax.vmap(one))(thetas)
+    assert value.dtype == gens.dtype == jnp.float64 and value.shape == (len(thetas), m.d)
+    assert bool(jnp.all(jnp.isfinite(tangent)))
+    # jvp along the all-ones direction = row sums of the Euclidean Jacobian (un-scaled gens)
+    scale = np.where(m.positive_mask[None, :], np.asarray(thetas), 1.0)
+    np.testing.assert_allclose(tangent, np.einsum("pid,pd->pi", gens, 1 / scale), rtol=1e-9, atol=1e-12)
     return np.asarray(grad_h), np.asarray(gens)
 
 
@@ -240,7 +249,7 @@ def _law_and_generator_jacobians(m: Model, thetas) -> tuple[np.ndarray, np.ndarr
 def test_closed_form_laws_orthogonal_to_generators(m):
     thetas = m.sample_points(jax.random.PRNGKey(7), 2)
     grad_hs, gens_s = _law_and_generator_jacobians(m, thetas)
-    for theta, grad_h, gens in zip(thetas, grad_hs, gens_s):
+    for grad_h, gens in zip(grad_hs, gens_s):
         assert grad_h.shape[1] == gens.shape[1] == m.D
         assert np.linalg.norm(gens) > 0
         if grad_h.shape[0] == 0:
@@ -303,18 +312,18 @@ def test_linear_closed_form_count_random():
 
 
 @pytest.mark.parametrize(
-    "dims,bias", [([2, 3, 2], False), ([2, 3, 2], True), ([3, 2, 2, 2], False), ([2, 4, 3, 1], True)]
+    "dims,bias", [([2, 3, 2], True), ([3, 2, 2, 2], False), ([2, 4, 3, 1], True)]
 )
 def test_relu_closed_form_count(dims, bias):
     assert relu(dims, bias=bias).closed_form_count() == sum(dims[1:-1])
 
 
-@pytest.mark.parametrize("n,r,m,expected", [(2, 2, 2, 3), (3, 2, 4, 3), (2, 5, 2, 14), (1, 3, 1, 5)])
+@pytest.mark.parametrize("n,r,m,expected", [(2, 2, 2, 3), (2, 5, 2, 14), (1, 3, 1, 5)])
 def test_factorization_closed_form_count(n, r, m, expected):
     assert factorization(n, r, m).closed_form_count() == expected
 
 
-@pytest.mark.parametrize("dims", [(2, 2, 2), (2, 5, 2), (1, 3, 2), (3, 7, 1)])
+@pytest.mark.parametrize("dims", [(2, 2, 2), (2, 5, 2), (3, 7, 1)])
 def test_nmf_closed_form_count(dims):
     assert nmf(*dims).closed_form_count() == dims[1]
 
@@ -324,24 +333,9 @@ def test_icnn_closed_form_count(dims, bias):
     assert icnn(*dims, bias=bias).closed_form_count() == dims[1]
 
 
-@pytest.mark.parametrize("D", [1, 3, 5])
+@pytest.mark.parametrize("D", [1, 5])
 def test_product_closed_form_count(D):
     assert product(D).closed_form_count() == D - 1
-
-
-# --------------------------------------------------------------------------------------------
-# φ is a pure float64 JAX function
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("m", CASES[::4], ids=[m.label for m in CASES[::4]])
-def test_phi_jit_vmap_jvp_float64(m):
-    pts = m.sample_points(jax.random.PRNGKey(5), 3)
-    ys = jax.vmap(jax.jit(m.phi))(pts)
-    assert ys.dtype == jnp.float64 and ys.shape == (3, m.d)
-    np.testing.assert_allclose(ys[1], m.phi(pts[1]), rtol=1e-14)
-    _, tangent = jax.jvp(m.phi, (pts[0],), (jnp.ones(m.D),))
-    assert tangent.shape == (m.d,) and bool(jnp.all(jnp.isfinite(tangent)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,14 @@ from .polynomial import (
     scale_coordinates,
     shift_variables,
 )
-from .trace import DEFAULT_PRIMES, ExactRun, ExactTrace, exact_count_laws, exact_lie_trace, model_fields
+from .trace import (
+    DEFAULT_PRIMES,
+    ExactRun,
+    ExactTrace,
+    exact_count_laws,
+    exact_lie_trace,
+    model_fields,
+)
 
 __all__ = [
     "DEFAULT_PRIMES",

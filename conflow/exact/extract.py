@@ -173,7 +173,12 @@ def _dot_general(params: dict, a: object, b: object) -> np.ndarray:
     bshape = [a.shape[i] for i in lb]
     lfs = [a.shape[i] for i in lf]
     rfs = [b.shape[i] for i in rf]
-    nb, m, k, n = math.prod(bshape), math.prod(lfs), math.prod(a.shape[i] for i in lc), math.prod(rfs)
+    nb, m, k, n = (
+        math.prod(bshape),
+        math.prod(lfs),
+        math.prod(a.shape[i] for i in lc),
+        math.prod(rfs),
+    )
     if k == 0:
         C = np.empty((nb, m, n), dtype=object)
         C.fill(0)
@@ -221,11 +226,13 @@ def _broadcast_in_dim(params: dict, a: np.ndarray, *rest: object) -> np.ndarray:
 def _slice(params: dict, a: np.ndarray) -> np.ndarray:
     start, limit = params["start_indices"], params["limit_indices"]
     strides = params.get("strides") or (1,) * len(start)
-    return a[tuple(slice(int(s), int(l), int(t)) for s, l, t in zip(start, limit, strides))]
+    return a[tuple(slice(int(b), int(e), int(t)) for b, e, t in zip(start, limit, strides))]
 
 
 def _concatenate(params: dict, *xs: object) -> np.ndarray:
-    return np.concatenate([_exact_array(x, "concatenate") for x in xs], axis=int(params["dimension"]))
+    return np.concatenate(
+        [_exact_array(x, "concatenate") for x in xs], axis=int(params["dimension"])
+    )
 
 
 def _stack(params: dict, *xs: object) -> np.ndarray:
@@ -282,7 +289,11 @@ _HANDLERS: dict[str, Callable[..., object]] = {
     "transpose": lambda params, a: np.transpose(a, tuple(int(i) for i in params["permutation"])),
     "broadcast_in_dim": _broadcast_in_dim,
     "squeeze": lambda params, a: a.reshape(
-        [s for i, s in enumerate(a.shape) if i not in {int(d) % a.ndim for d in params["dimensions"]}]
+        [
+            s
+            for i, s in enumerate(a.shape)
+            if i not in {int(d) % a.ndim for d in params["dimensions"]}
+        ]
     ),
     "expand_dims": lambda params, a: np.expand_dims(a, tuple(int(d) for d in params["dimensions"])),
     "slice": _slice,
@@ -331,7 +342,9 @@ def _by_index(eqn, vals: list[object]) -> list[np.ndarray]:
     res = []
     for o in outs:
         o = np.asarray(o)
-        if not np.issubdtype(o.dtype, np.integer) or (o.size and (o.min() < 0 or o.max() >= offset)):
+        if not np.issubdtype(o.dtype, np.integer) or (
+            o.size and (o.min() < 0 or o.max() >= offset)
+        ):
             raise _refuse(name, "out-of-bounds or filled entries")
         res.append(flat[o])
     return res

@@ -6,7 +6,7 @@ A monomial x_0^{e_0} ⋯ x_{n−1}^{e_{n−1}} is packed into one Python int:
 
     m = deg + Σ_j e_j · 2^(16 + 8 j),      deg = Σ_j e_j  (the low 16 bits),
 
-so a product of monomials is one integer addition, x_j ∂/∂x_j-style shifts are one subtraction of
+so a product of monomials is one integer addition, dividing by x_j is one subtraction of
 ``unit(j) = 2^(16+8j) + 1``, hashing is cheap, and the total degree is ``m & 0xFFFF``. Each exponent
 has 8 bits, so every operation that builds a polynomial checks that the total degree stays
 ≤ `MAX_DEGREE` = 255 (then no exponent field can overflow into its neighbour; the degree field
@@ -24,8 +24,8 @@ Modulo p
 The Lie-trace engine (`conflow.exact.trace`) works on reduced copies: a "raw" field is a dict
 ``{component k: {monomial: coefficient mod p}}`` holding only nonzero components. `to_raw` reduces an
 exact field (rational coefficients through modular inverses), `bracket_raw` brackets raw fields,
-`PointEvaluator` evaluates raw polynomials, fields and their Jacobians at a point of F_p^n with a
-memo of monomial values.
+`PointEvaluator` evaluates raw fields and their Jacobians at a point of (F_p^*)^n, vectorised with
+numpy. `matmul_mod` / `mul_mod` are exact products mod p < 2^61 on int64 arrays.
 
 Bracket convention (MATH.md §1.4): [u, v] = ∂v·u − ∂u·v, component k: Σ_j u_j ∂_j v_k − v_j ∂_j u_k.
 For linear fields u = Ax, v = Bx this is (BA − AB)x.
@@ -48,6 +48,10 @@ __all__ = [
     "PointEvaluator",
     "bracket",
     "bracket_raw",
+    "coef_mod",
+    "exact_rational",
+    "matmul_mod",
+    "mul_mod",
     "evaluate_field",
     "field_add",
     "field_degree",
@@ -226,7 +230,9 @@ class Poly:
         return cls._wrap({0: c} if c else {})
 
     @classmethod
-    def from_exponents(cls, items: Iterable[tuple[Mapping[int, int] | Sequence[int], object]]) -> Poly:
+    def from_exponents(
+        cls, items: Iterable[tuple[Mapping[int, int] | Sequence[int], object]]
+    ) -> Poly:
         """Build from ``[(exponents, coefficient), …]``; repeated monomials add up."""
         acc: dict[int, Coef] = defaultdict(int)
         for exps, c in items:
@@ -254,7 +260,9 @@ class Poly:
 
     def items(self) -> list[tuple[tuple[tuple[int, int], ...], Coef]]:
         """``[((var, exp), …), coefficient)]`` in a canonical order (for printing and tests)."""
-        return sorted(((monomial_exponents(m), c) for m, c in self.terms.items()), key=lambda t: t[0])
+        return sorted(
+            ((monomial_exponents(m), c) for m, c in self.terms.items()), key=lambda t: t[0]
+        )
 
     # -- arithmetic ------------------------------------------------------------------------
     @staticmethod
@@ -439,7 +447,9 @@ def shift_variables(P: Poly, offset: int) -> Poly:
     if offset < 0:
         raise InputError("shift_variables: offset must be ≥ 0")
     sh = BITS * offset
-    return Poly._wrap({(((m >> DEG_BITS) << sh) << DEG_BITS) | (m & _DEG_MASK): c for m, c in P.terms.items()})
+    return Poly._wrap(
+        {(((m >> DEG_BITS) << sh) << DEG_BITS) | (m & _DEG_MASK): c for m, c in P.terms.items()}
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,8 +509,34 @@ def to_raw(u: Sequence[object], p: int) -> dict[int, dict[int, int]]:
     return _field_to_raw(u, p)
 
 
-def _directional(u: Mapping[int, Mapping[int, Coef]], P: Mapping[int, Coef], acc: dict, sign: int, units: list[int]) -> None:
-    """acc += sign · Σ_j u_j ∂_j P  (raw polynomials; unreduced coefficients)."""
+_BATCH = 32  # polynomials with at least this many terms decode their exponents with numpy
+
+
+def _directional(
+    u: Mapping[int, Mapping[int, Coef]],
+    P: Mapping[int, Coef],
+    acc: dict,
+    sign: int,
+    units: list[int],
+    n: int,
+) -> None:
+    """acc += sign · Σ_j u_j ∂_j P  (raw polynomials in n variables; unreduced coefficients)."""
+    if len(P) >= _BATCH:
+        ms = list(P)
+        cs = list(P.values())
+        cols = list(u)
+        ucols = np.array(cols, dtype=np.int64)
+        for a in range(0, len(ms), _ROWS):
+            E = _exponent_rows(ms[a : a + _ROWS], n)[:, ucols]
+            r, c = np.nonzero(E)
+            es = E[r, c].tolist()
+            for ri, ci, e in zip(r.tolist(), c.tolist(), es):
+                j = cols[ci]
+                base = ms[a + ri] - units[j]
+                ce = sign * cs[a + ri] * e
+                for mu, cu in u[j].items():
+                    acc[base + mu] += ce * cu
+        return
     decomp = _DECOMP
     for m, c in P.items():
         exps = decomp.get(m)
@@ -537,11 +573,11 @@ def bracket_raw(
     for k in set(u) | set(v):
         acc: dict[int, Coef] = defaultdict(int)
         vk = v.get(k)
-        if vk:
-            _directional(u, vk, acc, 1, units)
+        if vk and u:
+            _directional(u, vk, acc, 1, units, n_vars)
         uk = u.get(k)
-        if uk:
-            _directional(v, uk, acc, -1, units)
+        if uk and v:
+            _directional(v, uk, acc, -1, units, n_vars)
         if p is None:
             comp = {m: _norm(c) for m, c in acc.items() if c}
         else:
@@ -560,25 +596,148 @@ def bracket(u: Sequence[object], v: Sequence[object], p: int | None = None) -> F
     if len(u) != len(v):
         raise InputError(f"bracket: fields of lengths {len(u)} and {len(v)}")
     n = len(u)
-    raw = bracket_raw(_field_to_raw(u, p), _field_to_raw(v, p), p, n)
+    ru, rv = _field_to_raw(u, p), _field_to_raw(v, p)
+    for F in (ru, rv):
+        for P in F.values():
+            for m in P:
+                if _max_var(m) >= n:
+                    raise InputError(f"bracket: a component uses x_{_max_var(m)} but n = {n}")
+    raw = bracket_raw(ru, rv, p, n)
     return tuple(Poly._wrap(raw.get(k, {})) for k in range(n))
 
 
-def evaluate_field(u: Sequence[object], point: Sequence[object], p: int | None = None) -> list[object]:
+def evaluate_field(
+    u: Sequence[object], point: Sequence[object], p: int | None = None
+) -> list[object]:
     """Values of the components of u at ``point`` (exact if p is None, else ints mod p)."""
     return [_as_poly(a).evaluate(point, p) for a in u]
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation mod p with a memo of monomial values
+# Modular arithmetic on int64 arrays (p < 2^61)
+# --------------------------------------------------------------------------------------------
+#
+# Numbers mod p are int64 in [0, p). A product of two of them has up to 122 bits, so both factors
+# are split into three 21-bit limbs: limb products have ≤ 42 bits and up to 2^19 of them add up
+# exactly in int64; the five partial sums S_s (weight 2^(21 s)) are recombined mod p by Horner's
+# rule, each step x ↦ x·2^21 mod p using a float estimate of the quotient (off by at most one).
+
+_LB = 21
+_LMASK = (1 << _LB) - 1
+_KCHUNK = 1 << 19  # inner dimension per int64 product: 3 · 2^19 · 2^42 < 2^63, no overflow
+
+
+def _limbs(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A (entries in [0, 2^61)) = A0 + A1·2^21 + A2·2^42, limbs < 2^21 as int64."""
+    return A & _LMASK, (A >> _LB) & _LMASK, A >> (2 * _LB)
+
+
+def _shift21(x: np.ndarray, p: int) -> np.ndarray:
+    """x · 2^21 mod p for int64 x in [0, p), p < 2^61 (float quotient estimate, off by ≤ 1)."""
+    q = np.floor(x * (float(1 << _LB) / p)).astype(np.uint64)
+    r = ((x.astype(np.uint64) << np.uint64(_LB)) - q * np.uint64(p)).view(np.int64)
+    r += p * (r < 0)
+    r -= p * (r >= p)
+    return r
+
+
+def _combine(S: list[np.ndarray], p: int) -> np.ndarray:
+    """Σ_s S_s · 2^(21 s) mod p for int64 S_s ≥ 0 (Horner)."""
+    acc = S[-1] % p
+    for s in reversed(S[:-1]):
+        acc = _shift21(acc, p)
+        acc += s % p
+        acc -= p * (acc >= p)
+    return acc
+
+
+def matmul_mod(A: np.ndarray, B: np.ndarray, p: int) -> np.ndarray:
+    """A @ B mod p, exactly, for int64 arrays with entries in [0, p), p < 2^61.
+
+    Both factors are split into three 21-bit limbs; the nine limb products are exact int64
+    matrix products (numpy's integer matmul: no BLAS threads, which cost more than they gain at
+    these sizes), recombined mod p by Horner's rule in 2^21.
+    """
+    m, k = A.shape
+    k2, n = B.shape
+    if k != k2:
+        raise ValueError(f"matmul_mod: shapes {A.shape} and {B.shape}")
+    out = None
+    for k0 in range(0, max(k, 1), _KCHUNK):
+        a = _limbs(A[:, k0 : k0 + _KCHUNK])
+        b = _limbs(np.ascontiguousarray(B[k0 : k0 + _KCHUNK]))
+        S = [
+            a[0] @ b[0],
+            a[0] @ b[1] + a[1] @ b[0],
+            a[0] @ b[2] + a[1] @ b[1] + a[2] @ b[0],
+            a[1] @ b[2] + a[2] @ b[1],
+            a[2] @ b[2],
+        ]
+        part = _combine(S, p)
+        if out is None:
+            out = part
+        else:
+            out += part
+            out -= p * (out >= p)
+    return out
+
+
+def _sub_mod(a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
+    r = a - b
+    r += p * (r < 0)
+    return r
+
+
+def _mul_limbs(al: tuple[np.ndarray, ...], x: np.ndarray) -> list[np.ndarray]:
+    """Limb products of a (pre-split) and x, elementwise with broadcasting: Σ_s S_s 2^(21s) = a·x.
+
+    Each S_s < 3·2^42, so up to 2^19 of them can be summed in int64 before `_combine`.
+    """
+    b0, b1, b2 = _limbs(x)
+    a0, a1, a2 = al
+    return [a0 * b0, a0 * b1 + a1 * b0, a0 * b2 + a1 * b1 + a2 * b0, a1 * b2 + a2 * b1, a2 * b2]
+
+
+def mul_mod(a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
+    """a · b mod p elementwise (broadcasting), int64 entries in [0, p), p < 2^61."""
+    return _combine(
+        _mul_limbs(_limbs(np.asarray(a, dtype=np.int64)), np.asarray(b, dtype=np.int64)), p
+    )
+
+
+def _sum_mod_by_key(keys: np.ndarray, vals: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys (sorted) and the sums mod p of the values sharing each key."""
+    if not keys.size:
+        return keys, vals
+    order = np.argsort(keys, kind="stable")
+    k, v = keys[order], vals[order]
+    first = np.ones(k.size, dtype=bool)
+    first[1:] = k[1:] != k[:-1]
+    starts = np.flatnonzero(first)
+    return k[starts], _combine([np.add.reduceat(x, starts) for x in _limbs(v)], p)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation mod p
 # --------------------------------------------------------------------------------------------
 
 
-class PointEvaluator:
-    """Evaluate raw polynomials / fields / Jacobians at one point z ∈ F_p^n.
+_ROWS = 1 << 14  # monomials decoded per chunk by `_exponent_rows`
 
-    Monomial values are memoised (z^m is computed once per run from z^(m − x_j) · z_j), which is
-    what makes evaluating many fields that share monomials cheap.
+
+def _exponent_rows(monos: Sequence[int], n: int) -> np.ndarray:
+    """Exponent matrix (len(monos), n) uint8 of packed monomials in n variables (vectorised)."""
+    L = 2 + n  # 16-bit degree field + one byte per variable
+    buf = b"".join([m.to_bytes(L, "little") for m in monos])
+    return np.frombuffer(buf, dtype=np.uint8).reshape(len(monos), L)[:, 2:]
+
+
+class PointEvaluator:
+    """Evaluate raw polynomials / fields / Jacobians at one point z ∈ (F_p^*)^n.
+
+    Fields and Jacobians are evaluated in bulk with numpy: the exponents of all terms are decoded
+    at once (`_exponent_rows`), z^m is a product of table entries z_j^e, and ∂_j z^m = e·z^m/z_j
+    (every coordinate of z is nonzero, so 1/z_j exists). Scalar `mono`/`poly` use a memo.
     """
 
     def __init__(self, point: Sequence[int], p: int):
@@ -590,13 +749,24 @@ class PointEvaluator:
         if any(x == 0 for x in self.z):
             raise ValueError("PointEvaluator: every coordinate must be nonzero mod p")
         self.zinv = [pow(x, -1, self.p) for x in self.z]
+        self._zpow = np.ones((self.n, 1), dtype=np.int64)  # z_j^e
+        self._ezinv = np.zeros((self.n, 1), dtype=np.int64)  # e / z_j
+
+    def _tables(self, emax: int) -> None:
+        if self._zpow.shape[1] > emax:
+            return
+        p, E = self.p, max(emax + 1, 2 * self._zpow.shape[1])
+        zp = [[pow(zj, e, p) for e in range(E)] for zj in self.z]
+        ez = [[e * zi % p for e in range(E)] for zi in self.zinv]
+        self._zpow = np.array(zp, dtype=np.int64).reshape(self.n, E)
+        self._ezinv = np.array(ez, dtype=np.int64).reshape(self.n, E)
 
     def mono(self, m: int) -> int:
         v = self.memo.get(m)
         if v is None:
-            exps = monomial_exponents(m)
-            j, e = exps[0]
-            v = self.mono(m - self.units[j]) * self.z[j] % self.p
+            v = 1
+            for j, e in monomial_exponents(m):
+                v = v * pow(self.z[j], e, self.p) % self.p
             self.memo[m] = v
         return v
 
@@ -604,44 +774,82 @@ class PointEvaluator:
         mono = self.mono
         return sum(c * mono(m) for m, c in P.items()) % self.p
 
-    def field(self, F: Mapping[int, Mapping[int, int]]) -> np.ndarray:
-        out = np.zeros(self.n, dtype=np.int64)
-        for k, P in F.items():
-            out[k] = self.poly(P)
-        return out
-
-    def value_and_jacobian(
+    def _small_value_and_jacobian(
         self, F: Mapping[int, Mapping[int, int]]
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """F(z) as int64 (n,), and ∂F(z) in COO form (rows k, cols j, values), entries in [0, p).
-
-        Uses ∂_j z^m = e_j · z^m / z_j: every coordinate of z is nonzero mod p (points are drawn
-        in {1..p−1}), so each term needs one memoised monomial value.
-        """
-        p, n, mono = self.p, self.n, self.mono
+        """`value_and_jacobian` in plain Python (faster for fields with few terms)."""
+        p, n, mono, zinv = self.p, self.n, self.mono, self.zinv
         val = np.zeros(n, dtype=np.int64)
         jac: dict[int, int] = defaultdict(int)
-        decomp = _DECOMP
         for k, P in F.items():
             s = 0
             base = k * n
             for m, c in P.items():
                 cm = c * mono(m)
                 s += cm
-                exps = decomp.get(m)
-                if exps is None:
-                    exps = monomial_exponents(m)
-                for j, e in exps:
-                    jac[base + j] += cm if e == 1 else cm * e
+                for j, e in monomial_exponents(m):
+                    jac[base + j] += cm * e
             val[k] = s % p
         keys = np.fromiter(jac.keys(), dtype=np.int64, count=len(jac))
-        zinv = self.zinv
         vals = np.fromiter(
-            (x % p * zinv[key % n] % p for key, x in jac.items()), dtype=np.int64, count=len(jac)
+            (x * zinv[key % n] % p for key, x in jac.items()), dtype=np.int64, count=len(jac)
         )
         nz = vals != 0
         keys, vals = keys[nz], vals[nz]
         return val, (keys // n, keys % n, vals)
+
+    def value_and_jacobian(
+        self, F: Mapping[int, Mapping[int, int]]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """F(z) as int64 (n,), and ∂F(z) in COO form (rows k, cols j, values), entries in [0, p)."""
+        p, n = self.p, self.n
+        val = np.zeros(n, dtype=np.int64)
+        ms: list[int] = []
+        cs: list[int] = []
+        for P in F.values():
+            ms.extend(P.keys())
+            cs.extend(P.values())
+        N = len(ms)
+        empty = np.zeros(0, dtype=np.int64)
+        if not N:
+            return val, (empty, empty, empty)
+        if N < _BATCH:
+            return self._small_value_and_jacobian(F)
+        comp = np.repeat(
+            np.fromiter(F.keys(), dtype=np.int64, count=len(F)),
+            np.fromiter((len(P) for P in F.values()), dtype=np.int64, count=len(F)),
+        )
+        coef = np.fromiter(cs, dtype=np.int64, count=N)
+        rows_l, cols_l, es_l = [], [], []
+        for a in range(0, N, _ROWS):
+            E = _exponent_rows(ms[a : a + _ROWS], n)
+            r, c = np.nonzero(E)
+            rows_l.append(r + a)
+            cols_l.append(c)
+            es_l.append(E[r, c])
+        rows = np.concatenate(rows_l)
+        cols = np.concatenate(cols_l).astype(np.int64)
+        es = np.concatenate(es_l).astype(np.int64)
+        zm = np.ones(N, dtype=np.int64)
+        if rows.size:
+            self._tables(int(es.max()))
+            f = self._zpow[cols, es]
+            counts = np.bincount(rows, minlength=N)
+            pos = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
+            for t in range(int(counts.max())):
+                sel = pos == t
+                r = rows[sel]
+                zm[r] = mul_mod(zm[r], f[sel], p)
+        cm = mul_mod(coef, zm, p)  # c · z^m per term
+        k, s = _sum_mod_by_key(comp, cm, p)
+        val[k] = s
+        if not rows.size:
+            return val, (empty, empty, empty)
+        contrib = mul_mod(cm[rows], self._ezinv[cols, es], p)  # c·e·z^m / z_j
+        keys, sums = _sum_mod_by_key(comp[rows] * n + cols, contrib, p)
+        nz = sums != 0
+        keys, sums = keys[nz], sums[nz]
+        return val, (keys // n, keys % n, sums)
 
 
 # --------------------------------------------------------------------------------------------
@@ -672,8 +880,12 @@ def scale_coordinates(fields: Sequence[Sequence[object]], mask: Sequence[bool]) 
     out = []
     for u in fields:
         if len(u) != len(mask):
-            raise InputError(f"scale_coordinates: field of length {len(u)}, mask of length {len(mask)}")
-        out.append(tuple(Poly.var(j) * _as_poly(a) if mask[j] else _as_poly(a) for j, a in enumerate(u)))
+            raise InputError(
+                f"scale_coordinates: field of length {len(u)}, mask of length {len(mask)}"
+            )
+        out.append(
+            tuple(Poly.var(j) * _as_poly(a) if mask[j] else _as_poly(a) for j, a in enumerate(u))
+        )
     return out
 
 
@@ -689,7 +901,9 @@ def exact_rational(x: object, what: str = "value") -> Coef:
         raise InputError(f"{what} {x!r} is not finite")
     fr = Fraction(xf).limit_denominator(10**6)
     if float(fr) != xf:
-        raise InputError(f"{what} {x!r} is not a simple rational (denominator ≤ 10^6); the exact engine needs exact coefficients")
+        raise InputError(
+            f"{what} {x!r} is not a simple rational (denominator ≤ 10^6); the exact engine needs exact coefficients"
+        )
     return _norm(fr)
 
 
@@ -730,7 +944,9 @@ def momentum_fields(
     else:
         mask = [bool(b) for b in np.asarray(metric_mask, dtype=bool).ravel()]
         if len(mask) != D:
-            raise InputError(f"momentum_fields: metric_mask has length {len(mask)}, expected D = {D}")
+            raise InputError(
+                f"momentum_fields: metric_mask has length {len(mask)}, expected D = {D}"
+            )
     s = Poly.var(0)
     th = [Poly.var(1 + j) for j in range(D)]
     v = [Poly.var(1 + D + j) for j in range(D)]

@@ -53,12 +53,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InputError
+from .extract import polynomial_form
 from .polynomial import (
     PointEvaluator,
+    _combine,
+    _limbs,
+    _mul_limbs,
     _raw_degree,
+    _sub_mod,
     bracket_raw,
     gradient_fields,
+    matmul_mod,
     momentum_fields,
+    mul_mod,
     scale_coordinates,
     to_raw,
 )
@@ -108,80 +115,6 @@ def is_prime(n: int) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Exact linear algebra mod p < 2^61 on int64 arrays
 # ---------------------------------------------------------------------------------------------
-
-_LB = 21
-_LMASK = (1 << _LB) - 1
-_KCHUNK = 1 << 19  # inner dimension per int64 product: 3 · 2^19 · 2^42 < 2^63, no overflow
-
-
-def _limbs(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A (entries in [0, 2^61)) = A0 + A1·2^21 + A2·2^42, limbs < 2^21 as int64."""
-    return A & _LMASK, (A >> _LB) & _LMASK, A >> (2 * _LB)
-
-
-def _shift21(x: np.ndarray, p: int) -> np.ndarray:
-    """x · 2^21 mod p for int64 x in [0, p), p < 2^61 (float quotient estimate, off by ≤ 1)."""
-    q = np.floor(x * (float(1 << _LB) / p)).astype(np.uint64)
-    r = ((x.astype(np.uint64) << np.uint64(_LB)) - q * np.uint64(p)).view(np.int64)
-    r += p * (r < 0)
-    r -= p * (r >= p)
-    return r
-
-
-def _combine(S: list[np.ndarray], p: int) -> np.ndarray:
-    """Σ_s S_s · 2^(21 s) mod p for int64 S_s ≥ 0 (Horner)."""
-    acc = S[4] % p
-    for s in (3, 2, 1, 0):
-        acc = _shift21(acc, p)
-        acc += S[s] % p
-        acc -= p * (acc >= p)
-    return acc
-
-
-def matmul_mod(A: np.ndarray, B: np.ndarray, p: int) -> np.ndarray:
-    """A @ B mod p, exactly, for int64 arrays with entries in [0, p), p < 2^61.
-
-    Both factors are split into three 21-bit limbs; the nine limb products are exact int64
-    matrix products (numpy's integer matmul: no BLAS threads, which cost more than they gain at
-    these sizes), recombined mod p by Horner's rule in 2^21.
-    """
-    m, k = A.shape
-    k2, n = B.shape
-    if k != k2:
-        raise ValueError(f"matmul_mod: shapes {A.shape} and {B.shape}")
-    out = None
-    for k0 in range(0, max(k, 1), _KCHUNK):
-        a = _limbs(A[:, k0 : k0 + _KCHUNK])
-        b = _limbs(np.ascontiguousarray(B[k0 : k0 + _KCHUNK]))
-        S = [a[0] @ b[0], a[0] @ b[1] + a[1] @ b[0], a[0] @ b[2] + a[1] @ b[1] + a[2] @ b[0], a[1] @ b[2] + a[2] @ b[1], a[2] @ b[2]]
-        part = _combine(S, p)
-        if out is None:
-            out = part
-        else:
-            out += part
-            out -= p * (out >= p)
-    return out
-
-
-def _sub_mod(a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
-    r = a - b
-    r += p * (r < 0)
-    return r
-
-
-def _mul_limbs(al: tuple[np.ndarray, ...], x: np.ndarray) -> list[np.ndarray]:
-    """Limb products of a (pre-split) and x, elementwise with broadcasting: Σ_s S_s 2^(21s) = a·x.
-
-    Each S_s < 3·2^42, so up to 2^19 of them can be summed in int64 before `_combine`.
-    """
-    b0, b1, b2 = _limbs(x)
-    a0, a1, a2 = al
-    return [a0 * b0, a0 * b1 + a1 * b0, a0 * b2 + a1 * b1 + a2 * b0, a1 * b2 + a2 * b1, a2 * b2]
-
-
-def mul_mod(a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
-    """a · b mod p elementwise (broadcasting), int64 entries in [0, p), p < 2^61."""
-    return _combine(_mul_limbs(_limbs(np.asarray(a, dtype=np.int64)), np.asarray(b, dtype=np.int64)), p)
 
 
 class _Echelon:
@@ -242,7 +175,9 @@ class _Echelon:
                     below = Wb[t + 1 :]
                     hit = np.flatnonzero(below[:, cl])
                     if hit.size:
-                        below[hit] = _sub_mod(below[hit], mul_mod(below[hit, cl][:, None], w[None, :], p), p)
+                        below[hit] = _sub_mod(
+                            below[hit], mul_mod(below[hit, cl][:, None], w[None, :], p), p
+                        )
                 kept.append(int(rows[blk[t]]))
             if not Q:
                 alive = rest
@@ -250,7 +185,9 @@ class _Echelon:
             # old basis rows: clear the new pivot columns
             if self.pivots:
                 Rf = self.R[:, self.free]
-                self.R[:, self.free] = _sub_mod(Rf, matmul_mod(np.ascontiguousarray(Rf[:, Q]), E, p), p)
+                self.R[:, self.free] = _sub_mod(
+                    Rf, matmul_mod(np.ascontiguousarray(Rf[:, Q]), E, p), p
+                )
             new = np.zeros((len(Q), self.n), dtype=np.int64)
             new[:, self.free] = E
             self.R = np.vstack([self.R, new])
@@ -280,13 +217,13 @@ class _JacobianStack:
         if coos:
             f = np.concatenate([np.full(len(c[0]), t, dtype=np.int64) for t, c in enumerate(coos)])
             k = np.concatenate([c[0] for c in coos]).astype(np.int64)
-            l = np.concatenate([c[1] for c in coos]).astype(np.int64)
+            j = np.concatenate([c[1] for c in coos]).astype(np.int64)
             v = np.concatenate([c[2] for c in coos]).astype(np.int64)
         else:
-            f = k = l = v = np.zeros(0, dtype=np.int64)
+            f = k = j = v = np.zeros(0, dtype=np.int64)
         key = f * n + k
         order = np.argsort(key, kind="stable")
-        self.f, self.k, self.l, self.key = f[order], k[order], l[order], key[order]
+        self.f, self.k, self.j, self.key = f[order], k[order], j[order], key[order]
         self.vl = _limbs(v[order])
         if self.key.size:
             first = np.ones(self.key.size, dtype=bool)
@@ -303,7 +240,7 @@ class _JacobianStack:
         if self.key.size and m:
             chunk = max(1, (1 << 19) // self.key.size)
             for a0 in range(0, m, chunk):
-                S = _mul_limbs(self.vl, vecs[a0 : a0 + chunk][:, self.l])
+                S = _mul_limbs(self.vl, vecs[a0 : a0 + chunk][:, self.j])
                 S = [np.add.reduceat(s, self.starts, axis=1) for s in S]
                 out[a0 : a0 + chunk, self.out_keys] = _combine(S, p)
         return out.reshape(m, self.nf, n)
@@ -317,7 +254,7 @@ class _JacobianStack:
         step = 1 << 19  # int64 bins stay below 2^63: at most 2^19 terms of < 3·2^42 each
         for e0 in range(0, self.key.size, step):
             sl = slice(e0, e0 + step)
-            S = _mul_limbs(tuple(x[sl] for x in self.vl), vecs[self.f[sl], self.l[sl]])
+            S = _mul_limbs(tuple(x[sl] for x in self.vl), vecs[self.f[sl], self.j[sl]])
             acc = []
             for s in S:
                 a = np.zeros(n, dtype=np.int64)
@@ -407,6 +344,7 @@ class ExactTrace:
 # ---------------------------------------------------------------------------------------------
 # The construction
 # ---------------------------------------------------------------------------------------------
+
 
 def _random_residual_zero(
     b: np.ndarray,
@@ -507,7 +445,9 @@ def _single_run(
             F = bracket_raw(gens[i], kept[j], p, n, int(gdeg[i]), k_deg[j])
             val, jac = ev.value_and_jacobian(F)
             if not np.array_equal(val, V[idx]):
-                raise RuntimeError("exact engine: symbolic bracket disagrees with its value at z (bug)")
+                raise RuntimeError(
+                    "exact engine: symbolic bracket disagrees with its value at z (bug)"
+                )
             new.append(F)
             new_val.append(val)
             new_jac.append(jac)
@@ -631,8 +571,6 @@ def model_fields(
     (τ(t) = 3/t), both on (s, θ, v), n = 2D + 1. ``metric``: ``"euclidean"`` or ``"entropy"``
     (mirror coordinates = ``model.positive_mask``).
     """
-    from .extract import polynomial_form
-
     if flow not in FLOWS:
         raise InputError(f"unknown flow {flow!r}; expected one of {FLOWS}")
     if metric not in METRICS:
@@ -646,7 +584,13 @@ def model_fields(
             fields = scale_coordinates(fields, mask)
         return fields, D
     return (
-        momentum_fields(polys, D, None if flow == "nesterov" else tau, metric_mask=mask, nesterov=flow == "nesterov"),
+        momentum_fields(
+            polys,
+            D,
+            None if flow == "nesterov" else tau,
+            metric_mask=mask,
+            nesterov=flow == "nesterov",
+        ),
         2 * D + 1,
     )
 

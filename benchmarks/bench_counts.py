@@ -249,6 +249,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--skip-large", action="store_true")
     p.add_argument("--skip-reproduce", action="store_true")
+    p.add_argument("--only", action="append", default=None, metavar="LABEL",
+                   help="run only this fixed architecture, e.g. 'relu[4,5,3]+bias' (repeatable)")
     p.add_argument("--out", default=None,
                    help=f"JSON output (default {DEFAULT_OUT.relative_to(ROOT)}; "
                         f"{QUICK_OUT.relative_to(ROOT)} with --quick)")
@@ -262,6 +264,12 @@ def main(argv=None) -> int:
     lin, rel = (QUICK_LINEAR, QUICK_RELU) if args.quick else (LINEAR, RELU)
     cases = [("linear", d, False) for d in lin]
     cases += [("relu", d, bias) for d in rel for bias in (False, True)]
+    if args.only:
+        known = {label(*c) for c in cases}
+        unknown = [o for o in args.only if o not in known]
+        if unknown:
+            p.error(f"unknown case(s) {unknown}; choose from {sorted(known)}")
+        cases = [c for c in cases if label(*c) in args.only]
 
     t_start = time.perf_counter()
     rows = []

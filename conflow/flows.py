@@ -12,6 +12,21 @@ the generator family is G(θ, a) = M(θ)^{-1} ∂φ(θ)ᵀ a. Metrics:
   multiplicative updates θ' = −θ ⊙ ∇L), identity on the others — so NMF (all blocks positive) and
   ICNN (U positive, V and b Euclidean) are both covered;
 - a callable ``inverse_metric(θ, g) -> M(θ)^{-1} g`` supplied by the user.
+
+Momentum flows (MATH.md §3.1, §3.2). Convention: **τ multiplies θ'** (damping rate),
+
+    θ'' + τ(t) θ' = −∇L(θ)                       (Euclidean),
+    θ'' + τ(t) θ' = −diag(τθ + θ') ∇L(θ)          (mirror / entropy momentum, on positive blocks),
+
+with constant τ ≥ 0 (heavy ball) or τ(t) = 3/t (Nesterov). Conserved quantities then carry e^{τt}
+(t³ for Nesterov). The state is z = (s, θ, v) ∈ R^{2D+1}, v = θ', with the time variable s = e^{τt}
+for constant τ > 0 and s = t for τ = 0 and Nesterov. The flow for data with ∇_φℓ = c is
+z' = χ_0(z) − Σ_i c_i χ_i(z), with
+
+    drift   χ_0 = (τ s, v, −τ v)  (τ > 0),   (1, v, 0)  (τ = 0),   (1, v, −(3/s) v)  (Nesterov),
+    forces  χ_i = (0, 0_D, M ∇φ_i(θ)),   M = I or diag(τθ + v) on mirror coordinates,
+
+and the count is 2D + 1 − dim Lie{χ_0, χ_1, …, χ_d}(z) (MATH.md §3.2).
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ Array = jax.Array
 InverseMetric = Callable[[Array, Array], Array]
 
 METRICS = ("euclidean", "entropy")
+NESTEROV = "nesterov"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +75,7 @@ class GradientFlow:
             return self.metric
         if self.metric == "euclidean":
             return lambda theta, g: g
-        mask = jnp.asarray(model.positive_mask)
-        if not bool(mask.any()):
-            raise InputError(
-                f"the entropy metric needs positive parameter blocks; {model.label} has none"
-            )
+        mask = _entropy_mask(model)
         return lambda theta, g: jnp.where(mask, theta * g, g)
 
     def family(self, model: Model) -> VectorFamily:
@@ -84,3 +96,102 @@ class GradientFlow:
         """Raise `InputError` if a state is outside the flow's domain."""
         if self.metric == "entropy" and np.any(np.asarray(theta)[model.positive_mask] <= 0):
             raise InputError("the entropy metric is defined only where mirror coordinates are > 0")
+
+
+def _entropy_mask(model: Model) -> jax.Array:
+    mask = jnp.asarray(model.positive_mask)
+    if not bool(mask.any()):
+        raise InputError(
+            f"the entropy metric needs positive parameter blocks; {model.label} has none"
+        )
+    return mask
+
+
+@dataclasses.dataclass(frozen=True)
+class MomentumFlow:
+    """θ'' + τθ' = −∇L (or −diag(τθ + θ')∇L under the entropy metric) on the state (s, θ, v).
+
+    Attributes:
+        damping: constant τ ≥ 0 (τ multiplies θ'), or ``"nesterov"`` for τ(t) = 3/t.
+        metric: ``"euclidean"`` or ``"entropy"`` (mirror momentum on the model's positive blocks).
+    """
+
+    damping: float | str = 0.0
+    metric: str = "euclidean"
+
+    def __post_init__(self):
+        if self.metric not in METRICS:
+            raise InputError(f"unknown metric {self.metric!r}; known: {', '.join(METRICS)}")
+        if isinstance(self.damping, str):
+            if self.damping != NESTEROV:
+                raise InputError(f"damping must be a number τ >= 0 or 'nesterov', got "
+                                 f"{self.damping!r}")
+        elif not (np.isfinite(self.damping) and self.damping >= 0):
+            raise InputError(f"damping τ must be finite and >= 0, got {self.damping}")
+
+    @property
+    def name(self) -> str:
+        return NESTEROV if self.damping == NESTEROV else "momentum"
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric
+
+    @property
+    def tau(self) -> float | None:
+        """The constant τ, or ``None`` for Nesterov."""
+        return None if self.damping == NESTEROV else float(self.damping)
+
+    def state_dim(self, model: Model) -> int:
+        return 2 * model.D + 1
+
+    def family(self, model: Model) -> VectorFamily:
+        """G(z, a) = a_0 χ_0(z) + Σ_i a_i χ_i(z) on R^{2D+1}, m = d + 1 coefficients."""
+        D, phi, tau = model.D, model.phi, self.tau
+        mask = _entropy_mask(model) if self.metric == "entropy" else None
+
+        def field(z: Array, a: Array) -> Array:
+            s, theta, v = z[0], z[1 : D + 1], z[D + 1 :]
+            rate = 3.0 / s if tau is None else tau  # τ(t), with t = s for Nesterov
+            if tau is None:
+                drift = jnp.concatenate([jnp.ones(1), v, -rate * v])
+            elif tau == 0.0:
+                drift = jnp.concatenate([jnp.ones(1), v, jnp.zeros(D)])
+            else:
+                drift = jnp.concatenate([(tau * s)[None], v, -tau * v])
+            _, pullback = jax.vjp(phi, theta)
+            force = pullback(a[1:])[0]
+            if mask is not None:
+                force = jnp.where(mask, (rate * theta + v) * force, force)
+            return a[0] * drift + jnp.concatenate([jnp.zeros(D + 1), force])
+
+        return VectorFamily(field, 2 * D + 1, model.d + 1, f"{self.name}/{self.metric}")
+
+    def sample_points(self, model: Model, key: Array, n: int) -> Array:
+        """Generic states (s, θ, v), shape ``(n, 2D + 1)``: s ∈ (0.5, 2) (s > 0 is required for
+        τ > 0 and Nesterov), θ from the model, v Gaussian and positive on mirror coordinates."""
+        k_s, k_theta, k_v = jax.random.split(key, 3)
+        s = jax.random.uniform(k_s, (n, 1), minval=0.5, maxval=2.0, dtype=jnp.float64)
+        theta = model.sample_points(k_theta, n)
+        v = jax.random.normal(k_v, (n, model.D), dtype=jnp.float64)
+        if self.metric == "entropy":
+            v = jnp.where(_entropy_mask(model), jnp.abs(v) + 0.1, v)
+        return jnp.concatenate([s, theta, v], axis=1)
+
+    def check_point(self, model: Model, z: np.ndarray) -> None:
+        """Raise `InputError` if a state (s, θ, v) is outside the flow's domain."""
+        z = np.asarray(z)
+        D = model.D
+        if z.shape != (2 * D + 1,):
+            raise InputError(f"a momentum state has shape ({2 * D + 1},), got {z.shape}")
+        s, theta, v = z[0], z[1 : D + 1], z[D + 1 :]
+        if self.tau is None and s <= 0:
+            raise InputError(f"Nesterov's τ(t) = 3/t needs t > 0, got t = {s}")
+        if self.tau and s <= 0:
+            raise InputError(f"the time variable s = exp(τt) must be > 0, got {s}")
+        if self.metric == "entropy":
+            mask = model.positive_mask
+            rate = 3.0 / s if self.tau is None else self.tau
+            if np.any(theta[mask] <= 0) or np.any((rate * theta + v)[mask] <= 0):
+                raise InputError("mirror momentum needs θ > 0 and τθ + θ' > 0 on mirror "
+                                 "coordinates")

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import InputError
-from .models.base import Model
+from .models.base import Model, as_generator
 from .trace import VectorFamily
 
 Array = jax.Array
@@ -88,7 +88,7 @@ class GradientFlow:
 
         return VectorFamily(field, model.D, model.d, f"{self.name}/{self.metric_name}")
 
-    def sample_points(self, model: Model, key: Array, n: int) -> Array:
+    def sample_points(self, model: Model, key: Array | int, n: int) -> Array:
         """Generic points of the state space, shape ``(n, D)``."""
         return model.sample_points(key, n)
 
@@ -167,16 +167,16 @@ class MomentumFlow:
 
         return VectorFamily(field, 2 * D + 1, model.d + 1, f"{self.name}/{self.metric}")
 
-    def sample_points(self, model: Model, key: Array, n: int) -> Array:
+    def sample_points(self, model: Model, key: Array | int, n: int) -> Array:
         """Generic states (s, θ, v), shape ``(n, 2D + 1)``: s ∈ (0.5, 2) (s > 0 is required for
         τ > 0 and Nesterov), θ from the model, v Gaussian and positive on mirror coordinates."""
-        k_s, k_theta, k_v = jax.random.split(key, 3)
-        s = jax.random.uniform(k_s, (n, 1), minval=0.5, maxval=2.0, dtype=jnp.float64)
-        theta = model.sample_points(k_theta, n)
-        v = jax.random.normal(k_v, (n, model.D), dtype=jnp.float64)
+        rng = as_generator(key)
+        s = rng.uniform(0.5, 2.0, (n, 1))
+        theta = np.asarray(model.sample_points(rng, n))
+        v = rng.standard_normal((n, model.D))
         if self.metric == "entropy":
-            v = jnp.where(_entropy_mask(model), jnp.abs(v) + 0.1, v)
-        return jnp.concatenate([s, theta, v], axis=1)
+            v = np.where(np.asarray(_entropy_mask(model)), np.abs(v) + 0.1, v)
+        return jnp.asarray(np.concatenate([s, theta, v], axis=1))
 
     def check_point(self, model: Model, z: np.ndarray) -> None:
         """Raise `InputError` if a state (s, θ, v) is outside the flow's domain."""

@@ -15,7 +15,6 @@ import dataclasses
 import time
 from typing import Any
 
-import jax
 import numpy as np
 
 from .errors import InputError
@@ -192,7 +191,7 @@ def count_laws(
 
     trace = exact = None
     if method in ("numeric", "both"):
-        z = flow.sample_points(model, jax.random.PRNGKey(seed), points)
+        z = flow.sample_points(model, seed, points)
         trace = lie_trace(flow.family(model), z, seed=seed, max_depth=max_depth or 6,
                           rtol=rtol, min_gap=min_gap)
     if method in ("exact", "both"):

@@ -88,13 +88,14 @@ def row_space_svd(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sigma * size, vt
 
 
-def normalise_rows(rows: Array, scales: Array) -> Array:
+def normalise_rows(rows: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """Divide each row by its scale; rows with zero scale are exactly zero and stay zero.
 
     Shapes: ``rows (k, n)``, ``scales (k,)``.
     """
-    safe = jnp.where(scales > 0, scales, 1.0)
-    return rows / safe[:, None]
+    scales = np.asarray(scales)
+    safe = np.where(scales > 0, scales, 1.0)
+    return np.asarray(rows) / safe[:, None]
 
 
 def numerical_rank(
@@ -102,8 +103,7 @@ def numerical_rank(
 ) -> RankCut:
     """Rank of a stack of row vectors ``(k, n)``, normalised by ``scales`` (default: the largest
     row norm, so that rows are judged relative to the largest of them)."""
-    rows = jnp.asarray(rows)
+    rows = np.asarray(rows, dtype=np.float64)
     if scales is None:
-        scales = jnp.full(rows.shape[0], jnp.max(jnp.linalg.norm(rows, axis=1)))
-    s = jnp.linalg.svd(normalise_rows(rows, scales), compute_uv=False)
-    return cut_spectrum(np.asarray(s), rtol)
+        scales = np.full(rows.shape[0], np.max(np.linalg.norm(rows, axis=1)))
+    return cut_spectrum(row_space_svd(normalise_rows(rows, scales))[0], rtol)

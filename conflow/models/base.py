@@ -109,11 +109,14 @@ class Model:
         """Inverse of `unflatten`."""
         return jnp.concatenate([jnp.ravel(jnp.asarray(params[b.name])) for b in self.blocks])
 
-    def sample_points(self, key: Array, n: int) -> Array:
-        """``n`` generic points, shape ``(n, D)``: standard Gaussian, |·| on positive blocks."""
-        z = jax.random.normal(key, (n, self.D), dtype=jnp.float64)
-        mask = jnp.asarray(self.positive_mask)
-        return jnp.where(mask, jnp.abs(z) + 0.1, z)
+    def sample_points(self, key: Array | int | np.random.Generator, n: int) -> Array:
+        """``n`` generic points, shape ``(n, D)``: standard Gaussian, |·| + 0.1 on positive blocks.
+
+        ``key`` is a JAX key, an integer seed or a NumPy generator; points are drawn with NumPy
+        (no compilation) and returned as a float64 JAX array.
+        """
+        z = as_generator(key).standard_normal((n, self.D))
+        return jnp.asarray(np.where(self.positive_mask, np.abs(z) + 0.1, z))
 
     def closed_form_count(self, key: Array | None = None) -> int | None:
         """Number of independent closed-form laws: rank of their gradients at a generic point.
@@ -130,6 +133,17 @@ class Model:
             return 0
         s = np.linalg.svd(jac, compute_uv=False)
         return int(np.sum(s > s[0] * 1e-9)) if s[0] > 0 else 0
+
+
+def as_generator(key: Array | int | np.random.Generator) -> np.random.Generator:
+    """A NumPy generator from a JAX PRNG key, an integer seed or a generator (returned as is)."""
+    if isinstance(key, np.random.Generator):
+        return key
+    if isinstance(key, (int, np.integer)):
+        return np.random.default_rng(int(key))
+    data = key if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else (
+        jax.random.key_data(key))
+    return np.random.default_rng(np.asarray(data).ravel().tolist())
 
 
 def blocks_from_shapes(

@@ -191,6 +191,16 @@ def _stage_evaluator(field: Family, depth: int, first: int, fast_compile: bool) 
     return jax.jit(jax.vmap(levels), compiler_options=options)
 
 
+# Coefficient samples are drawn on the host (no compilation) unless a call needs more floats than
+# this; then on the device, where they are made without a host-to-device copy.
+_HOST_RANDOM_MAX = 1 << 20
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _device_normal(key: Array, shape: tuple[int, ...]) -> Array:
+    return jax.random.normal(key, shape, dtype=jnp.float64)
+
+
 def _evaluate_stage(
     family: VectorFamily,
     points: np.ndarray,
@@ -215,10 +225,15 @@ def _evaluate_stage(
     chunk = min(_next_pow2(n_samples), max_chunk, 1 << (per_call.bit_length() - 1))
     evaluate = _stage_evaluator(family.field, depth, first, fast_compile)
     z = jnp.asarray(np.repeat(points, chunk, axis=0))  # (P * chunk, n), point-major
+    shape = (P * chunk, depth + 1, m)
+    on_device = math.prod(shape) > _HOST_RANDOM_MAX  # large m: draw on the device
     values, scales = [], []
     for _ in range(math.ceil(n_samples / chunk)):
-        coeffs = rng.standard_normal((P * chunk, depth + 1, m))
-        v, s = evaluate(z, jnp.asarray(coeffs))
+        if on_device:
+            coeffs = _device_normal(jax.random.PRNGKey(int(rng.integers(2**31))), shape)
+        else:
+            coeffs = jnp.asarray(rng.standard_normal(shape))
+        v, s = evaluate(z, coeffs)
         values.append(np.asarray(v).reshape(P, chunk, *v.shape[1:]))
         scales.append(np.asarray(s).reshape(P, chunk, -1))
     values_ = np.concatenate(values, axis=1)
@@ -337,9 +352,11 @@ def lie_trace(
             converged = True
             break
         # One compiled chain serves the levels depth..stage_depth of this stage; its evaluation
-        # time is booked on the stage's first level.
+        # time is booked on the stage's first level. Stages: {0} (the generators, which need the
+        # most samples but no brackets), {1, 2}, then one level at a time (compile time roughly
+        # doubles per level).
         t_stage = time.perf_counter()
-        stage_depth = min(max_depth, 2 if depth == 0 else depth)
+        stage_depth = min(max_depth, {0: 0, 1: 2}.get(depth, depth))
         values, scales = _evaluate_stage(
             family, points, rng, depth, stage_depth, complements, fast_compile, max_chunk,
             max_chunk_floats,

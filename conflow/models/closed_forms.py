@@ -197,6 +197,8 @@ def _jacobian_rank(laws, model: Model, flow: Any, key: Array | None) -> int:
         z = model.sample_points(key, 1)[0]
     else:
         z = flow.sample_points(model, key, 1)[0]
+    if jax.eval_shape(laws, z).shape[0] == 0:
+        return 0
     jac = np.asarray(jax.jit(jax.jacfwd(laws))(z))
     if jac.size == 0:
         return 0

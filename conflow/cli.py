@@ -34,16 +34,21 @@ def parse_dims(text: str) -> tuple[int, ...]:
 
 
 def make_flow(name: str, metric: str, tau: float | None):
-    from .flows import GradientFlow
+    """The flow object for ``--flow``, ``--metric`` and ``--tau``."""
+    from .flows import GradientFlow, MomentumFlow
 
-    if name == "gradient":
-        if tau is not None:
-            raise InputError("--tau applies to momentum flows only")
-        return GradientFlow(metric=metric)
-    raise InputError(f"flow {name!r} is not available yet (only 'gradient')")
+    if name == "momentum":
+        return MomentumFlow(0.0 if tau is None else tau, metric=metric)
+    if tau is not None:
+        raise InputError(f"--tau applies to --flow momentum only (not {name})")
+    if name == "nesterov":
+        return MomentumFlow("nesterov", metric=metric)
+    return GradientFlow(metric=metric)
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from .laws import METHODS
+
     parser = _Parser(prog="conflow", description="Conservation laws of training flows.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -52,12 +57,17 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("dims", help="comma-separated dimensions, e.g. 3,4,4,3")
     c.add_argument("--bias", action="store_true", help="biases on hidden neurons (relu, icnn)")
     c.add_argument("--flow", default="gradient", choices=FLOWS)
-    c.add_argument("--tau", type=float, default=None, help="momentum damping τ ≥ 0")
+    c.add_argument("--tau", type=float, default=None,
+                   help="momentum damping τ ≥ 0 in θ'' + τθ' = −∇L (default 0)")
     c.add_argument("--metric", default=None, choices=("euclidean", "entropy"),
                    help="default: entropy for nmf/icnn, euclidean otherwise")
     c.add_argument("--points", type=int, default=3, help="generic points (default 3)")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--max-depth", type=int, default=10)
+    c.add_argument("--max-depth", type=int, default=None,
+                   help="deepest bracket level (default 6 numeric, 30 exact)")
+    c.add_argument("--method", default="auto", choices=METHODS,
+                   help="numeric (autodiff + SVD), exact (mod-p), both (cross-check), auto")
+    c.add_argument("--exact", action="store_true", help="same as --method exact")
     c.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     r = sub.add_parser("reproduce", help="rerun the papers' experiments blind")
@@ -67,6 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, default=None, help="first N cases of each protocol")
     r.add_argument("--points", type=int, default=3)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--exact", action="store_true", help="count every case with the exact engine")
     r.add_argument("--json", action="store_true", help="one JSON object on stdout")
     r.add_argument("--out", default=None, help="also write the JSON results to this file")
     r.add_argument("--no-progress", action="store_true")
@@ -83,7 +94,11 @@ def _count(args) -> int:
     flow = make_flow(args.flow, metric, args.tau)
     if args.points < 1:
         raise InputError(f"--points must be >= 1, got {args.points}")
-    result = count_laws(model, flow, points=args.points, seed=args.seed, max_depth=args.max_depth)
+    if args.max_depth is not None and args.max_depth < 0:
+        raise InputError(f"--max-depth must be >= 0, got {args.max_depth}")
+    method = "exact" if args.exact else args.method
+    result = count_laws(model, flow, method=method, points=args.points, seed=args.seed,
+                        max_depth=args.max_depth)
     print(json.dumps(result.to_json()) if args.json else result.summary())
     return 0
 
@@ -102,7 +117,9 @@ def _reproduce(args) -> int:
                desc="reproduce")
     if not args.json:
         print(reproduce.HEADER)
-    for row in reproduce.run(args.paper, limit=args.limit, points=args.points, seed=args.seed):
+    method = "exact" if args.exact else "auto"
+    for row in reproduce.run(args.paper, limit=args.limit, points=args.points, seed=args.seed,
+                             method=method):
         rows.append(row)
         bar.update()
         if not args.json:

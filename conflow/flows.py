@@ -69,6 +69,12 @@ class GradientFlow:
     def state_dim(self, model: Model) -> int:
         return model.D
 
+    def validate(self, model: Model) -> None:
+        """Raise `InputError` if the flow cannot act on ``model`` (entropy metric, no positive
+        blocks)."""
+        if self.metric == "entropy":
+            _entropy_mask(model)
+
     def inverse_metric(self, model: Model) -> InverseMetric:
         """(θ, g) ↦ M(θ)^{-1} g for this flow on ``model``."""
         if callable(self.metric):
@@ -144,6 +150,12 @@ class MomentumFlow:
 
     def state_dim(self, model: Model) -> int:
         return 2 * model.D + 1
+
+    def validate(self, model: Model) -> None:
+        """Raise `InputError` if the flow cannot act on ``model`` (entropy metric, no positive
+        blocks)."""
+        if self.metric == "entropy":
+            _entropy_mask(model)
 
     def family(self, model: Model) -> VectorFamily:
         """G(z, a) = a_0 χ_0(z) + Σ_i a_i χ_i(z) on R^{2D+1}, m = d + 1 coefficients."""

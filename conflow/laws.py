@@ -73,7 +73,9 @@ class LawCount:
 
     @property
     def points(self) -> int:
-        return 0 if self.trace is None else self.trace.points.shape[0]
+        """Generic points evaluated: the numeric engine's, else the exact engine's (one per
+        prime)."""
+        return self.trace.points.shape[0] if self.trace is not None else len(self.exact.runs)
 
     @property
     def n_agree(self) -> int:
@@ -185,6 +187,7 @@ def count_laws(
         raise InputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     if points < 1:
         raise InputError(f"points must be >= 1, got {points}")
+    flow.validate(model)
     if method == "auto":
         momentum = isinstance(flow, MomentumFlow)
         method = "exact" if momentum and _is_polynomial(model) else "numeric"

@@ -79,3 +79,39 @@ def test_reproduce_small_run_matches_and_writes_json(tmp_path, capsys):
 
 def test_parse_dims():
     assert parse_dims("3, 4,4") == (3, 4, 4)
+
+
+@pytest.mark.parametrize(
+    "argv, flow, tau, state_dim, n_laws",
+    [
+        (["count", "linear", "2,3,2", "--flow", "momentum"], "momentum", 0.0, 25, 3),
+        (["count", "linear", "2,3,2", "--flow", "momentum", "--tau", "0.5"], "momentum", 0.5, 25, 3),
+        (["count", "linear", "2,2,2", "--flow", "nesterov", "--method", "both"], "nesterov", None,
+         17, 1),
+        (["count", "nmf", "2,2,2", "--flow", "momentum", "--metric", "entropy"], "momentum", 0.0,
+         17, 0),
+        (["count", "linear", "3,4,4,3", "--exact"], "gradient", None, 40, 20),
+    ],
+)
+def test_count_flows_json(argv, flow, tau, state_dim, n_laws, capsys):
+    assert main(argv + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["flow"], out["tau"], out["state_dim"], out["n_laws"]) == (flow, tau, state_dim,
+                                                                           n_laws)
+    assert out["status"] == "ok" and out["n_laws"] == out["state_dim"] - out["dim_lie"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["count", "linear", "2,2,2", "--flow", "momentum", "--tau", "-1"], "τ must be"),
+        (["count", "linear", "2,2,2", "--flow", "nesterov", "--tau", "1"], "--tau applies"),
+        (["count", "linear", "2,2,2", "--flow", "momentum", "--metric", "entropy"],
+         "positive parameter blocks"),
+        (["count", "linear", "2,2,2", "--method", "symbolic"], "invalid choice"),
+    ],
+)
+def test_bad_flow_input_exits_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

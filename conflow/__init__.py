@@ -3,7 +3,7 @@
 Public API (float64 is enabled on import):
 
 - models: `linear`, `relu`, `factorization`, `nmf`, `icnn`, `product`, `custom`, `get_model`;
-- flows: `GradientFlow`;
+- flows: `GradientFlow`, `MomentumFlow`;
 - counting: `count_laws` → `LawCount`; the engine `lie_trace` → `LieTrace` on a `VectorFamily`;
 - building blocks: `lie_bracket`, `bracket_chain`, `numerical_rank`.
 """
@@ -11,7 +11,7 @@ Public API (float64 is enabled on import):
 from . import _config  # noqa: F401  (float64 before anything is traced)
 from .brackets import bracket_chain, lie_bracket
 from .errors import InputError
-from .flows import GradientFlow
+from .flows import GradientFlow, MomentumFlow
 from .laws import LawCount, count_laws
 from .models import (
     Model,
@@ -32,6 +32,7 @@ __all__ = [
     "GradientFlow",
     "InputError",
     "LawCount",
+    "MomentumFlow",
     "LieTrace",
     "Model",
     "ParamBlock",

@@ -1,4 +1,4 @@
-"""The ``conflow`` command: ``count`` and ``reproduce``.
+"""The ``conflow`` command: ``count``, ``reproduce`` and the subcommands of `EXTRA_COMMANDS`.
 
 Exit codes: 0 on success (whatever the status of a count), 1 when ``reproduce`` finds a mismatch,
 2 on bad input with a one-line message on stderr.
@@ -7,6 +7,7 @@ Exit codes: 0 on success (whatever the status of a count), 1 when ``reproduce`` 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -15,6 +16,10 @@ from collections.abc import Sequence
 from .errors import InputError
 
 FLOWS = ("gradient", "momentum", "nesterov")
+
+# Subcommands defined in their own modules: name -> module with add_parser(subparsers) and
+# run(args) -> exit code.
+EXTRA_COMMANDS: dict[str, str] = {}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +86,10 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="one JSON object on stdout")
     r.add_argument("--out", default=None, help="also write the JSON results to this file")
     r.add_argument("--no-progress", action="store_true")
+
+    for name, target in EXTRA_COMMANDS.items():
+        module = importlib.import_module(target)
+        module.add_parser(sub)  # each adds its subparser with set_defaults(run=module.run)
     return parser
 
 
@@ -147,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if item[:1] == "-" and item[1:2].isdigit() and "," in item:
                 raise InputError(f"dims must be positive integers, got {item!r}")
         args = _build_parser().parse_args(argv)
-        return _count(args) if args.command == "count" else _reproduce(args)
+        run = {"count": _count, "reproduce": _reproduce}.get(args.command) or args.run
+        return run(args)
     except InputError as exc:
         print(f"conflow: error: {exc}", file=sys.stderr)
         return 2

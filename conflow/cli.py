@@ -73,6 +73,8 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", default="auto", choices=METHODS,
                    help="numeric (autodiff + SVD), exact (mod-p), both (cross-check), auto")
     c.add_argument("--exact", action="store_true", help="same as --method exact")
+    c.add_argument("--devices", type=int, default=None,
+                   help="shard the numeric engine over N local devices (default: all)")
     c.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     r = sub.add_parser("reproduce", help="rerun the papers' experiments blind")
@@ -107,7 +109,7 @@ def _count(args) -> int:
         raise InputError(f"--max-depth must be >= 0, got {args.max_depth}")
     method = "exact" if args.exact else args.method
     result = count_laws(model, flow, method=method, points=args.points, seed=args.seed,
-                        max_depth=args.max_depth)
+                        max_depth=args.max_depth, devices=args.devices)
     print(json.dumps(result.to_json()) if args.json else result.summary())
     return 0
 

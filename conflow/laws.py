@@ -165,6 +165,7 @@ def count_laws(
     max_depth: int | None = None,
     rtol: float = DEFAULT_RTOL,
     min_gap: float = DEFAULT_MIN_GAP,
+    devices: int | None = None,
 ) -> LawCount:
     """Count the conservation laws of ``model`` under ``flow`` (default: Euclidean gradient flow).
 
@@ -178,6 +179,7 @@ def count_laws(
     - ``"auto"`` (default): numeric for gradient flows; exact for momentum flows of polynomial
       models (their Lie algebras need brackets of depth 6–10), numeric otherwise.
 
+    The numeric engine shards its bracket batches over ``devices`` local devices (default all).
     ``max_depth`` defaults to 6 for the numeric engine (each level roughly doubles the compiled
     program) and 30 for the exact one; a trace still growing there is ``not_converged``.
     """
@@ -196,7 +198,7 @@ def count_laws(
     if method in ("numeric", "both"):
         z = flow.sample_points(model, seed, points)
         trace = lie_trace(flow.family(model), z, seed=seed, max_depth=max_depth or 6,
-                          rtol=rtol, min_gap=min_gap)
+                          rtol=rtol, min_gap=min_gap, devices=devices)
     if method in ("exact", "both"):
         exact = _exact_trace(model, flow, seed, max_depth or 30)
 

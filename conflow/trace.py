@@ -34,6 +34,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import _config  # noqa: F401  (float64)
 from .brackets import Family, bracket_chain
@@ -201,6 +202,22 @@ def _device_normal(key: Array, shape: tuple[int, ...]) -> Array:
     return jax.random.normal(key, shape, dtype=jnp.float64)
 
 
+def batch_sharding(devices: int | None = None) -> NamedSharding | None:
+    """Sharding of the bracket batch over ``devices`` local devices (``None``: all of them).
+
+    Returns ``None`` (no sharding) for a single device. The batch axis is the only one split:
+    every device evaluates its share of the random bracket chains, so results do not depend on
+    the number of devices (up to rounding).
+    """
+    available = jax.devices()
+    n = len(available) if devices is None else devices
+    if n < 1 or n > len(available):
+        raise InputError(f"devices must be between 1 and {len(available)}, got {devices}")
+    if n == 1:
+        return None
+    return NamedSharding(Mesh(np.array(available[:n]), ("batch",)), PartitionSpec("batch"))
+
+
 def _evaluate_stage(
     family: VectorFamily,
     points: np.ndarray,
@@ -211,8 +228,12 @@ def _evaluate_stage(
     fast_compile: bool,
     max_chunk: int,
     max_chunk_floats: int,
+    sharding: NamedSharding | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random bracket chains of ``depth`` at every point; the levels ``first..depth`` of each.
+
+    With a ``sharding``, the flat batch (points × samples) is split over its mesh's devices and
+    the compiled chain runs SPMD on all of them (`batch_sharding`).
 
     Every level of the stage gets S samples: the largest remaining complement plus a margin, or
     the number of distinct brackets of the deepest level (m^(depth+1)) plus the margin if that is
@@ -223,16 +244,19 @@ def _evaluate_stage(
     n_samples = _samples_needed(complements, m, depth)
     per_call = max(1, max_chunk_floats // (P * (depth + 1) * m))
     chunk = min(_next_pow2(n_samples), max_chunk, 1 << (per_call.bit_length() - 1))
+    n_dev = 1 if sharding is None else sharding.mesh.size
+    chunk = -(-chunk // n_dev) * n_dev  # the flat batch P * chunk splits evenly over devices
     evaluate = _stage_evaluator(family.field, depth, first, fast_compile)
-    z = jnp.asarray(np.repeat(points, chunk, axis=0))  # (P * chunk, n), point-major
+    put = jnp.asarray if sharding is None else (lambda x: jax.device_put(x, sharding))
+    z = put(np.repeat(points, chunk, axis=0))  # (P * chunk, n), point-major
     shape = (P * chunk, depth + 1, m)
     on_device = math.prod(shape) > _HOST_RANDOM_MAX  # large m: draw on the device
     values, scales = [], []
     for _ in range(math.ceil(n_samples / chunk)):
         if on_device:
-            coeffs = _device_normal(jax.random.PRNGKey(int(rng.integers(2**31))), shape)
+            coeffs = put(_device_normal(jax.random.PRNGKey(int(rng.integers(2**31))), shape))
         else:
-            coeffs = jnp.asarray(rng.standard_normal(shape))
+            coeffs = put(rng.standard_normal(shape))
         v, s = evaluate(z, coeffs)
         values.append(np.asarray(v).reshape(P, chunk, *v.shape[1:]))
         scales.append(np.asarray(s).reshape(P, chunk, -1))
@@ -312,6 +336,7 @@ def lie_trace(
     min_gap: float = DEFAULT_MIN_GAP,
     max_chunk: int = 256,
     max_chunk_floats: int = 1 << 24,
+    devices: int | None = None,
 ) -> LieTrace:
     """dim Lie(W)(z) at each of ``points`` by the level construction W_{k+1} = W_k + [W_0, W_k].
 
@@ -325,6 +350,8 @@ def lie_trace(
         min_gap: σ_r / σ_{r+1} below this makes the result ``ambiguous``.
         max_chunk: largest number of samples evaluated per compiled call and point.
         max_chunk_floats: bound on the coefficient floats sent per call (memory).
+        devices: number of local devices the bracket batches are sharded over (default: all;
+            1 disables sharding). Counts do not depend on it.
 
     Returns:
         A `LieTrace`. The count of conservation laws is ``state_dim - dim``.
@@ -337,6 +364,7 @@ def lie_trace(
     P = points.shape[0]
     rng = np.random.default_rng(seed)
     fast_compile = n <= _FAST_COMPILE_MAX_DIM
+    sharding = batch_sharding(devices)
 
     # Orthonormal bases (rows) of the complement of the trace found so far, one per point.
     complements = [np.eye(n) for _ in range(P)]
@@ -359,7 +387,7 @@ def lie_trace(
         stage_depth = min(max_depth, {0: 0, 1: 2}.get(depth, depth))
         values, scales = _evaluate_stage(
             family, points, rng, depth, stage_depth, complements, fast_compile, max_chunk,
-            max_chunk_floats,
+            max_chunk_floats, sharding,
         )
         for level in range(stage_depth - depth + 1):
             if level and max(c.shape[0] for c in complements) == 0:

@@ -111,9 +111,8 @@ class LieTrace:
         sigma_r: smallest kept normalised singular value over all levels and points.
         sigma_r1: largest dropped normalised singular value over all levels and points.
         gap: sigma_r / sigma_r1.
-        kept_tail: the three smallest kept singular values (ascending σ order reversed: largest
-            first), i.e. the values just above the cut.
-        dropped_head: the three largest dropped singular values, just below the cut.
+        kept_tail: the three smallest kept singular values, largest first (just above the cut).
+        dropped_head: the three largest dropped singular values, largest first (just below it).
         points: the generic points, shape ``(P, n)``.
         rtol, min_gap: the thresholds used.
         seconds: total wall time, compilation included.

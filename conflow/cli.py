@@ -19,7 +19,9 @@ FLOWS = ("gradient", "momentum", "nesterov")
 
 # Subcommands defined in their own modules: name -> module with add_parser(subparsers) and
 # run(args) -> exit code.
-EXTRA_COMMANDS: dict[str, str] = {}
+EXTRA_COMMANDS: dict[str, str] = {
+    "simulate": "conflow.commands_simulate",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,7 +76,11 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="numeric (autodiff + SVD), exact (mod-p), both (cross-check), auto")
     c.add_argument("--exact", action="store_true", help="same as --method exact")
     c.add_argument("--devices", type=int, default=None,
-                   help="shard the numeric engine over N local devices (default: all)")
+                   help="shard the numeric engine over N devices (default: all)")
+    c.add_argument("--coordinator", default=None,
+                   help="HOST:PORT of process 0 for a multi-process run (jax.distributed)")
+    c.add_argument("--num-processes", type=int, default=None)
+    c.add_argument("--process-id", type=int, default=None)
     c.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     r = sub.add_parser("reproduce", help="rerun the papers' experiments blind")
@@ -96,10 +102,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _count(args) -> int:
+    from .distributed import initialize
     from .laws import count_laws
     from .models import get_model
 
     dims = parse_dims(args.dims)
+    multi = initialize(args.coordinator, args.num_processes, args.process_id)
     model = get_model(args.model, dims, bias=args.bias)
     metric = args.metric or ("entropy" if model.positive_mask.any() else "euclidean")
     flow = make_flow(args.flow, metric, args.tau)
@@ -110,7 +118,8 @@ def _count(args) -> int:
     method = "exact" if args.exact else args.method
     result = count_laws(model, flow, method=method, points=args.points, seed=args.seed,
                         max_depth=args.max_depth, devices=args.devices)
-    print(json.dumps(result.to_json()) if args.json else result.summary())
+    if not multi or args.process_id == 0:  # every process computes the same result
+        print(json.dumps(result.to_json()) if args.json else result.summary())
     return 0
 
 

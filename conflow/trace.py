@@ -38,6 +38,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import _config  # noqa: F401  (float64)
 from .brackets import Family, bracket_chain
+from .distributed import global_array, to_host
 from .errors import InputError
 from .rank import (
     DEFAULT_MIN_GAP,
@@ -202,7 +203,8 @@ def _device_normal(key: Array, shape: tuple[int, ...]) -> Array:
 
 
 def batch_sharding(devices: int | None = None) -> NamedSharding | None:
-    """Sharding of the bracket batch over ``devices`` local devices (``None``: all of them).
+    """Sharding of the bracket batch over ``devices`` devices (``None``: all of them; in a
+    multi-process run, `jax.devices()` lists every process's devices).
 
     Returns ``None`` (no sharding) for a single device. The batch axis is the only one split:
     every device evaluates its share of the random bracket chains, so results do not depend on
@@ -246,10 +248,18 @@ def _evaluate_stage(
     n_dev = 1 if sharding is None else sharding.mesh.size
     chunk = -(-chunk // n_dev) * n_dev  # the flat batch P * chunk splits evenly over devices
     evaluate = _stage_evaluator(family.field, depth, first, fast_compile)
-    put = jnp.asarray if sharding is None else (lambda x: jax.device_put(x, sharding))
+    multi_process = jax.process_count() > 1
+    if sharding is None:
+        put = jnp.asarray
+    elif multi_process:  # every process holds the same host data and keeps its own shards
+        put = lambda x: global_array(np.asarray(x), sharding)  # noqa: E731
+    else:
+        put = lambda x: jax.device_put(x, sharding)  # noqa: E731
     z = put(np.repeat(points, chunk, axis=0))  # (P * chunk, n), point-major
     shape = (P * chunk, depth + 1, m)
-    on_device = math.prod(shape) > _HOST_RANDOM_MAX  # large m: draw on the device
+    # Large m: draw on the device (no host-to-device copy), except across processes, where every
+    # process must hold the same host data.
+    on_device = math.prod(shape) > _HOST_RANDOM_MAX and not multi_process
     values, scales = [], []
     for _ in range(math.ceil(n_samples / chunk)):
         if on_device:
@@ -257,8 +267,8 @@ def _evaluate_stage(
         else:
             coeffs = put(rng.standard_normal(shape))
         v, s = evaluate(z, coeffs)
-        values.append(np.asarray(v).reshape(P, chunk, *v.shape[1:]))
-        scales.append(np.asarray(s).reshape(P, chunk, -1))
+        values.append(to_host(v).reshape(P, chunk, *v.shape[1:]))
+        scales.append(to_host(s).reshape(P, chunk, -1))
     values_ = np.concatenate(values, axis=1)
     if not np.all(np.isfinite(values_)):
         raise InputError(

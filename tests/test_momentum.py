@@ -37,7 +37,8 @@ MF_ROWS = [
 
 
 @pytest.mark.parametrize("damping", DAMPINGS, ids=DAMPING_IDS)
-@pytest.mark.parametrize("row, make, expected", MF_ROWS, ids=lambda x: "" if callable(x) else str(x))
+@pytest.mark.parametrize("row, make, expected", MF_ROWS,
+                         ids=lambda x: "" if callable(x) else str(x))
 def test_momentum_rows_default_method(row, make, expected, damping):
     model = make()
     result = cf.count_laws(model, MomentumFlow(damping))
@@ -121,7 +122,8 @@ def test_factorization_momentum_laws_orthogonal():
 
 
 def test_wrong_sign_or_wrong_time_factor_is_not_a_law():
-    # Antisym(U_iᵀV_i − U_{i+1}V_{i+1}ᵀ) (minus) is not conserved; neither is the τ = 0 form at τ > 0.
+    # Antisym(U_iᵀV_i − U_{i+1}V_{i+1}ᵀ) (minus sign) is not conserved; neither is the τ = 0 form
+    # at τ > 0, nor the τ > 0 form (factor s) under Nesterov (factor t³).
     model = cf.linear([2, 3, 2])
     D = model.D
 
@@ -135,7 +137,7 @@ def test_wrong_sign_or_wrong_time_factor_is_not_a_law():
     assert _worst_inner(lambda z: minus_sign(z, flow), model, flow) > 1e-2
     no_factor = closed_forms.closed_form_laws(model, MomentumFlow(0.0))
     assert _worst_inner(no_factor, model, flow) > 1e-2
-    nesterov_with_s = closed_forms.closed_form_laws(model, MomentumFlow(0.7))  # s¹, not s³
+    nesterov_with_s = closed_forms.closed_form_laws(model, MomentumFlow(0.7))
     assert _worst_inner(nesterov_with_s, model, MomentumFlow("nesterov")) > 1e-2
 
 
@@ -245,7 +247,8 @@ def test_bad_momentum_input():
         MomentumFlow(damping=-1)
     with pytest.raises(InputError, match=r"damping τ must be finite and >= 0, got nan"):
         MomentumFlow(float("nan"))
-    with pytest.raises(InputError, match=r"damping must be a number τ >= 0 or 'nesterov', got 'foo'"):
+    with pytest.raises(InputError,
+                       match=r"damping must be a number τ >= 0 or 'nesterov', got 'foo'"):
         MomentumFlow("foo")
     with pytest.raises(InputError, match=r"unknown metric 'foo'"):
         MomentumFlow(0.5, metric="foo")

@@ -11,35 +11,64 @@ from collections.abc import Callable, Sequence
 
 from .. import _config  # noqa: F401  (float64)
 from ..errors import InputError
+from .attention import attention, attention_apply, attention_from_dims, attention_params
 from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from .conv import conv, conv_apply, conv_from_dims, conv_params
 from .custom import custom
 from .factorization import factorization, nmf
 from .icnn import icnn
 from .linear import linear
 from .product import product
 from .relu import relu
+from .residual import (
+    ACTIVATIONS,
+    mlp,
+    residual,
+    resnet,
+    resnet_from_dims,
+    transformer,
+    transformer_from_dims,
+)
+from .softmax import softmax_apply, softmax_layer
 
 __all__ = [
     "MODEL_NAMES",
     "Model",
     "ParamBlock",
+    "attention",
+    "attention_apply",
+    "attention_params",
     "blocks_from_shapes",
     "check_dims",
+    "conv",
+    "conv_apply",
+    "conv_params",
     "custom",
     "factorization",
     "get_model",
     "icnn",
     "linear",
+    "mlp",
     "nmf",
     "product",
     "relu",
+    "residual",
+    "resnet",
+    "softmax_apply",
+    "softmax_layer",
     "split_flat",
+    "transformer",
 ]
 
 #: Canonical family names accepted by `get_model` (plus the alias ``"uv"`` for factorization).
-MODEL_NAMES: tuple[str, ...] = ("linear", "relu", "factorization", "nmf", "icnn", "product")
+MODEL_NAMES: tuple[str, ...] = (
+    "linear", "relu", "factorization", "nmf", "icnn", "product",
+    "attention", "softmax", "conv", "resnet", "transformer",
+    *(f"mlp-{a}" for a in ACTIVATIONS),
+)
 ALIASES: dict[str, str] = {"uv": "factorization"}
-BIAS_FAMILIES: tuple[str, ...] = ("relu", "icnn")
+BIAS_FAMILIES: tuple[str, ...] = ("relu", "icnn", "conv", "resnet",
+                                  *(f"mlp-{a}" for a in ACTIVATIONS))
 
 # name -> (constructor taking (dims, bias), exact number of dims or None, at least, meaning)
 _FAMILIES: dict[str, tuple[Callable[[tuple[int, ...], bool], Model], int | None, int | None, str]] = {
@@ -49,6 +78,17 @@ _FAMILIES: dict[str, tuple[Callable[[tuple[int, ...], bool], Model], int | None,
     "nmf": (lambda d, b: nmf(*d), 3, None, "(n1, r, n3)"),
     "icnn": (lambda d, b: icnn(*d, bias=b), 3, None, "(n1, n2, n3)"),
     "product": (lambda d, b: product(*d), 1, None, "(D)"),
+    # φ-based: attention (QᵀK, VᵀO per head), conv block (path-lifting)
+    "attention": (lambda d, b: attention_from_dims(d), None, 2, "(dim, d1[, heads])"),
+    "conv": (lambda d, b: conv_from_dims(d, bias=b), None, 3, "(c0, c1, c2[, n_v[, n_u]])"),
+    # sampled (generators = output gradients on generic inputs, conflow.from_model)
+    "softmax": (lambda d, b: softmax_layer(*d), 2, None, "(n classes, m inputs)"),
+    "resnet": (lambda d, b: resnet_from_dims(d, bias=b), None, 2, "(dim, hidden[, blocks])"),
+    "transformer": (lambda d, b: transformer_from_dims(d), None, 3, "(dim, d1, hidden[, heads])"),
+    **{
+        f"mlp-{a}": ((lambda d, b, a=a: mlp(d, a, bias=b)), None, 3, "[n_in, h1, ..., n_out]")
+        for a in ACTIVATIONS
+    },
 }
 
 

@@ -21,8 +21,8 @@ Kθ = (…, U_i A, −A U_{i+1}, …), so with V_i = U_i' (velocity blocks)
 
     ⟨θ', Kθ⟩ = tr(V_iᵀ U_i A) − tr(V_{i+1}ᵀ A U_{i+1}) = tr((V_iᵀ U_i − U_{i+1} V_{i+1}ᵀ) A).
 
-For A = E_kl − E_lk this is M_lk − M_kl with M = V_iᵀU_i − U_{i+1}V_{i+1}ᵀ. Up to an overall sign the
-laws are therefore the entries k < l of
+For A = E_kl − E_lk this is M_lk − M_kl with M = V_iᵀU_i − U_{i+1}V_{i+1}ᵀ. Up to an overall
+sign the laws are therefore the entries k < l of
 
     factor · Antisym(U_iᵀ V_i + U_{i+1} V_{i+1}ᵀ),   Antisym(X) = X − Xᵀ
 
@@ -61,6 +61,13 @@ from ..errors import InputError
 from .base import Model, split_flat
 
 Array = jax.Array
+
+# A tiny one-off program: XLA's optimisation passes would cost ~5× its compile time for nothing.
+_FAST_COMPILE = {
+    "xla_backend_optimization_level": 0,
+    "xla_cpu_use_fusion_emitters": False,
+    "xla_cpu_parallel_codegen_split_count": 1,
+}
 
 #: Families whose momentum flows have no conservation law at all (MATH.md §3.4).
 NO_MOMENTUM_LAWS = ("relu", "nmf", "icnn", "product")
@@ -179,8 +186,8 @@ def known_count(
     """Number of independent closed-form laws: the rank of their Jacobian at a generic state of
     ``flow`` (relative cut 1e-9, as `Model.closed_form_count`). ``None`` when no closed form is
     recorded for the combination. ``deep_scalar_factors=False`` leaves out the scalar-factor
-    momentum laws of deep linear nets (MATH.md §3.4's own list). A comparison value only; `count_laws`
-    never uses it."""
+    momentum laws of deep linear nets (MATH.md §3.4's own list). A comparison value only;
+    `count_laws` never uses it."""
     laws = closed_form_laws(model, flow)
     if laws is None:
         return None
@@ -199,7 +206,7 @@ def _jacobian_rank(laws, model: Model, flow: Any, key: Array | None) -> int:
         z = flow.sample_points(model, key, 1)[0]
     if jax.eval_shape(laws, z).shape[0] == 0:
         return 0
-    jac = np.asarray(jax.jit(jax.jacfwd(laws))(z))
+    jac = np.asarray(jax.jit(jax.jacfwd(laws), compiler_options=_FAST_COMPILE)(z))
     if jac.size == 0:
         return 0
     s = np.linalg.svd(jac, compute_uv=False)

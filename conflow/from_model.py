@@ -1,0 +1,787 @@
+"""Models from code: a network given as ``apply_fn(params, x)``, counted through its outputs.
+
+For a loss with V_ℓ = R^n (square loss, KL, cross-entropy; MATH.md §1.2), the gradient flow of a
+network g(θ, x) moves in
+
+    W_θ = span{ ∂_θ g_k(θ, x) : x an input, k an output coordinate } ⊆ R^D,
+
+so the *output gradients* are generators. Over a finite sample x_1..x_N of inputs they are exactly
+the rows of the Jacobian of
+
+    φ_N(θ) = ( g(θ, x_1), …, g(θ, x_N) ) ∈ R^{nN},
+
+and `from_model` returns that φ_N as an ordinary conflow `Model` (a `SampledModel`), so
+`count_laws`, every flow and the exact / numeric engines work unchanged. Parameter names come from
+the pytree paths (`conflow.models.custom.path_name`): ``layers[0].weight``, ``l1.kernel``, ...
+
+Accepted models:
+
+- plain JAX: ``apply_fn(params, x)`` with ``params`` a pytree of float arrays;
+- Equinox: ``from_model(module, inputs=...)`` (calls ``module(x)``) or ``from_model(fn, module)``
+  (calls ``fn(module, x)``). The parameters are ``eqx.filter(module, eqx.is_inexact_array)``; the
+  rest of the module is static (``eqx.combine``);
+- Flax NNX: the same two forms with an ``nnx.Module``. The parameters are its ``nnx.Param``
+  variables (``nnx.split(module, nnx.Param, ...)``, names without the trailing ``.value``); other
+  variables (batch statistics, RNG state) are held fixed (``nnx.merge``).
+
+``apply_fn`` acts on ONE input (no batch axis); conflow ``vmap``s it over the sample.
+
+How this relates to the φ-based count of the built-in families (MATH.md §1.3). A built-in model's φ
+(path products, UVᵀ, QᵀK, …) satisfies W_θ ⊆ range ∂φ(θ)ᵀ, with equality when the inputs are
+"rich enough" (P1 Thm 2.14 / P3 Thm 3.4: e.g. the hidden neurons of a ReLU net define pairwise
+distinct hyperplanes). The sampled φ_N instead satisfies W_θ(sample) ⊆ W_θ. Hence
+
+    laws(φ-based) ≤ laws(true model) ≤ laws(sampled φ_N)        (counts, near generic θ),
+
+and the two counts agree when the sample covers the model's behaviour and the distinguished-φ
+theorem applies. They differ when
+
+- the sample is too small or misses activation regions: the sampled count is too HIGH (some
+  generators are missing). `count_laws_from_model` reruns with twice the inputs and warns if the
+  count moves, and reports the branch patterns the sample covers;
+- the theorem behind φ does not apply: e.g. a bias-free ReLU net with ONE input coordinate has
+  all neuron hyperplanes equal to {0}; every input falls in one of two regions, g is
+  x·(Σ_{v_j>0} u_j v_j) or x·(Σ_{v_j<0} u_j v_j), and the network really has D − 2 laws, more than
+  the one per neuron of the path-lifting count. Here the sampled count is right and stable under
+  doubling; the φ-based count is a lower bound.
+
+Smooth activations (tanh, GELU, softplus, SiLU) go through exactly the same path; conflow does not
+assume their counts.
+
+Branch patterns ("activation patterns covered"). With no ``patterns_fn``, conflow replays the
+network's jaxpr and records, per input, the outcome of every data-dependent switch it can see:
+``max``/``min`` (which operand wins; ReLU is ``max(x, 0)``), ``abs``/``sign`` (sign of the
+argument), ``select_n`` (``jnp.where``), ``clamp``, ``cond`` (branch index). Library functions with a
+custom derivative other than ReLU/ReLU6 (``logaddexp`` inside softplus, …) are treated as smooth
+and not looked into; ``scan``/``while`` bodies are not looked into either (both are listed in the
+report). Switches that are pure numerical guards (``max(-inf, ·)``) are skipped. A ``patterns_fn(
+params, x) -> array`` replaces this with your own notion of pattern.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from . import _config  # noqa: F401  (float64)
+from .errors import InputError
+from .models.base import Model
+from .models.custom import _brief, _ravel_output, custom
+
+Array = jax.Array
+
+#: Custom-derivative functions whose inside is recorded (they are piecewise-linear).
+PIECEWISE_CUSTOM = ("relu", "relu6")
+_CALLS = ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call",
+          "custom_vjp_call", "custom_vjp_call_jaxpr", "custom_lin")
+_CUSTOM = ("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
+_OPAQUE_LOOPS = ("scan", "while")
+
+
+class InputsWarning(UserWarning):
+    """The count of a sampled model changed when the input sample was doubled."""
+
+
+# ------------------------------------------------------------------------------------------------
+# parameters: plain pytrees, Equinox modules, Flax NNX modules
+# ------------------------------------------------------------------------------------------------
+
+
+def _is_equinox(obj: Any) -> bool:
+    eqx = sys.modules.get("equinox")
+    return eqx is not None and isinstance(obj, eqx.Module)
+
+
+def _is_nnx(obj: Any) -> bool:
+    nnx_mod = sys.modules.get("flax.nnx")
+    return nnx_mod is not None and isinstance(obj, nnx_mod.Module)
+
+
+def _call_module(module: Any, x: Any) -> Any:
+    return module(x)
+
+
+def split_params(params: Any) -> tuple[Any, Callable[[Any], Any], str]:
+    """``params`` ↦ (θ-pytree of float arrays, rebuild: θ-pytree → what apply_fn takes, kind).
+
+    kind is ``"pytree"``, ``"equinox"`` or ``"nnx"`` (see the module docstring).
+    """
+    if _is_equinox(params):
+        import equinox as eqx
+
+        arrays, static = eqx.partition(params, eqx.is_inexact_array)
+        return arrays, (lambda p: eqx.combine(p, static)), "equinox"
+    if _is_nnx(params):
+        from flax import nnx
+
+        graphdef, state, rest = nnx.split(params, nnx.Param, ...)
+        pure = state.to_pure_dict()
+        state_def = jax.tree_util.tree_structure(state)
+        want = [np.shape(x) for x in jax.tree_util.tree_leaves(state)]
+        if [np.shape(x) for x in jax.tree_util.tree_leaves(pure)] != want:
+            raise RuntimeError("conflow bug: nnx pure-dict leaves differ from the state's")
+
+        def rebuild(p):
+            st = jax.tree_util.tree_unflatten(state_def, jax.tree_util.tree_leaves(p))
+            return nnx.merge(graphdef, st, rest)
+
+        return pure, rebuild, "nnx"
+    return params, (lambda p: p), "pytree"
+
+
+# ------------------------------------------------------------------------------------------------
+# branch patterns: replay a jaxpr and record the outcome of each data-dependent switch
+# ------------------------------------------------------------------------------------------------
+
+
+def _sub_jaxpr(eqn: Any) -> Any:
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        if key in eqn.params:
+            return eqn.params[key]
+    return None
+
+
+def _func_name(closed: Any) -> str:
+    jaxpr = getattr(closed, "jaxpr", closed)
+    info = getattr(jaxpr, "debug_info", None)
+    return str(getattr(info, "func_name", "") or "")
+
+
+def _is_guard_literal(v: Any) -> bool:
+    from jax.extend.core import Literal
+
+    return isinstance(v, Literal) and not bool(np.all(np.isfinite(np.asarray(v.val))))
+
+
+def _interpret(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], records: list,
+               notes: set, smooth: bool) -> list:
+    """Evaluate ``jaxpr`` like `jax.core.eval_jaxpr`, appending switch outcomes to ``records``."""
+    from jax.extend.core import Literal
+
+    env: dict[Any, Any] = {}
+
+    def read(v):
+        return v.val if isinstance(v, Literal) else env[v]
+
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v] = c
+    for v, a in zip(jaxpr.invars, args):
+        env[v] = a
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        invals = [read(v) for v in eqn.invars]
+        sub = _sub_jaxpr(eqn)
+        if name in _CALLS and sub is not None:
+            closed = sub if hasattr(sub, "consts") else None
+            inner = closed.jaxpr if closed is not None else sub
+            inner_consts = closed.consts if closed is not None else ()
+            inner_smooth = smooth
+            if name in _CUSTOM:
+                fname = _func_name(sub)
+                if fname not in PIECEWISE_CUSTOM:
+                    inner_smooth = True
+                    notes.add(f"custom-derivative function {fname or '?'} taken as smooth")
+            outs = _interpret(inner, inner_consts, invals, records, notes, inner_smooth)
+        else:
+            outs = _bind(eqn, invals)
+            if not eqn.primitive.multiple_results:
+                outs = [outs]
+            if name in _OPAQUE_LOOPS:
+                notes.add(f"{name} body not inspected")
+            elif name == "cond":
+                notes.add("cond branch index recorded, branch bodies not inspected")
+            if not smooth:
+                _record(name, eqn, invals, outs, records)
+        for v, o in zip(eqn.outvars, outs):
+            env[v] = o
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _bind(eqn: Any, invals: list) -> Any:
+    """``eqn.primitive.bind`` as `jax.core.eval_jaxpr` does it (old JAX: with subfuns)."""
+    bound = eqn.primitive.get_bind_params(eqn.params)
+    if isinstance(bound, tuple) and len(bound) == 2 and isinstance(bound[1], dict):
+        subfuns, params = bound
+    else:
+        subfuns, params = (), bound
+    ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
+    if ctx is None:
+        return eqn.primitive.bind(*subfuns, *invals, **params)
+    with ctx:
+        return eqn.primitive.bind(*subfuns, *invals, **params)
+
+
+def _record(name: str, eqn: Any, invals: list, outs: list, records: list) -> None:
+    shape = jnp.shape(outs[0]) if outs else ()
+    if name in ("max", "min"):
+        if any(_is_guard_literal(v) for v in eqn.invars):
+            return
+        a, b = invals
+        records.append(jnp.broadcast_to(jnp.greater(a, b), shape))
+    elif name in ("abs", "sign"):
+        records.append(jnp.broadcast_to(jnp.greater(invals[0], 0), shape))
+    elif name == "select_n":
+        records.append(jnp.broadcast_to(jnp.asarray(invals[0]).astype(jnp.int32), shape))
+    elif name == "clamp":
+        lo, x, hi = invals
+        records.append(jnp.broadcast_to(
+            jnp.less(x, lo).astype(jnp.int32) - jnp.greater(x, hi).astype(jnp.int32), shape))
+    elif name == "cond":
+        records.append(jnp.asarray(invals[0]).astype(jnp.int32).reshape(()))
+
+
+def branch_recorder(fn: Callable[[Any, Any], Any], params: Any, x_example: Any
+                    ) -> tuple[Callable[[Any, Any], Array], tuple[str, ...]]:
+    """``(p, x) -> int32 vector`` of the switch outcomes of ``fn(p, x)`` (see module docstring),
+    and notes on what was not inspected. Traced once at (``params``, ``x_example``)."""
+    closed = jax.make_jaxpr(fn)(params, x_example)
+    notes: set = set()
+    jax.eval_shape(lambda p, x: _interpret(closed.jaxpr, closed.consts,
+                                           jax.tree_util.tree_leaves((p, x)), [], notes, False),
+                   params, x_example)  # abstract pass: collects the notes, computes nothing
+
+    def record(p, x):
+        records: list = []
+        _interpret(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves((p, x)), records,
+                   set(), False)
+        if not records:
+            return jnp.zeros(0, jnp.int32)
+        return jnp.concatenate([jnp.ravel(r).astype(jnp.int32) for r in records])
+
+    return record, tuple(sorted(notes))
+
+
+# ------------------------------------------------------------------------------------------------
+# the sampled model
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SampledModel(Model):
+    """A `Model` whose φ is the network's output on a fixed input sample (see module docstring).
+
+    Extra attributes (the `Model` ones are as usual; ``dims`` is ``(D,)`` unless a built-in family
+    sets its own):
+        apply_fn: the per-input function of the θ-pytree, ``(tree, x) -> output``.
+        params: the θ-pytree (float64), whose paths name the blocks.
+        inputs: the sample, shape ``(N, *input_shape)``.
+        n_outputs: output size per input (n).
+        kind: ``"pytree"``, ``"equinox"``, ``"nnx"`` or a built-in family's name.
+        patterns_fn: ``(tree, x) -> array`` given by the user, or ``None`` (jaxpr recorder).
+        seed: the seed the inputs were drawn with (if drawn).
+        input_source: ``"gaussian"`` (drawn by `draw_inputs`) or ``"given"``.
+    """
+
+    apply_fn: Callable[[Any, Any], Any] | None = None
+    params: Any = None
+    inputs: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    n_outputs: int = 0
+    kind: str = "pytree"
+    patterns_fn: Callable[[Any, Any], Any] | None = None
+    seed: int = 0
+    input_source: str = "given"
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.inputs.shape[1:])
+
+    @property
+    def label(self) -> str:
+        return super().label + f" on {self.n_inputs} inputs"
+
+    def as_family(self, name: str, dims: Sequence[int], closed_form_laws: Callable | None = None,
+                  description: str = "", drawn: bool = True) -> SampledModel:
+        """This model relabelled as a built-in family (``name[dims]``, closed forms for
+        comparison); ``drawn``: its inputs came from `draw_inputs` (the doubled-sample check
+        then draws more the same way)."""
+        return dataclasses.replace(
+            self, name=name, dims=tuple(int(d) for d in dims), kind=name,
+            closed_form_laws=closed_form_laws, closed_form_description=description,
+            input_source="gaussian" if drawn else self.input_source,
+        )
+
+    def unravel(self, theta: Array) -> Any:
+        """Flat θ, shape ``(D,)`` → the θ-pytree."""
+        return ravel_pytree(self.params)[1](theta)
+
+    def apply(self, theta: Array, x: Any) -> Any:
+        """The network's output at flat θ on one input ``x``."""
+        return self.apply_fn(self.unravel(theta), x)
+
+    def with_inputs(self, inputs: Any) -> SampledModel:
+        """The same model on another input sample (names, closed forms and dims kept)."""
+        inputs = _as_inputs(inputs, self.input_shape)
+        phi = _sampled_phi(self.apply_fn, ravel_pytree(self.params)[1], inputs)
+        return dataclasses.replace(self, phi=phi, inputs=inputs)
+
+    def patterns(self, theta: Array) -> np.ndarray:
+        """Branch patterns at flat θ, shape ``(N, S)``: one row per input (module docstring)."""
+        return np.asarray(self._pattern_eval()[0](self.unravel(jnp.asarray(theta)),
+                                                  jnp.asarray(self.inputs)))
+
+    def pattern_notes(self) -> tuple[str, ...]:
+        return self._pattern_eval()[1]
+
+    def _pattern_eval(self):
+        cache = self.__dict__.setdefault("_patterns_cache", {})
+        if "fn" not in cache:
+            if self.patterns_fn is not None:
+                fn, notes = (lambda p, x: jnp.ravel(jnp.asarray(self.patterns_fn(p, x)))), ()
+            else:
+                fn, notes = branch_recorder(self.apply_fn, self.params, jnp.asarray(self.inputs[0]))
+            cache["fn"] = (jax.jit(jax.vmap(fn, in_axes=(None, 0))), notes)
+        return cache["fn"]
+
+
+def _as_inputs(inputs: Any, input_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    try:
+        arr = np.asarray(inputs)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"from_model: inputs must be an array (N, *input_shape): {_brief(e)}")
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"from_model: inputs must be real or integer, got dtype {arr.dtype}")
+    if arr.ndim < 1 or arr.shape[0] < 1:
+        raise InputError(f"from_model: inputs must have shape (N, *input_shape), N ≥ 1, got "
+                         f"{arr.shape}")
+    if input_shape is not None and tuple(arr.shape[1:]) != tuple(input_shape):
+        raise InputError(f"from_model: inputs have shape {arr.shape[1:]} per item, expected "
+                         f"{tuple(input_shape)}")
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float64)
+        if not np.all(np.isfinite(arr)):
+            raise InputError("from_model: inputs contain NaN or inf")
+    return arr
+
+
+def _sampled_phi(apply_fn: Callable, unravel: Callable, inputs: np.ndarray) -> Callable:
+    xs = jnp.asarray(inputs)
+
+    def phi(theta: Array) -> Array:
+        """θ (D,) ↦ (g(θ, x_1), …, g(θ, x_N)) raveled, shape (nN,)."""
+        p = unravel(theta)
+        return _ravel_output(jax.vmap(lambda x: apply_fn(p, x))(xs))
+
+    return phi
+
+
+#: Radii of the drawn inputs are log-uniform in [1/R, R] (module docstring of `draw_inputs`).
+INPUT_RADIUS_RANGE = 3.0
+
+
+def draw_inputs(rng: np.random.Generator, n: int, shape: Sequence[int]) -> np.ndarray:
+    """``n`` generic inputs of ``shape``: a standard Gaussian vector times an independent radius,
+    log-uniform in [1/3, 3].
+
+    Mixed scales cross more activation boundaries than a plain Gaussian: a ReLU unit with a bias
+    has its kink at distance |b|/‖w‖ from the origin, often 2–3 for Gaussian weights, where few
+    standard Gaussian inputs reach; small radii keep smooth nets out of saturation.
+    """
+    shape = tuple(shape)
+    g = rng.standard_normal((n, *shape))
+    r = np.exp(rng.uniform(-np.log(INPUT_RADIUS_RANGE), np.log(INPUT_RADIUS_RANGE), n))
+    return g * r.reshape((n,) + (1,) * len(shape))
+
+
+def default_n_inputs(D: int, n_outputs: int) -> int:
+    """max(8, ⌈2D / n⌉): twice the fewest inputs whose n output gradients could span R^D."""
+    return max(8, math.ceil(2 * D / max(n_outputs, 1)))
+
+
+def _rewrite(e: InputError) -> InputError:
+    msg = str(e).replace("custom: phi", "from_model: the model", 1).replace(
+        "custom:", "from_model:", 1)
+    return InputError(msg)
+
+
+def from_model(
+    apply_fn: Any,
+    params: Any = None,
+    inputs: Any = None,
+    *,
+    n_inputs: int | None = None,
+    input_shape: Sequence[int] | None = None,
+    seed: int = 0,
+    name: str = "from_model",
+    patterns_fn: Callable[[Any, Any], Any] | None = None,
+) -> SampledModel:
+    """A conflow `Model` from ``apply_fn(params, x)``: φ(θ) = (g(θ, x_1), …, g(θ, x_N)).
+
+    Args:
+        apply_fn: ``(params, x) -> output`` on ONE input x (any output pytree), or an Equinox /
+            Flax NNX module called as ``module(x)`` (then leave ``params`` out).
+        params: a pytree of float arrays, an Equinox module or an NNX module (module docstring);
+            its values are only an example (generic points are drawn by the engine).
+        inputs: the sample, shape ``(N, *input_shape)``. Default: N inputs of ``input_shape``
+            drawn with ``seed`` by `draw_inputs` (Gaussian directions, radii log-uniform in
+            [1/3, 3]).
+        n_inputs: N when ``inputs`` is not given; default `default_n_inputs` (max(8, ⌈2D/n⌉)).
+        input_shape: shape of one input, needed when ``inputs`` is not given.
+        seed: seed for the drawn inputs.
+        name: family name for reports (``label`` is ``name[D] on N inputs``).
+        patterns_fn: ``(params, x) -> array``: your activation pattern of one input; default: the
+            jaxpr branch recorder (module docstring).
+
+    Returns a `SampledModel` (a `Model`); count it with `count_laws` or, with the input checks,
+    `count_laws_from_model`. Raises `InputError` (one line) on bad arguments or a model that fails
+    on the inputs.
+    """
+    if params is None:
+        if _is_equinox(apply_fn) or _is_nnx(apply_fn):
+            apply_fn, params = _call_module, apply_fn
+        else:
+            raise InputError("from_model: params is required (or pass an Equinox / Flax NNX "
+                             "module as the first argument)")
+    if not callable(apply_fn):
+        raise InputError(f"from_model: apply_fn is not callable (got {type(apply_fn).__name__})")
+    tree, rebuild, kind = split_params(params)
+
+    def tree_apply(p, x):
+        return apply_fn(rebuild(p), x)
+
+    user_patterns = None
+    if patterns_fn is not None:
+        if not callable(patterns_fn):
+            raise InputError("from_model: patterns_fn must be callable (params, x) -> array")
+        user_patterns = lambda p, x: patterns_fn(rebuild(p), x)  # noqa: E731
+
+    if inputs is not None:
+        if n_inputs is not None and np.shape(inputs)[0] != n_inputs:
+            raise InputError(f"from_model: n_inputs={n_inputs} but {np.shape(inputs)[0]} inputs "
+                             "given")
+        inputs = _as_inputs(inputs)
+        shape = tuple(inputs.shape[1:])
+        x0 = jax.ShapeDtypeStruct(shape, inputs.dtype)
+    else:
+        if input_shape is None:
+            raise InputError("from_model: give inputs=(N, *input_shape) or input_shape=")
+        try:
+            shape = tuple(int(s) for s in input_shape)
+        except (TypeError, ValueError):
+            raise InputError(f"from_model: input_shape must be a tuple of ints, got "
+                             f"{input_shape!r}") from None
+        if any(s < 0 for s in shape):
+            raise InputError(f"from_model: input_shape must be non-negative, got {shape}")
+        x0 = jax.ShapeDtypeStruct(shape, jnp.float64)
+    if n_inputs is not None and (not isinstance(n_inputs, (int, np.integer)) or n_inputs < 1):
+        raise InputError(f"from_model: n_inputs must be a positive integer, got {n_inputs!r}")
+
+    # Output size on one input, abstractly (no compilation).
+    tree64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64)
+                                    if np.asarray(a).dtype.kind == "f" else a, tree)
+    try:
+        out = jax.eval_shape(lambda p, x: _ravel_output(tree_apply(p, x)), tree64, x0)
+        n_out = int(out.shape[0])
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - one line for any user error
+        raise InputError(f"from_model: the model fails on one input of shape {shape}: "
+                         f"{_brief(e)}") from e
+    source = "given"
+    if inputs is None:
+        source = "gaussian"
+        D = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(tree))
+        n = default_n_inputs(D, n_out) if n_inputs is None else int(n_inputs)
+        inputs = draw_inputs(np.random.default_rng(seed), n, shape)
+
+    phi_tree = lambda p: jax.vmap(lambda x: tree_apply(p, x))(jnp.asarray(inputs))  # noqa: E731
+    try:
+        base = custom(phi_tree, tree, name=name)
+    except InputError as e:
+        raise _rewrite(e) from e
+    params64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tree)
+    unravel = ravel_pytree(params64)[1]
+    return SampledModel(
+        name=base.name,
+        dims=base.dims,
+        phi=_sampled_phi(tree_apply, unravel, inputs),
+        blocks=base.blocks,
+        apply_fn=tree_apply,
+        params=params64,
+        inputs=inputs,
+        n_outputs=n_out,
+        kind=kind,
+        patterns_fn=user_patterns,
+        seed=seed,
+        input_source=source,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# counting with the input checks
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PatternStats:
+    """Branch patterns of the sample at one generic θ.
+
+    Attributes:
+        n_switches: switch outcomes recorded per input (0: none seen, e.g. a smooth net).
+        n_patterns: distinct patterns over the N inputs.
+        n_varying: switches whose outcome changes over the inputs (ReLU units that the sample
+            sees both on and off, …).
+        n_constant: switches with the same outcome on every input (a ReLU unit always on or
+            always off over the sample; also harmless guards).
+    """
+
+    n_switches: int
+    n_patterns: int
+    n_varying: int
+    n_constant: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FromModelReport:
+    """What a sampled count rests on.
+
+    Attributes:
+        kind: ``pytree`` / ``equinox`` / ``nnx`` / built-in family.
+        D: parameters; n_outputs: output size per input; input_shape: shape of one input.
+        n_inputs: inputs of the base sample; n_inputs_checked: of the doubled sample (or None).
+        generator_rank: dim of the span of the output gradients (dim W_0) at each generic point,
+            base sample; generator_rank_checked: same on the doubled sample.
+        pattern_source: ``"jaxpr"`` (switch recorder), ``"patterns_fn"`` or ``None``.
+        patterns: one `PatternStats` per generic point (base sample).
+        notes: what the recorder did not inspect, and other caveats.
+    """
+
+    kind: str
+    D: int
+    n_outputs: int
+    input_shape: tuple[int, ...]
+    n_inputs: int
+    n_inputs_checked: int | None
+    generator_rank: tuple[int, ...]
+    generator_rank_checked: tuple[int, ...] | None
+    pattern_source: str | None
+    patterns: tuple[PatternStats, ...]
+    notes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["patterns"] = [dataclasses.asdict(p) for p in self.patterns]
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class FromModelCount:
+    """`count_laws` on a sampled model, with the doubled-sample check.
+
+    Attributes:
+        model: the `SampledModel` (base sample).
+        count: the `LawCount` on the base sample (N inputs).
+        recount: the `LawCount` on 2N inputs (the base ones plus N more), or ``None``.
+        stable: the recount has the same status, count and per-point dimensions (``None``
+            without a recount). An ambiguous count can be stable (e.g. generic points in
+            different activation regions with different local counts).
+        report: the `FromModelReport`.
+        warnings: the warnings issued (also sent through `warnings.warn`).
+        seconds: total wall time.
+    """
+
+    model: SampledModel
+    count: Any
+    recount: Any
+    stable: bool | None
+    report: FromModelReport
+    warnings: tuple[str, ...]
+    seconds: float
+
+    @property
+    def best(self) -> Any:
+        """The count on the largest sample."""
+        return self.recount if self.recount is not None else self.count
+
+    @property
+    def n_laws(self) -> int | None:
+        """Laws counted on the largest sample (an upper bound of the true count if not stable)."""
+        return self.best.n_laws
+
+    @property
+    def status(self) -> str:
+        return self.best.status
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n_laws": self.n_laws, "status": self.status, "stable": self.stable,
+            "warnings": list(self.warnings), "report": self.report.to_json(),
+            "count": self.count.to_json(),
+            "recount": None if self.recount is None else self.recount.to_json(),
+            "seconds": self.seconds,
+        }
+
+    def summary(self) -> str:
+        r = self.report
+        c = self.best
+        head = (f"{self.model.label}: {c.n_laws} conservation laws" if c.status == "ok"
+                else f"{self.model.label}: {c.status.upper()} ({c.reason})")
+        if self.recount is not None:
+            head += (f" (same with {r.n_inputs} and {r.n_inputs_checked} inputs)" if self.stable
+                     else f" (UNSTABLE: {self.count.n_laws} with {r.n_inputs} inputs, "
+                          f"{self.recount.n_laws} with {r.n_inputs_checked})")
+        ranks = " ".join(map(str, r.generator_rank))
+        lines = [head,
+                 f"  rests on {r.n_inputs} inputs of shape {r.input_shape} × {r.n_outputs} outputs"
+                 f" ({r.kind}, D = {r.D}); output-gradient rank per point: {ranks}"
+                 + ("" if r.generator_rank_checked is None else
+                    f" ({' '.join(map(str, r.generator_rank_checked))} with "
+                    f"{r.n_inputs_checked} inputs)")]
+        if r.patterns and r.patterns[0].n_switches:
+            p = min(r.patterns, key=lambda s: s.n_patterns)
+            const = max(s.n_constant for s in r.patterns)
+            lines.append(f"  branch patterns ({r.pattern_source}): ≥ {p.n_patterns} distinct over "
+                         f"{r.n_inputs} inputs at each point; {p.n_switches} switches, "
+                         + ("each changes over the inputs" if not const else
+                            f"up to {const} never change at some point"))
+        elif r.pattern_source:
+            lines.append(f"  branch patterns ({r.pattern_source}): no switch seen (smooth model)")
+        lines += [f"  note: {n}" for n in r.notes]
+        lines += [f"  WARNING: {w}" for w in self.warnings]
+        lines += ["  " + line for line in c.summary().splitlines()[1:]]
+        return "\n".join(lines)
+
+
+def _extra_inputs(inputs: np.ndarray, seed: int) -> np.ndarray:
+    """N more inputs like ``inputs``: Gaussian with their per-coordinate mean and std (floats),
+    uniform integers in their range (integers)."""
+    rng = np.random.default_rng([seed, 0xC0F])
+    if inputs.dtype.kind == "f":
+        mu, sd = inputs.mean(axis=0), inputs.std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0) if inputs.shape[0] > 1 else np.ones_like(sd)
+        return mu + sd * rng.standard_normal(inputs.shape)
+    lo, hi = int(inputs.min()), int(inputs.max())
+    return rng.integers(lo, hi + 1, inputs.shape).astype(inputs.dtype)
+
+
+def _same_count(a: Any, b: Any) -> bool:
+    """Same status, count and per-point dimensions (an ambiguous count can be stable too)."""
+    dims = lambda c: None if c.trace is None else c.trace.point_dims  # noqa: E731
+    return a.status == b.status and a.n_laws == b.n_laws and dims(a) == dims(b)
+
+
+def _theta_points(count: Any, model: Model, seed: int, points: int) -> np.ndarray:
+    """The θ part of the generic points a count used."""
+    if count.trace is not None:
+        z = np.asarray(count.trace.points)
+        return z if z.shape[1] == model.D else z[:, 1 : model.D + 1]
+    return np.asarray(model.sample_points(seed, points))
+
+
+def _pattern_stats(model: SampledModel, thetas: np.ndarray) -> tuple[PatternStats, ...]:
+    out = []
+    for theta in thetas:
+        pat = model.patterns(theta)
+        if pat.ndim != 2:
+            pat = pat.reshape(pat.shape[0], -1)
+        varying = int(np.sum(np.any(pat != pat[:1], axis=0))) if pat.size else 0
+        n_pat = len({row.tobytes() for row in pat}) if pat.shape[1] else 1
+        out.append(PatternStats(int(pat.shape[1]), n_pat, varying, int(pat.shape[1]) - varying))
+    return tuple(out)
+
+
+def count_laws_from_model(
+    apply_fn: Any,
+    params: Any = None,
+    inputs: Any = None,
+    *,
+    flow: Any = None,
+    check_inputs: bool | Any = True,
+    patterns: bool = True,
+    n_inputs: int | None = None,
+    input_shape: Sequence[int] | None = None,
+    seed: int = 0,
+    name: str = "from_model",
+    patterns_fn: Callable[[Any, Any], Any] | None = None,
+    **count_kwargs: Any,
+) -> FromModelCount:
+    """`from_model` + `count_laws`, rerun on twice the inputs to check the sample suffices.
+
+    ``apply_fn`` may also be a `SampledModel` (e.g. a built-in ``softmax_layer``), then the other
+    model arguments are ignored. ``check_inputs``: ``True`` adds N inputs drawn like the sample
+    (`draw_inputs`; for given float inputs, Gaussian with their per-coordinate mean and std); an array
+    gives the extra inputs; ``False`` skips the recount. ``patterns``: compute the branch-pattern
+    statistics. ``count_kwargs`` go to `count_laws` (method, points, seed, max_depth, …).
+
+    An `InputsWarning` is issued when the recount differs (the base sample was too small or missed
+    activation regions) or when some recorded switch never changes over the sample at a point
+    (e.g. a ReLU unit always on or off: its generators may be missing).
+    """
+    from .laws import count_laws
+
+    t0 = time.perf_counter()
+    if isinstance(apply_fn, SampledModel):
+        model = apply_fn
+    else:
+        model = from_model(apply_fn, params, inputs, n_inputs=n_inputs, input_shape=input_shape,
+                           seed=seed, name=name, patterns_fn=patterns_fn)
+    count_seed = count_kwargs.get("seed", 0)
+    count = count_laws(model, flow, **count_kwargs)
+    recount = None
+    model2 = None
+    if check_inputs is not False and check_inputs is not None:
+        if check_inputs is True:
+            if model.input_source == "gaussian":
+                extra = draw_inputs(np.random.default_rng([model.seed, 1]), model.n_inputs,
+                                    model.input_shape)
+            else:
+                extra = _extra_inputs(model.inputs, model.seed)
+        else:
+            extra = _as_inputs(check_inputs, model.input_shape)
+        model2 = model.with_inputs(np.concatenate([model.inputs, extra.astype(model.inputs.dtype)]))
+        recount = count_laws(model2, flow, **count_kwargs)
+
+    messages: list[str] = []
+    stable = None
+    if recount is not None:
+        stable = _same_count(count, recount)
+        if not stable:
+            messages.append(
+                f"the count changed with more inputs: {count.n_laws} ({count.status}) with "
+                f"{model.n_inputs} inputs, {recount.n_laws} ({recount.status}) with "
+                f"{model2.n_inputs}; the sample does not cover the model — add inputs")
+
+    stats: tuple[PatternStats, ...] = ()
+    notes: tuple[str, ...] = ()
+    source = None
+    thetas = _theta_points(count, model, count_seed, count_kwargs.get("points", 3))
+    if patterns:
+        source = "patterns_fn" if model.patterns_fn is not None else "jaxpr"
+        try:
+            stats = _pattern_stats(model, thetas)
+            notes = model.pattern_notes()
+        except Exception as e:  # noqa: BLE001 - a diagnostic must not break the count
+            stats, notes = (), (f"branch patterns not computed: {_brief(e)}",)
+        if stats and max(s.n_constant for s in stats):
+            messages.append(
+                f"{max(s.n_constant for s in stats)} recorded switch(es) never change over the "
+                f"{model.n_inputs} inputs at some generic point (a ReLU unit always on or off "
+                "there?): if they are activations, the sample may miss their generators and the "
+                "count may be too high")
+
+    def ranks(c):
+        return tuple(c.trace.levels[0].ranks) if c.trace is not None and c.trace.levels else ()
+
+    report = FromModelReport(
+        kind=model.kind, D=model.D, n_outputs=model.n_outputs, input_shape=model.input_shape,
+        n_inputs=model.n_inputs, n_inputs_checked=None if model2 is None else model2.n_inputs,
+        generator_rank=ranks(count), generator_rank_checked=None if recount is None
+        else ranks(recount), pattern_source=source, patterns=stats, notes=notes,
+    )
+    for m in messages:
+        warnings.warn(m, InputsWarning, stacklevel=2)
+    return FromModelCount(model=model, count=count, recount=recount, stable=stable, report=report,
+                          warnings=tuple(messages), seconds=time.perf_counter() - t0)

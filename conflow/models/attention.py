@@ -1,0 +1,116 @@
+"""Single- and multi-head attention through φ = (Q_hᵀK_h, V_hᵀO_h) per head (MATH.md §2.7).
+
+One head: g(θ, X) = softmax(X QᵀK Xᵀ) X Vᵀ O with X ∈ R^{N×dim} (N tokens, rows), Q, K, V, O ∈
+R^{d1×dim}, softmax row-wise (P3 Thm 3.8). The output is a function of φ = (QᵀK, VᵀO); with N ≥ 2
+tokens and V_ℓ = R^n, W_θ = range ∂φ(θ)ᵀ on Θ_att. Each factor is a two-layer linear net
+(U, V) = (Qᵀ, Kᵀ) with n = m = dim, r = d1 (MATH.md §2.2), so the laws are QQᵀ − KKᵀ and VVᵀ − OOᵀ
+and the count is d1(d1 + 1) when d1 ≤ 2·dim (2 × (2·dim·d1 − dim(2·dim − 1)) otherwise).
+
+H heads: g = Σ_h softmax(X Q_hᵀK_h Xᵀ) X V_hᵀ O_h, one (QᵀK, VᵀO) pair per head, laws per head
+(completeness for several heads is open in P3; `conflow.from_model` on `attention_apply` counts the
+real multi-head layer for comparison). No 1/√d1 scaling (it is absorbed in Q).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _config  # noqa: F401  (float64)
+from ..errors import InputError
+from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+
+Array = jax.Array
+
+NAMES = ("Q", "K", "V", "O")
+
+
+def attention_blocks(dim: int, d1: int, heads: int) -> tuple[ParamBlock, ...]:
+    """Blocks Q, K, V, O: shape (d1, dim) for one head, (heads, d1, dim) for several."""
+    shape = (d1, dim) if heads == 1 else (heads, d1, dim)
+    return blocks_from_shapes([(n, shape) for n in NAMES])
+
+
+def _heads(theta: Array, blocks: Sequence[ParamBlock]) -> list[Array]:
+    """θ ↦ [Q, K, V, O], each of shape (H, d1, dim)."""
+    arrs = split_flat(theta, blocks)
+    return [a if a.ndim == 3 else a[None] for a in arrs]
+
+
+def attention_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
+    """φ = (vec Q_hᵀK_h, vec V_hᵀO_h) for h = 1..H, head-major; d = 2·H·dim²."""
+    q, k, v, o = _heads(theta, blocks)
+    qk = jnp.einsum("hia,hib->hab", q, k)
+    vo = jnp.einsum("hia,hib->hab", v, o)
+    return jnp.concatenate([qk, vo], axis=1).ravel()
+
+
+def attention_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
+    """Per head: upper triangles (i ≤ j) of Q_hQ_hᵀ − K_hK_hᵀ, then of V_hV_hᵀ − O_hO_hᵀ."""
+    q, k, v, o = _heads(theta, blocks)
+    d1 = q.shape[1]
+    iu = np.triu_indices(d1)
+    gram = lambda a: jnp.einsum("hia,hja->hij", a, a)  # noqa: E731
+    parts = [(gram(q) - gram(k))[:, iu[0], iu[1]], (gram(v) - gram(o))[:, iu[0], iu[1]]]
+    return jnp.stack(parts, axis=1).ravel()
+
+
+def expected_count(dim: int, d1: int, heads: int = 1) -> int:
+    """The count derived from MATH.md §2.7 (two factorizations per head, §2.2 with p = 2·dim)."""
+    p = 2 * dim
+    per_factor = d1 * (d1 + 1) // 2 if d1 <= p else p * d1 - p * (p - 1) // 2
+    return 2 * heads * per_factor
+
+
+def attention(dim: int, d1: int, heads: int = 1) -> Model:
+    """Attention layer on tokens of width ``dim``, ``heads`` heads of key width ``d1`` each.
+
+    Blocks Q, K, V, O (see `attention_blocks`); φ: `attention_phi`; closed-form laws:
+    `attention_laws` (d1(d1 + 1) per head when d1 ≤ 2·dim). CLI: ``attention dim,d1[,heads]``.
+    """
+    dims = check_dims("attention", (dim, d1, heads), exact=3, meaning="(dim, d1, heads)")
+    dim, d1, heads = dims
+    blocks = attention_blocks(dim, d1, heads)
+    return Model(
+        name="attention",
+        dims=dims if heads > 1 else (dim, d1),
+        phi=functools.partial(attention_phi, blocks=blocks),
+        blocks=blocks,
+        closed_form_laws=functools.partial(attention_laws, blocks=blocks),
+        closed_form_description="Q_hQ_hᵀ − K_hK_hᵀ and V_hV_hᵀ − O_hO_hᵀ per head (upper triangles)",
+    )
+
+
+def attention_from_dims(dims: Sequence[int]) -> Model:
+    """``(dim, d1)`` or ``(dim, d1, heads)`` → `attention` (the CLI's DIMS)."""
+    if len(dims) not in (2, 3):
+        raise InputError(
+            f"attention needs 2 or 3 dims (dim, d1[, heads]), got {len(dims)}: "
+            f"{','.join(map(str, dims))}"
+        )
+    return attention(*dims)
+
+
+# ------------------------------------------------------------------------------------------------
+# the layer itself, for `conflow.from_model`
+# ------------------------------------------------------------------------------------------------
+
+
+def attention_params(dim: int, d1: int, heads: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Example parameters {Q, K, V, O} with the shapes of `attention_blocks` (Gaussian)."""
+    rng = np.random.default_rng(seed)
+    shape = (d1, dim) if heads == 1 else (heads, d1, dim)
+    return {n: rng.standard_normal(shape) for n in NAMES}
+
+
+def attention_apply(params: dict[str, Array], x: Array) -> Array:
+    """The layer on one sequence x ∈ R^{N×dim}: Σ_h softmax(x Q_hᵀK_h xᵀ) x V_hᵀ O_h, (N, dim)."""
+    q, k, v, o = (params[n] if params[n].ndim == 3 else params[n][None] for n in NAMES)
+    scores = jnp.einsum("na,hia,hib,mb->hnm", x, q, k, x)
+    weights = jax.nn.softmax(scores, axis=-1)
+    values = jnp.einsum("mb,hib,hic->hmc", x, v, o)
+    return jnp.einsum("hnm,hmc->nc", weights, values)

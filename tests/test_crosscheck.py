@@ -1,0 +1,477 @@
+"""Cross-checks: the numerical engine (`lie_trace`: autodiff brackets + SVD with a tolerance) against
+the exact engine (`exact_lie_trace`: polynomial brackets, ranks mod p), on random inputs.
+
+This is the main guard against tolerance bugs in the numerical engine: wherever it answers ``ok``,
+its dimension must be the certified one.
+
+1. Random polynomial vector fields on R^n (n = 2..6, 1..5 fields, small integer coefficients,
+   degree ≤ 3 before the structural modifiers): generic fields, a single field, linear fields
+   x ↦ A x (sparse, skew, nilpotent, diagonal), polynomial multiples of one or two base fields,
+   fields tangent to the level sets of a polynomial h (S ∇h with S skew), triangular fields; then
+   sometimes components zeroed in every field, a common polynomial factor (shared zero set), an
+   extra dependent field. Every system is held once as plain ``{exponents: coefficient}`` data, from
+   which both a `Poly` field (exact engine) and a JAX evaluator (numeric engine) are built.
+2. Random small architectures of every polynomial family (linear, relu ± bias, factorization, nmf,
+   icnn ± bias, product) under the gradient flow and the momentum flows τ = 0, τ ∈ (0.1, 2) and
+   Nesterov, through ``count_laws(method="both")``.
+3. The guard itself: an absurd tolerance makes the numeric engine wrong, and ``method="both"`` then
+   reports ``disagree`` (or ``ambiguous``), never a wrong ``ok``.
+
+A numeric ``ambiguous`` / ``not_converged`` is allowed (it gives no count) but must not be the
+majority; the statistics are printed (``pytest -s tests/test_crosscheck.py``). Examples are
+derandomised: every run draws the same systems.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+from fractions import Fraction
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import conflow as cf
+from conflow.exact import Poly, exact_lie_trace
+from conflow.flows import GradientFlow, MomentumFlow
+from conflow.trace import VectorFamily, lie_trace
+
+# A polynomial is {exponent tuple (length n): nonzero int coefficient}; a field is a tuple of n of
+# them. The helpers below are deliberately independent of `conflow.exact.polynomial`.
+Terms = dict
+Field = tuple
+
+N_RANDOM_FIELDS = 12  # examples of part 1, per structure (6 structures)
+N_ARCHITECTURES = 2  # draws of part 2, per (family, flow) pair (6 × 4 pairs)
+NUMERIC_DEPTH = 6  # part 1: enough for n ≤ 6 (each level adds a direction or stops)
+
+
+def _settings(n: int):
+    return settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                               HealthCheck.data_too_large],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain polynomial algebra on {exponents: coefficient}
+# ---------------------------------------------------------------------------------------------
+
+
+def _clean(p: Terms) -> Terms:
+    return {e: c for e, c in p.items() if c}
+
+
+def _padd(p: Terms, q: Terms) -> Terms:
+    out = dict(p)
+    for e, c in q.items():
+        out[e] = out.get(e, 0) + c
+    return _clean(out)
+
+
+def _pmul(p: Terms, q: Terms) -> Terms:
+    out: Terms = {}
+    for e1, c1 in p.items():
+        for e2, c2 in q.items():
+            e = tuple(a + b for a, b in zip(e1, e2))
+            out[e] = out.get(e, 0) + c1 * c2
+    return _clean(out)
+
+
+def _pscale(p: Terms, c: int) -> Terms:
+    return _clean({e: c * a for e, a in p.items()})
+
+
+def _pdiff(p: Terms, j: int) -> Terms:
+    out: Terms = {}
+    for e, c in p.items():
+        if e[j]:
+            f = list(e)
+            f[j] -= 1
+            out[tuple(f)] = out.get(tuple(f), 0) + c * e[j]
+    return _clean(out)
+
+
+def _var(n: int, j: int) -> Terms:
+    return {tuple(int(i == j) for i in range(n)): 1}
+
+
+def _field_add(F: Field, G: Field) -> Field:
+    return tuple(_padd(a, b) for a, b in zip(F, G))
+
+
+def _field_mul(p: Terms, F: Field) -> Field:
+    return tuple(_pmul(p, a) for a in F)
+
+
+def to_poly_field(F: Field) -> tuple[Poly, ...]:
+    """The exact engine's representation."""
+    return tuple(Poly.from_exponents(list(p.items())) for p in F)
+
+
+def to_family(fields, n: int) -> VectorFamily:
+    """The numeric engine's representation: G(z, a) = Σ_i a_i F_i(z), every monomial Π z_j^e_j."""
+    monos = sorted({e for F in fields for p in F for e in p}) or [(0,) * n]
+    index = {e: t for t, e in enumerate(monos)}
+    E = np.array(monos, dtype=np.int64)  # (T, n)
+    C = np.zeros((len(fields), n, len(monos)))
+    for i, F in enumerate(fields):
+        for k, p in enumerate(F):
+            for e, c in p.items():
+                C[i, k, index[e]] += c
+    dmax = max(int(E.max()), 1)
+    C_, cols = jnp.asarray(C), np.arange(n)
+
+    def field(z, a):
+        powers = jnp.stack([jnp.ones_like(z)] + [z**d for d in range(1, dmax + 1)])  # (dmax+1, n)
+        mono = jnp.prod(powers[E, cols], axis=1)  # (T,)
+        return jnp.einsum("i,ikt,t->k", a, C_, mono)
+
+    return VectorFamily(field, n, len(fields), "random polynomial fields")
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 1: random polynomial vector fields
+# ---------------------------------------------------------------------------------------------
+
+COEF = st.integers(-3, 3).filter(bool)
+
+
+@st.composite
+def exponents(draw, n: int, max_deg: int, nvars: int | None = None):
+    """A monomial of total degree ≤ max_deg in the first ``nvars`` (default n) variables."""
+    nvars = n if nvars is None else nvars
+    deg = draw(st.integers(0, max_deg)) if nvars else 0
+    e = [0] * n
+    for j in draw(st.lists(st.integers(0, max(nvars - 1, 0)), min_size=deg, max_size=deg)):
+        e[j] += 1
+    return tuple(e)
+
+
+@st.composite
+def polys(draw, n: int, max_deg: int = 3, min_terms: int = 0, max_terms: int = 3,
+          nvars: int | None = None):
+    terms = draw(st.lists(st.tuples(exponents(n, max_deg, nvars), COEF), min_size=min_terms,
+                          max_size=max_terms))
+    out: Terms = {}
+    for e, c in terms:
+        out[e] = out.get(e, 0) + c
+    return _clean(out)
+
+
+def fields_st(n: int, max_deg: int = 3, max_terms: int = 2):
+    return st.tuples(*[polys(n, max_deg, 0, max_terms) for _ in range(n)])
+
+
+@st.composite
+def int_matrix(draw, n: int, kind: str):
+    entries = st.integers(-2, 2)
+    A = [[draw(entries) if draw(st.booleans()) else 0 for _ in range(n)] for _ in range(n)]
+    if kind == "skew":
+        A = [[A[i][j] - A[j][i] for j in range(n)] for i in range(n)]
+    elif kind == "upper":  # strictly upper triangular: a nilpotent Lie algebra
+        A = [[A[i][j] if j > i else 0 for j in range(n)] for i in range(n)]
+    elif kind == "diagonal":  # commuting fields
+        A = [[A[i][j] if j == i else 0 for j in range(n)] for i in range(n)]
+    return A
+
+
+def _linear_field(A, n: int) -> Field:
+    return tuple(_clean({e: c for j in range(n) for e, c in _pscale(_var(n, j), A[i][j]).items()})
+                 for i in range(n))
+
+
+STRUCTURES = ("generic", "single", "linear", "multiple", "tangent", "triangular")
+
+
+@st.composite
+def random_system(draw, kind: str):
+    """(n, structure label, fields) for a random polynomial system on R^n of structure ``kind``."""
+    n = draw(st.integers(2, 6))
+    label = [kind]
+    if kind == "generic":
+        fields = draw(st.lists(fields_st(n), min_size=1, max_size=4))
+    elif kind == "single":
+        fields = [draw(fields_st(n))]
+    elif kind == "linear":
+        sub = draw(st.sampled_from(["sparse", "skew", "upper", "diagonal"]))
+        label.append(sub)
+        k = draw(st.integers(1, 4))
+        fields = [_linear_field(draw(int_matrix(n, sub)), n) for _ in range(k)]
+    elif kind == "multiple":
+        # every field is Σ_b p_b · B_b over one or two base fields B_b (a rank-≤2 module)
+        bases = draw(st.lists(fields_st(n, max_deg=2), min_size=1, max_size=2))
+        k = draw(st.integers(2, 4))
+        fields = []
+        for _ in range(k):
+            F = tuple({} for _ in range(n))
+            for B in bases:
+                F = _field_add(F, _field_mul(draw(polys(n, 1, 1, 2)), B))
+            fields.append(F)
+    elif kind == "tangent":
+        # S ∇h with S skew: h is conserved, the trace has dimension ≤ n − 1 where ∇h ≠ 0
+        h = draw(polys(n, 3, 1, 4))
+        grad = [_pdiff(h, j) for j in range(n)]
+        k = draw(st.integers(1, 4))
+        fields = []
+        for _ in range(k):
+            S = draw(int_matrix(n, "skew"))
+            fields.append(tuple(
+                _clean(functools.reduce(_padd, [_pscale(grad[j], S[i][j]) for j in range(n)], {}))
+                for i in range(n)))
+    else:  # triangular: component i is a polynomial in x_0 .. x_{i−1} (component 0 constant)
+        k = draw(st.integers(1, 4))
+        fields = [tuple(draw(polys(n, 3, 0, 2, nvars=i)) for i in range(n)) for _ in range(k)]
+
+    if n > 2 and draw(st.booleans()):  # the same components vanish in every field
+        zero = set(draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n - 2)))
+        fields = [tuple({} if i in zero else p for i, p in enumerate(F)) for F in fields]
+        label.append("zero" + "".join(map(str, sorted(zero))))
+    if draw(st.integers(0, 3)) == 0:  # a common factor: shared zero set, same generic rank
+        q = draw(polys(n, 2, 1, 2))
+        fields = [_field_mul(q, F) for F in fields]
+        label.append("factor")
+    if len(fields) < 5 and draw(st.integers(0, 3)) == 0:  # a dependent extra field
+        q = draw(polys(n, 1, 1, 2))
+        extra = functools.reduce(
+            _field_add, [_field_mul(_pscale(q, draw(COEF)) if draw(st.booleans()) else
+                                    {(0,) * n: draw(COEF)}, F) for F in fields])
+        fields = [*fields, extra]
+        label.append("dependent")
+    return n, "/".join(label), tuple(fields)
+
+
+def _reproduction(n, fields, seed) -> str:
+    return (f"n = {n}; seed = {seed}\nfields = {fields!r}\n"
+            "points = np.random.default_rng(seed).standard_normal((3, n))\n"
+            "lie_trace(to_family(fields, n), points, seed=seed, max_depth=6) vs "
+            "exact_lie_trace([to_poly_field(F) for F in fields], n, seed=seed)")
+
+
+def _check_values_match(fields, n, family, rng):
+    """The two representations are the same fields (exact values at a rational point)."""
+    z = [Fraction(int(x), 4) for x in rng.integers(-8, 9, n)]
+    zf = jnp.asarray([float(x) for x in z])
+    for i, F in enumerate(fields):
+        exact = np.array([float(P.evaluate(z)) for P in to_poly_field(F)])
+        num = np.asarray(family.field(zf, jnp.eye(len(fields))[i]))
+        np.testing.assert_allclose(num, exact, rtol=1e-12, atol=1e-12)
+
+
+# Statistics over the whole module, printed and judged by `test_statistics_of_the_cross_checks`.
+FIELD_STATS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+ARCH_STATS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+
+
+@pytest.mark.parametrize("kind", STRUCTURES)
+def test_random_polynomial_fields_numeric_matches_exact(kind):
+    @_settings(N_RANDOM_FIELDS)
+    @given(random_system(kind), st.integers(0, 2**16))
+    def check(system, seed):
+        n, label, fields = system
+        rng = np.random.default_rng(seed)
+        family = to_family(fields, n)
+        _check_values_match(fields, n, family, rng)
+        points = rng.standard_normal((3, n))
+        num = lie_trace(family, points, seed=seed, max_depth=NUMERIC_DEPTH)
+        ex = exact_lie_trace([to_poly_field(F) for F in fields], n, seed=seed, max_depth=30)
+        repro = _reproduction(n, fields, seed)
+        assert ex.status == "ok", f"exact engine: {ex.status}\n{repro}"
+        stats = FIELD_STATS[kind]
+        stats[num.status] += 1
+        stats["exact: laws" if ex.dim < n else "exact: full"] += 1
+        for modifier in label.split("/")[1:]:
+            stats[modifier.rstrip("0123456789")] += 1
+        if num.status == "ok":
+            assert num.dim == ex.dim, (
+                f"TOLERANCE BUG: numeric ok with dim {num.dim} (ranks {num.ranks}, gap "
+                f"{num.gap:.2e}, σ kept {num.kept_tail} | dropped {num.dropped_head}), exact dim "
+                f"{ex.dim} (ranks {ex.ranks}); structure {label}\n{repro}")
+
+    check()
+
+
+def test_random_fields_cover_the_structures():
+    # Hand-picked members of each structure, with their known dimensions (a check of the
+    # representations and of the structures' intent, independent of hypothesis' draws).
+    n = 3
+    x, y, zz = (_var(n, j) for j in range(n))
+    one = {(0, 0, 0): 1}
+    rot = [_linear_field(A, n) for A in ([[0, 1, 0], [-1, 0, 0], [0, 0, 0]],
+                                         [[0, 0, 0], [0, 0, 1], [0, -1, 0]])]
+    multiple = [(x, y, {}), _field_mul(_padd(_pmul(x, x), one), (x, y, {}))]
+    nilpotent = [(one, {}, {}), ({}, _pmul(x, _pmul(x, x)), {})]  # ∂x, x³∂y: dim 2, not 3
+    heisenberg = [(one, {}, {}), ({}, one, x)]  # ∂x, ∂y + x∂z: dim 3 at level 1
+    for fields, expected in [(rot, 2), (multiple, 1), (nilpotent, 2), (heisenberg, 3)]:
+        points = np.random.default_rng(0).standard_normal((3, n))
+        num = lie_trace(to_family(fields, n), points, max_depth=NUMERIC_DEPTH)
+        ex = exact_lie_trace([to_poly_field(F) for F in fields], n)
+        assert (num.status, num.dim, ex.status, ex.dim) == ("ok", expected, "ok", expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 2: random small architectures of every polynomial family, every flow
+# ---------------------------------------------------------------------------------------------
+
+FAMILIES = ("linear", "relu", "factorization", "nmf", "icnn", "product")
+FLOW_KINDS = ("gradient", "tau0", "tau", "nesterov")
+
+
+def draw_architecture(rng: np.random.Generator, family: str, kind: str):
+    """A random small architecture of ``family`` under flow ``kind`` (state dim ≤ 25 for momentum,
+    ≤ 40 for gradient flows): (model, flow, reproduction source)."""
+    max_D = 40 if kind == "gradient" else 12
+    width = lambda: int(rng.integers(1, 4))  # noqa: E731
+    while True:
+        metric = "euclidean"
+        if family in ("linear", "relu"):
+            dims = [width() for _ in range(int(rng.integers(2, 4)) + 1)]  # 2–3 layers
+            if family == "linear":
+                model, src = cf.linear(dims), f"cf.linear({dims})"
+            else:
+                bias = bool(rng.integers(2))
+                model, src = cf.relu(dims, bias=bias), f"cf.relu({dims}, bias={bias})"
+        elif family in ("factorization", "nmf", "icnn"):
+            dims = (width(), width(), width())
+            if family == "factorization":
+                model, src = cf.factorization(*dims), f"cf.factorization(*{dims})"
+            elif family == "nmf":
+                model, src = cf.nmf(*dims), f"cf.nmf(*{dims})"
+            else:
+                bias = bool(rng.integers(2))
+                model, src = cf.icnn(*dims, bias=bias), f"cf.icnn(*{dims}, bias={bias})"
+            if family != "factorization":  # mirror coordinates: mostly the entropy metric
+                metric = "euclidean" if rng.integers(3) == 0 else "entropy"
+        else:
+            D = int(rng.integers(2, 6))
+            model, src = cf.product(D), f"cf.product({D})"
+        if model.D <= max_D:
+            break
+    if kind == "gradient":
+        return model, GradientFlow(metric), f"{src}, GradientFlow({metric!r})"
+    # τ = k/20 ∈ (0.1, 2): a float that the exact engine reads exactly as the rational k/20
+    damping = {"tau0": 0.0, "nesterov": "nesterov"}.get(kind) or int(rng.integers(3, 40)) / 20
+    return (model, MomentumFlow(damping, metric=metric),
+            f"{src}, MomentumFlow({damping!r}, metric={metric!r})")
+
+
+@pytest.mark.parametrize("kind", FLOW_KINDS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_random_architectures_numeric_matches_exact(family, kind):
+    rng = np.random.default_rng([FAMILIES.index(family), FLOW_KINDS.index(kind), 2024])
+    for _ in range(N_ARCHITECTURES):
+        model, flow, src = draw_architecture(rng, family, kind)
+        seed = int(rng.integers(1000))
+        repro = f"cf.count_laws({src}, method='both', seed={seed})"
+        both = cf.count_laws(model, flow, method="both", seed=seed)
+        ARCH_STATS[kind][both.trace.status] += 1
+        ARCH_STATS["family"][family] += 1
+        assert both.status != "disagree", f"{both.reason}\n{repro}\n{both.summary()}"
+        assert both.exact.status == "ok", f"exact engine: {both.exact.status}\n{repro}"
+        if both.status == "ok":
+            exact = cf.count_laws(model, flow, method="exact", seed=seed)
+            assert exact.status == "ok" and both.n_laws == exact.n_laws, (
+                f"{repro}: both → {both.n_laws}, exact → {exact.n_laws}")
+        else:  # a numeric non-answer is passed through, never turned into a count
+            assert both.status == both.trace.status and both.n_laws is None, repro
+
+
+def test_statistics_of_the_cross_checks():
+    """Numeric non-answers (ambiguous / not_converged) are allowed but must not be the majority;
+    prints the statistics of the random draws above (run with ``-s``)."""
+    fields = {k: dict(c) for k, c in FIELD_STATS.items()}
+    arch = {k: dict(c) for k, c in ARCH_STATS.items() if k != "family"}
+    if not fields and not arch:
+        pytest.skip("run together with the random cross-checks of this module")
+    print("\n[crosscheck] random polynomial fields, per structure:")
+    for kind, c in fields.items():
+        print(f"    {kind:<11} {c}")
+    print(f"[crosscheck] random architectures, numeric status per flow "
+          f"(families {dict(ARCH_STATS['family'])}):")
+    for kind, c in arch.items():
+        print(f"    {kind:<9} {c}")
+    statuses = ("ok", "ambiguous", "not_converged")
+    for name, table in (("fields", FIELD_STATS), ("architectures", arch)):
+        if not table:
+            continue
+        total = collections.Counter()
+        for kind, c in table.items():
+            total.update({s: c.get(s, 0) for s in statuses})
+        n = sum(total.values())
+        print(f"[crosscheck] {name}: {n} draws, numeric {dict(total)}")
+        assert total["ok"] > n / 2, f"{name}: the numeric engine gave no count for most: {total}"
+    if FIELD_STATS:
+        laws = sum(c["exact: laws"] for c in FIELD_STATS.values())
+        full = sum(c["exact: full"] for c in FIELD_STATS.values())
+        assert laws >= (laws + full) / 5, "too few random systems with conservation laws"
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 3: the guard catches a deliberately wrong tolerance
+# ---------------------------------------------------------------------------------------------
+
+# (model, flow): cases where rtol = 1e-18 (below rounding) keeps rounding noise as directions
+# and the numeric engine alone answers a wrong "ok" (all of R^D, gap inf: nothing is dropped).
+NOISE_KEPT = [
+    (lambda: cf.relu([2, 3, 2]), GradientFlow()),
+    (lambda: cf.product(3), GradientFlow()),
+    (lambda: cf.factorization(2, 2, 2), GradientFlow()),
+    (lambda: cf.nmf(2, 2, 2), GradientFlow("entropy")),
+    (lambda: cf.linear([1, 3, 1]), GradientFlow()),
+]
+# rtol = 0.5 drops genuine directions; the gap then is small (ambiguous) or the count is wrong.
+DIRECTIONS_DROPPED = [
+    (lambda: cf.linear([2, 3, 2]), GradientFlow()),
+    (lambda: cf.relu([2, 3, 2]), GradientFlow()),
+    (lambda: cf.linear([2, 2, 2]), MomentumFlow(0.0)),
+    (lambda: cf.nmf(2, 2, 2), GradientFlow("entropy")),
+]
+
+
+@pytest.mark.parametrize("make, flow", NOISE_KEPT, ids=["relu232", "product3", "uv222", "nmf222",
+                                                         "linear131"])
+def test_absurd_small_rtol_is_caught_as_disagree(make, flow):
+    model = make()
+    exact = cf.count_laws(model, flow, method="exact")
+    numeric = cf.count_laws(model, flow, method="numeric", rtol=1e-18)
+    # the numeric engine alone is fooled: a confident wrong count
+    assert numeric.status == "ok" and numeric.n_laws != exact.n_laws, numeric.summary()
+    both = cf.count_laws(model, flow, method="both", rtol=1e-18)
+    assert both.status == "disagree" and both.n_laws is None and "BUG" in both.reason
+    # with the default tolerance the engines agree
+    assert cf.count_laws(model, flow, method="both").n_laws == exact.n_laws
+
+
+@pytest.mark.parametrize("rtol, min_gap", [(0.5, 1e4), (0.5, 1.0), (1e-1, 1.0)])
+@pytest.mark.parametrize("make, flow", DIRECTIONS_DROPPED,
+                         ids=["linear232", "relu232", "linear222-momentum", "nmf222"])
+def test_absurd_large_rtol_never_gives_a_wrong_ok(make, flow, rtol, min_gap):
+    model = make()
+    exact = cf.count_laws(model, flow, method="exact")
+    both = cf.count_laws(model, flow, method="both", rtol=rtol, min_gap=min_gap)
+    assert both.status in ("ok", "ambiguous", "disagree"), both.summary()
+    if both.status == "ok":
+        assert both.n_laws == exact.n_laws
+    else:
+        assert both.n_laws is None
+
+
+def test_guard_fires_on_a_random_field_system_with_a_wrong_tolerance():
+    # Part 1's comparison with a wrong tolerance: the numeric engine is confidently wrong on the
+    # rotations of R^3 (noise kept as a third direction), which only the exact engine exposes.
+    n = 3
+    rot = [_linear_field(A, n) for A in ([[0, 1, 0], [-1, 0, 0], [0, 0, 0]],
+                                         [[0, 0, 0], [0, 0, 1], [0, -1, 0]])]
+    points = np.random.default_rng(0).standard_normal((3, n))
+    ex = exact_lie_trace([to_poly_field(F) for F in rot], n)
+    good = lie_trace(to_family(rot, n), points, max_depth=NUMERIC_DEPTH)
+    bad = lie_trace(to_family(rot, n), points, max_depth=NUMERIC_DEPTH, rtol=1e-18)
+    assert ex.dim == good.dim == 2 and good.status == "ok"
+    assert bad.status != "ok" or bad.dim != ex.dim  # the wrong tolerance is visible

@@ -1,0 +1,56 @@
+"""Two processes on loopback (jax.distributed, CPU gloo collectives) give the single-process count."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conflow.cli import main
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _count(extra, env=None):
+    cmd = [sys.executable, "-m", "conflow", "count", "linear", "2,3,3,2", "--method", "numeric",
+           "--json", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def test_two_processes_match_one():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    single = _count([], env)
+    coordinator = f"127.0.0.1:{_free_port()}"
+    procs = [_count(["--coordinator", coordinator, "--num-processes", "2", "--process-id", str(i)],
+                    env) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    one_out, one_err = single.communicate(timeout=600)
+    assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in outs]
+    assert single.returncode == 0, one_err[-1500:]
+    multi = json.loads(outs[0][0].strip().splitlines()[-1])
+    assert outs[1][0].strip() == ""  # only process 0 prints
+    one = json.loads(one_out.strip().splitlines()[-1])
+    assert multi["n_laws"] == one["n_laws"] == 12
+    assert multi["ranks_per_level"] == one["ranks_per_level"]
+    assert multi["status"] == one["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--coordinator", "127.0.0.1:1"], "needs --coordinator"),
+        (["--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
+        (["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "5"],
+         "--process-id must be"),
+    ],
+)
+def test_bad_multi_process_arguments(argv, message, capsys):
+    assert main(["count", "linear", "2,2,2", *argv]) == 2
+    assert message in capsys.readouterr().err

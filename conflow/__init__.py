@@ -10,8 +10,24 @@ Public API (float64 is enabled on import):
 
 from . import _config  # noqa: F401  (float64 before anything is traced)
 from .brackets import bracket_chain, lie_bracket
+from .drift import DriftReport, LawDrift, drift_report, loglog_slope
 from .errors import InputError
+from .expressions import LawExpression, compile_law
 from .flows import GradientFlow, MomentumFlow
+from .integrate import (
+    FlowState,
+    Monitor,
+    SimResult,
+    Simulator,
+    forward_fn,
+    init_mlp,
+    init_params,
+    make_loss,
+    make_simulator,
+    mlp_forward,
+    model_laws,
+    simulate,
+)
 from .laws import LawCount, count_laws
 from .models import (
     Model,
@@ -25,12 +41,59 @@ from .models import (
     product,
     relu,
 )
+from .polynomial_laws import Law, LawBasis, polynomial_laws
+from .optimizers import (
+    TrainResult,
+    gd,
+    heavy_ball,
+    heavy_ball_flow,
+    make_optimizer,
+    mirror_descent,
+    mirror_heavy_ball,
+    momentum_coefficients,
+    nesterov,
+    train,
+)
+from .plots import plot_drift, plot_drift_vs_step
 from .rank import RankCut, numerical_rank
 from .trace import LieTrace, VectorFamily, lie_trace
+from .verify import EmpiricalReport, Verdict, check_complete, simulate_drift, verify_law
 
 __all__ = [
+    "DriftReport",
+    "FlowState",
+    "LawDrift",
+    "Monitor",
+    "SimResult",
+    "Simulator",
+    "TrainResult",
+    "drift_report",
+    "forward_fn",
+    "gd",
+    "heavy_ball",
+    "heavy_ball_flow",
+    "init_mlp",
+    "init_params",
+    "loglog_slope",
+    "make_loss",
+    "make_optimizer",
+    "make_simulator",
+    "mirror_descent",
+    "mirror_heavy_ball",
+    "mlp_forward",
+    "model_laws",
+    "momentum_coefficients",
+    "nesterov",
+    "plot_drift",
+    "plot_drift_vs_step",
+    "simulate",
+    "train",
     "GradientFlow",
+    "EmpiricalReport",
     "InputError",
+    "Law",
+    "LawBasis",
+    "LawExpression",
     "LawCount",
     "MomentumFlow",
     "LieTrace",
@@ -38,6 +101,9 @@ __all__ = [
     "ParamBlock",
     "RankCut",
     "VectorFamily",
+    "Verdict",
+    "check_complete",
+    "compile_law",
     "count_laws",
     "custom",
     "factorization",
@@ -49,7 +115,10 @@ __all__ = [
     "bracket_chain",
     "nmf",
     "numerical_rank",
+    "polynomial_laws",
     "product",
     "relu",
+    "simulate_drift",
+    "verify_law",
 ]
 __version__ = "0.1.0"

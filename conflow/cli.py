@@ -21,6 +21,8 @@ FLOWS = ("gradient", "momentum", "nesterov")
 # run(args) -> exit code.
 EXTRA_COMMANDS: dict[str, str] = {
     "simulate": "conflow.commands_simulate",
+    "laws": "conflow.commands_laws",
+    "verify": "conflow.commands_laws",
 }
 
 
@@ -86,7 +88,8 @@ def _build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="rerun the papers' experiments blind")
     from .reproduce import PAPERS
 
-    r.add_argument("--paper", default="gradient", choices=PAPERS)
+    r.add_argument("--paper", default="all", choices=PAPERS,
+                   help="gradient (NeurIPS 2023), momentum (ICML 2024) or all (default)")
     r.add_argument("--limit", type=int, default=None, help="first N cases of each protocol")
     r.add_argument("--points", type=int, default=3)
     r.add_argument("--seed", type=int, default=0)

@@ -79,7 +79,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=1e-8)
     p.add_argument("--atol", type=float, default=1e-10)
     p.add_argument("--no-error-estimate", action="store_true",
-                   help="continuous flows: skip the rerun at 100x tighter tolerances")
+                   help="continuous flows: skip the rerun at 10x tighter tolerances")
     p.add_argument("--sweep-lr", default=None,
                    help="comma-separated learning rates: drift vs step size (discrete only)")
     p.add_argument("--seed", type=int, default=0)
@@ -235,7 +235,8 @@ def run(args) -> int:
             solver_steps=result.stats["num_accepted_steps"],
             rejected_steps=result.stats["num_rejected_steps"], seconds=result.seconds,
             drift=report.to_json())
-        text = [result.summary(), report.summary()]
+        text = [result.summary(), report.summary(), *result.notes]
+        payload["notes"] = result.notes
         if args.plot:
             from .plots import plot_drift
 

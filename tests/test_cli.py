@@ -38,7 +38,7 @@ def test_nmf_defaults_to_the_entropy_metric(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["count", "resnet", "2,3"], "unknown model 'resnet'"),
+        (["count", "gpt5", "2,3"], "unknown model 'gpt5'"),
         (["count", "linear", "2,0,2"], "positive integers"),
         (["count", "linear", "2,a,2"], "positive integers"),
         (["count", "linear", "-1,2,2"], "positive integers"),
@@ -68,7 +68,8 @@ def test_console_script_has_no_traceback_on_bad_input():
 
 def test_reproduce_small_run_matches_and_writes_json(tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert main(["reproduce", "--limit", "2", "--no-progress", "--out", str(out)]) == 0
+    assert main(["reproduce", "--paper", "gradient", "--limit", "2", "--no-progress", "--out",
+                 str(out)]) == 0
     text = capsys.readouterr().out
     assert "total: 6/6 counts match" in text
     payload = json.loads(out.read_text())

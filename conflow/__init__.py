@@ -2,7 +2,9 @@
 
 Public API (float64 is enabled on import):
 
-- models: `linear`, `relu`, `factorization`, `nmf`, `icnn`, `product`, `custom`, `get_model`;
+- models: `linear`, `relu`, `factorization`, `nmf`, `icnn`, `product`, `attention`, `conv`,
+  `softmax_layer`, `mlp`, `resnet`, `transformer`, `residual`, `custom`, `get_model`;
+- models from code: `from_model` → `SampledModel`; `count_laws_from_model` → `FromModelCount`;
 - flows: `GradientFlow`, `MomentumFlow`;
 - counting: `count_laws` → `LawCount`; the engine `lie_trace` → `LieTrace` on a `VectorFamily`;
 - building blocks: `lie_bracket`, `bracket_chain`, `numerical_rank`.
@@ -13,7 +15,15 @@ from .brackets import bracket_chain, lie_bracket
 from .drift import DriftReport, LawDrift, drift_report, loglog_slope
 from .errors import InputError
 from .expressions import LawExpression, compile_law
-from .flows import GradientFlow, MomentumFlow
+from .flows import GradientFlow, MomentumFlow, mirror_metric
+from .from_model import (
+    FromModelCount,
+    FromModelReport,
+    InputsWarning,
+    SampledModel,
+    count_laws_from_model,
+    from_model,
+)
 from .integrate import (
     FlowState,
     Monitor,
@@ -32,22 +42,31 @@ from .laws import LawCount, count_laws
 from .models import (
     Model,
     ParamBlock,
+    attention,
+    conv,
     custom,
     factorization,
     get_model,
     icnn,
     linear,
+    mlp,
     nmf,
     product,
     relu,
+    residual,
+    resnet,
+    softmax_layer,
+    transformer,
 )
 from .polynomial_laws import Law, LawBasis, polynomial_laws
 from .optimizers import (
+    Trainer,
     TrainResult,
     gd,
     heavy_ball,
     heavy_ball_flow,
     make_optimizer,
+    make_trainer,
     mirror_descent,
     mirror_heavy_ball,
     momentum_coefficients,
@@ -66,6 +85,7 @@ __all__ = [
     "Monitor",
     "SimResult",
     "Simulator",
+    "Trainer",
     "TrainResult",
     "drift_report",
     "forward_fn",
@@ -78,6 +98,7 @@ __all__ = [
     "make_loss",
     "make_optimizer",
     "make_simulator",
+    "make_trainer",
     "mirror_descent",
     "mirror_heavy_ball",
     "mlp_forward",
@@ -90,7 +111,10 @@ __all__ = [
     "train",
     "GradientFlow",
     "EmpiricalReport",
+    "FromModelCount",
+    "FromModelReport",
     "InputError",
+    "InputsWarning",
     "Law",
     "LawBasis",
     "LawExpression",
@@ -100,25 +124,36 @@ __all__ = [
     "Model",
     "ParamBlock",
     "RankCut",
+    "SampledModel",
     "VectorFamily",
     "Verdict",
     "check_complete",
     "compile_law",
+    "attention",
+    "conv",
     "count_laws",
+    "count_laws_from_model",
     "custom",
     "factorization",
+    "from_model",
     "get_model",
     "icnn",
     "lie_bracket",
     "lie_trace",
+    "mirror_metric",
     "linear",
     "bracket_chain",
+    "mlp",
     "nmf",
     "numerical_rank",
     "polynomial_laws",
     "product",
     "relu",
+    "residual",
+    "resnet",
     "simulate_drift",
+    "softmax_layer",
+    "transformer",
     "verify_law",
 ]
 __version__ = "0.1.0"

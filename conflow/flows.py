@@ -49,8 +49,24 @@ METRICS = ("euclidean", "entropy")
 NESTEROV = "nesterov"
 
 
+class _MetricFlow:
+    """What gradient and momentum flows share: a metric (name or callable) and its checks."""
+
+    metric: str | InverseMetric
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric if isinstance(self.metric, str) else "custom"
+
+    def validate(self, model: Model) -> None:
+        """Raise `InputError` if the flow cannot act on ``model`` (entropy metric, no positive
+        blocks)."""
+        if self.metric == "entropy":
+            _entropy_mask(model)
+
+
 @dataclasses.dataclass(frozen=True)
-class GradientFlow:
+class GradientFlow(_MetricFlow):
     """θ' = −M(θ)^{-1}∇L(θ). ``metric`` is ``"euclidean"``, ``"entropy"`` or a callable
     ``(θ, g) -> M(θ)^{-1} g`` (shapes ``(D,), (D,) -> (D,)``)."""
 
@@ -59,30 +75,14 @@ class GradientFlow:
     name = "gradient"
 
     def __post_init__(self):
-        if isinstance(self.metric, str) and self.metric not in METRICS:
-            raise InputError(f"unknown metric {self.metric!r}; known: {', '.join(METRICS)}")
-
-    @property
-    def metric_name(self) -> str:
-        return self.metric if isinstance(self.metric, str) else "custom"
+        _check_metric(self.metric)
 
     def state_dim(self, model: Model) -> int:
         return model.D
 
-    def validate(self, model: Model) -> None:
-        """Raise `InputError` if the flow cannot act on ``model`` (entropy metric, no positive
-        blocks)."""
-        if self.metric == "entropy":
-            _entropy_mask(model)
-
     def inverse_metric(self, model: Model) -> InverseMetric:
         """(θ, g) ↦ M(θ)^{-1} g for this flow on ``model``."""
-        if callable(self.metric):
-            return self.metric
-        if self.metric == "euclidean":
-            return lambda theta, g: g
-        mask = _entropy_mask(model)
-        return lambda theta, g: jnp.where(mask, theta * g, g)
+        return _inverse_metric(self.metric, model)
 
     def family(self, model: Model) -> VectorFamily:
         """G(θ, a) = M(θ)^{-1} ∂φ(θ)ᵀ a on R^D, with m = d coefficients."""
@@ -104,6 +104,36 @@ class GradientFlow:
             raise InputError("the entropy metric is defined only where mirror coordinates are > 0")
 
 
+def mirror_metric(potential: Callable[[Array], Array]) -> InverseMetric:
+    """The inverse metric of the mirror map ∇Ψ: (θ, g) ↦ ∇²Ψ(θ)^{-1} g.
+
+    The mirror flow d/dt ∇Ψ(θ) = −∇L is θ' = −∇²Ψ(θ)^{-1}∇L (MATH.md §4.1). ``potential`` maps
+    θ, shape ``(D,)``, to a scalar; its Hessian must be invertible on the domain. Use it as
+    ``GradientFlow(metric=mirror_metric(Ψ))`` or ``MomentumFlow(τ, metric=mirror_metric(Ψ))``.
+    """
+    hessian = jax.hessian(potential)
+    return lambda theta, g: jnp.linalg.solve(hessian(theta), g)
+
+
+def _inverse_metric(metric: str | InverseMetric, model: Model) -> InverseMetric:
+    """(w, g) ↦ M(w)^{-1} g: identity, entropy (w ⊙ g on positive blocks) or the user's."""
+    if callable(metric):
+        return metric
+    if metric == "euclidean":
+        return lambda w, g: g
+    mask = _entropy_mask(model)
+    return lambda w, g: jnp.where(mask, w * g, g)
+
+
+def _check_metric(metric: object) -> None:
+    if isinstance(metric, str):
+        if metric not in METRICS:
+            raise InputError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    elif not callable(metric):
+        raise InputError(f"metric must be {' or '.join(METRICS)} or a callable (w, g) -> "
+                         f"M(w)^-1 g, got {metric!r}")
+
+
 def _entropy_mask(model: Model) -> jax.Array:
     mask = jnp.asarray(model.positive_mask)
     if not bool(mask.any()):
@@ -114,20 +144,23 @@ def _entropy_mask(model: Model) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class MomentumFlow:
-    """θ'' + τθ' = −∇L (or −diag(τθ + θ')∇L under the entropy metric) on the state (s, θ, v).
+class MomentumFlow(_MetricFlow):
+    """θ'' + τθ' = −M(w)^{-1}∇L with w = τθ + θ', on the state (s, θ, v).
+
+    M = I is heavy ball; the entropy metric gives θ'' + τθ' = −diag(τθ + θ')∇L on the model's
+    positive blocks (mirror momentum, d/dt ∇Ψ(θ' + τθ) = −∇L with Ψ = Σ w log w − w, MATH.md §3.1).
 
     Attributes:
         damping: constant τ ≥ 0 (τ multiplies θ'), or ``"nesterov"`` for τ(t) = 3/t.
-        metric: ``"euclidean"`` or ``"entropy"`` (mirror momentum on the model's positive blocks).
+        metric: ``"euclidean"``, ``"entropy"`` or a callable ``(w, g) -> M(w)^{-1} g`` (e.g.
+            `mirror_metric` of a potential Ψ), evaluated at w = τθ + θ'.
     """
 
     damping: float | str = 0.0
     metric: str = "euclidean"
 
     def __post_init__(self):
-        if self.metric not in METRICS:
-            raise InputError(f"unknown metric {self.metric!r}; known: {', '.join(METRICS)}")
+        _check_metric(self.metric)
         if isinstance(self.damping, str):
             if self.damping != NESTEROV:
                 raise InputError(f"damping must be a number τ >= 0 or 'nesterov', got "
@@ -140,10 +173,6 @@ class MomentumFlow:
         return NESTEROV if self.damping == NESTEROV else "momentum"
 
     @property
-    def metric_name(self) -> str:
-        return self.metric
-
-    @property
     def tau(self) -> float | None:
         """The constant τ, or ``None`` for Nesterov."""
         return None if self.damping == NESTEROV else float(self.damping)
@@ -151,16 +180,10 @@ class MomentumFlow:
     def state_dim(self, model: Model) -> int:
         return 2 * model.D + 1
 
-    def validate(self, model: Model) -> None:
-        """Raise `InputError` if the flow cannot act on ``model`` (entropy metric, no positive
-        blocks)."""
-        if self.metric == "entropy":
-            _entropy_mask(model)
-
     def family(self, model: Model) -> VectorFamily:
         """G(z, a) = a_0 χ_0(z) + Σ_i a_i χ_i(z) on R^{2D+1}, m = d + 1 coefficients."""
         D, phi, tau = model.D, model.phi, self.tau
-        mask = _entropy_mask(model) if self.metric == "entropy" else None
+        inv_metric = _inverse_metric(self.metric, model)
 
         def field(z: Array, a: Array) -> Array:
             s, theta, v = z[0], z[1 : D + 1], z[D + 1 :]
@@ -172,12 +195,10 @@ class MomentumFlow:
             else:
                 drift = jnp.concatenate([(tau * s)[None], v, -tau * v])
             _, pullback = jax.vjp(phi, theta)
-            force = pullback(a[1:])[0]
-            if mask is not None:
-                force = jnp.where(mask, (rate * theta + v) * force, force)
+            force = inv_metric(rate * theta + v, pullback(a[1:])[0])
             return a[0] * drift + jnp.concatenate([jnp.zeros(D + 1), force])
 
-        return VectorFamily(field, 2 * D + 1, model.d + 1, f"{self.name}/{self.metric}")
+        return VectorFamily(field, 2 * D + 1, model.d + 1, f"{self.name}/{self.metric_name}")
 
     def sample_points(self, model: Model, key: Array | int, n: int) -> Array:
         """Generic states (s, θ, v), shape ``(n, 2D + 1)``: s ∈ (0.5, 2) (s > 0 is required for

@@ -192,7 +192,8 @@ def count_laws(
     flow.validate(model)
     if method == "auto":
         momentum = isinstance(flow, MomentumFlow)
-        method = "exact" if momentum and _is_polynomial(model) else "numeric"
+        exact_ok = momentum and isinstance(flow.metric, str) and _is_polynomial(model)
+        method = "exact" if exact_ok else "numeric"
 
     trace = exact = None
     if method in ("numeric", "both"):

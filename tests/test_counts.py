@@ -93,3 +93,18 @@ def test_count_is_blind_and_reports_evidence():
     assert result.gap == pytest.approx(trace.sigma_r / trace.sigma_r1)
     assert trace.points.shape == (3, 8)
     assert result.depth == 2 and result.seconds > 0
+
+
+def test_mirror_potential_reproduces_the_entropy_metric_and_burg_entropy():
+    import jax.numpy as jnp
+
+    from conflow.flows import MomentumFlow, mirror_metric
+
+    entropy = mirror_metric(lambda t: jnp.sum(t * jnp.log(t) - t))
+    burg = mirror_metric(lambda t: -jnp.sum(jnp.log(t)))  # θ' = −θ² ⊙ ∇L: laws Σ log u − Σ log v
+    model = cf.nmf(2, 2, 2)
+    assert cf.count_laws(model, GradientFlow(metric=entropy)).n_laws == 2
+    assert cf.count_laws(model, GradientFlow(metric=burg)).n_laws == 2
+    # mirror momentum through the potential (numeric: a callable metric has no exact form)
+    result = cf.count_laws(model, MomentumFlow(0.5, metric=entropy))
+    assert result.method == "numeric" and result.n_laws == 0, result.summary()

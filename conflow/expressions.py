@@ -103,7 +103,7 @@ def _is_momentum(flow: Any) -> bool:
 
 
 def time_name(flow: Any) -> str:
-    """How the state's time coordinate is printed: ``t`` when s = t (τ = 0, Nesterov), else ``s``."""
+    """How the state's time coordinate is printed: ``t`` if s = t (τ = 0, Nesterov), else ``s``."""
     tau = getattr(flow, "tau", None)
     return "s" if tau else "t"
 

@@ -24,8 +24,9 @@ the null space of the full system is the direct sum of the classes' null spaces.
 valid weights keeps this exact; weights are checked exactly (integer arithmetic) before use.
 Without exact fields (non-polynomial φ, custom metric) everything is one class.
 
-Per class: rows from P points (P·m ≥ #columns + margin), columns divided by their RMS size, rows
-by the norm of their terms (so an analytically zero combination sits at rounding level), SVD,
+Per class: rows from P points (P·m ≥ #columns + margin, margin = max(8, #columns/3)), columns
+divided by their RMS size, rows by the norm of their terms (so an analytically zero combination
+sits at rounding level), SVD,
 cut at ``rtol``; each null vector is then checked at fresh validation points (a non-law fails
 there with probability one) and a class that fails is redone with twice the points.
 
@@ -37,8 +38,11 @@ then matches laws against entries of matrix families built from the parameter bl
 - Gram differences of two blocks, optionally plus diag(b²) of a bias vector: e.g.
   (U1ᵀU1 − U2U2ᵀ)[i,j] (deep linear), (UᵀU − VᵀV)[i,j] (factorisation),
   (W1W1ᵀ + diag(b1²) − W2ᵀW2)[j,j] (ReLU neurons, diagonal only);
-- vector families: column/row sums of two blocks, e.g. (colsum(U) − rowsum(V))[k] (NMF), and a
-  sum plus a Gram diagonal, e.g. (colsum(U) − 1/2·diag(VVᵀ) − 1/2·b²)[k] (ICNN);
+- vector families: column/row sums of two blocks, e.g. (colsum(U) − rowsum(V))[k] (NMF), a
+  sum plus a Gram diagonal, e.g. (colsum(U) − 1/2·diag(VVᵀ) − 1/2·b²)[k] (ICNN), and the sums
+  of one block, e.g. colsum(W)[k] (softmax layer);
+- products of two laws already in the basis whose degrees add up to at most k (e.g. the 15
+  products h_k·h_l of the 5 linear NMF laws among its degree-2 laws), printed as such;
 - momentum: time factor × antisymmetric cross-Grams of two blocks,
   s·(Asym(U1ᵀdU1) + Asym(U2dU2ᵀ))[k,l] with Asym(X) = X − Xᵀ (linear nets).
 
@@ -66,7 +70,7 @@ from .errors import InputError
 from .expressions import expression_names, time_name
 from .flows import GradientFlow, MomentumFlow
 from .models.base import Model
-from .rank import DEFAULT_MIN_GAP, DEFAULT_RTOL, cut_spectrum, gap_ratio, numerical_rank
+from .rank import DEFAULT_MIN_GAP, DEFAULT_RTOL, cut_spectrum, gap_ratio, normalise_rows
 
 Array = jax.Array
 
@@ -78,7 +82,7 @@ VALIDATION_TOL = 1e-8
 ROUND_TOL = 1e-9
 MAX_REFINE = 5
 EVAL_CHUNK = 8
-BATCH_ENTRIES = 4_000_000  # rows × columns evaluated at once
+BATCH_ENTRIES = 1_000_000  # rows × columns evaluated at once
 
 
 # ------------------------------------------------------------------------------------ results
@@ -371,9 +375,23 @@ def _sympy_expr(monomials, coefficients, names):
 
 
 def _expression(monomials, coefficients, names) -> str:
-    import sympy as sp
-
-    return sp.sstr(_sympy_expr(monomials, coefficients, names), order="none")
+    """P as text in the expression language: terms in monomial order, factors in state order,
+    rational coefficients as ``3*x*y/2`` (the form sympy's printer uses; written here directly
+    because importing sympy costs ~0.5 s — `Law.sympy` gives the sympy expression)."""
+    out = []
+    for i, (mono, c) in enumerate(zip(monomials, coefficients)):
+        neg = c < 0
+        mag = -c if neg else c
+        factors = "*".join(names[v] if e == 1 else f"{names[v]}**{e}"
+                           for v, e in sorted(_exponents(mono).items()))
+        if isinstance(mag, Fraction):
+            head = "" if mag.numerator == 1 else f"{mag.numerator}*"
+            tail = "" if mag.denominator == 1 else f"/{mag.denominator}"
+        else:
+            head, tail = ("" if mag == 1.0 else f"{float(mag):.15g}*"), ""
+        term = head + factors + tail
+        out.append(("-" if neg else "") + term if i == 0 else (" - " if neg else " + ") + term)
+    return "".join(out)
 
 
 def _exponents(mono: tuple[int, ...]) -> dict[int, int]:
@@ -409,9 +427,9 @@ def _exact_fields(model: Model, flow: Any):
     """The flow's generators as exact polynomial fields, or ``None`` if unavailable."""
     from .exact import model_fields
 
+    if not isinstance(getattr(flow, "metric", None), str):
+        return None  # a user metric: no exact fields
     if isinstance(flow, GradientFlow):
-        if not isinstance(flow.metric, str):
-            return None
         kind, tau, metric = "gradient", 0, flow.metric
     else:
         kind, tau, metric = flow.name, flow.tau, flow.metric
@@ -481,7 +499,10 @@ def _rational_nullspace(M: np.ndarray, n: int) -> np.ndarray:
     valid)."""
     if M.shape[0] == 0:
         return np.eye(n, dtype=np.int64)
-    _, s, vt = np.linalg.svd(M.astype(np.float64), full_matrices=True)
+    A = M.astype(np.float64)
+    if A.shape[0] > n:  # the n × n triangular factor has the same row space
+        A = np.linalg.qr(A, mode="r")
+    _, s, vt = np.linalg.svd(A, full_matrices=True)
     r = int(np.sum(s > 1e-9 * s[0])) if s.size and s[0] > 0 else 0
     W = vt[r:]
     if W.shape[0] == 0:
@@ -666,7 +687,7 @@ def _batched_svd(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _points_for(C: int, m: int) -> int:
-    margin = max(8, C // 10)
+    margin = max(8, C // 3)
     return max(2, math.ceil((C + margin) / max(m, 1)))
 
 
@@ -889,7 +910,8 @@ class _Family:
             else:
                 uni += f" {sign} {coef_u}{p.uni}"
                 code += f" {'-' if c < 0 else '+'} {coef_c}{p.code}"
-        uni, code = f"({uni})", f"({code})"
+        uni = uni if len(self.pieces) == 1 and not self.factor_uni else f"({uni})"
+        code = f"({code})"
         if self.factor_uni:
             uni, code = f"{self.factor_uni}·{uni}", f"({self.factor_code}*{code})"
         return uni, code
@@ -932,6 +954,8 @@ def _families(model: Model, flow: Any) -> list[_Family]:
                 for b in squares:
                     if b.size == p.size and "²" in b.uni and not b.uni.startswith("diag("):
                         fams.append(_Family((p, q, b), "vector", p.size, (), "", ""))
+    for p in sums:  # a single block's sums (softmax layer: column sums, MATH.md §2.8)
+        fams.append(_Family((p,), "vector", p.size, (), "", ""))
     return fams
 
 
@@ -981,7 +1005,7 @@ class _Recogniser:
                 cols.append(np.concatenate([res.get(g, np.zeros(len(self.results[g].cols)))
                                             for g in keys]) / nrm)
             B = np.stack(cols, axis=1)
-            _, sv, vt = np.linalg.svd(B, full_matrices=True)
+            _, sv, vt = np.linalg.svd(B, full_matrices=False)
             sv = np.concatenate([sv, np.zeros(B.shape[1] - sv.size)])
             if sv[-1] > 1e-8 or (sv.size > 1 and sv[-2] < 1e-6):
                 continue
@@ -1230,6 +1254,16 @@ def law_gradients(laws: Sequence[Law], z: np.ndarray) -> np.ndarray:
     return G[:, :n]
 
 
+def gradient_cut(G: np.ndarray, rtol: float = DEFAULT_RTOL):
+    """Rank cut of a stack of gradients (K, n), each row divided by its norm (a law's gradient is
+    not a cancellation, so its own norm is its scale); singular values only."""
+    G = np.asarray(G, dtype=np.float64)
+    if G.size == 0:
+        return cut_spectrum(np.zeros(0), rtol)
+    rows = normalise_rows(G, np.linalg.norm(G, axis=1))
+    return cut_spectrum(np.linalg.svd(rows, compute_uv=False), rtol)
+
+
 def _independent_count(laws, n, model, flow, seed, points: int = 3) -> tuple[int, float]:
     """Rank of the laws' gradients at random points (the largest over the points) and its gap."""
     if not laws:
@@ -1237,8 +1271,7 @@ def _independent_count(laws, n, model, flow, seed, points: int = 3) -> tuple[int
     Z = np.asarray(flow.sample_points(model, np.random.default_rng([seed, 104729]), points))
     ranks, gaps = [], []
     for z in Z:
-        G = law_gradients(laws, z)
-        cut = numerical_rank(G, scales=np.linalg.norm(G, axis=1))
+        cut = gradient_cut(law_gradients(laws, z))
         ranks.append(cut.rank)
         gaps.append(cut.gap)
     r = max(ranks)

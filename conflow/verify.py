@@ -46,8 +46,7 @@ from .errors import InputError
 from .expressions import LawExpression, compile_law
 from .flows import GradientFlow, MomentumFlow
 from .models.base import Model
-from .polynomial_laws import Law, LawBasis, generator_evaluator
-from .rank import numerical_rank
+from .polynomial_laws import Law, LawBasis, generator_evaluator, gradient_cut
 
 Array = jax.Array
 
@@ -90,7 +89,13 @@ def state_function(model: Model, flow: Any, h: Any, state: bool = False) -> Call
             t = jnp.log(s) / tau if tau else s
             return h(t, z[1 : D + 1], z[D + 1 :])
 
-    return lambda z: jnp.reshape(fn(z), ())
+    def scalar(z):
+        out = jnp.asarray(fn(z))
+        if out.size != 1:
+            raise InputError(f"h must return a scalar, got shape {tuple(out.shape)}")
+        return jnp.reshape(out, ())
+
+    return scalar
 
 
 def generator_names(model: Model, flow: Any) -> list[str]:
@@ -415,8 +420,7 @@ def gradient_rank(model: Model, flow: Any, fns: Sequence[Callable], *, points: i
         if G.size == 0:
             return 0
         G = G[np.isfinite(G).all(axis=1)]
-        nrm = np.linalg.norm(G, axis=1)
-        ranks.append(numerical_rank(G, scales=nrm).rank if G.size else 0)
+        ranks.append(gradient_cut(G).rank if G.size else 0)
     return max(ranks)
 
 

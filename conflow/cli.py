@@ -79,6 +79,8 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--exact", action="store_true", help="same as --method exact")
     c.add_argument("--devices", type=int, default=None,
                    help="shard the numeric engine over N devices (default: all)")
+    c.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                   help="numeric precision (float32 warns: the gap may not separate)")
     c.add_argument("--coordinator", default=None,
                    help="HOST:PORT of process 0 for a multi-process run (jax.distributed)")
     c.add_argument("--num-processes", type=int, default=None)
@@ -120,7 +122,7 @@ def _count(args) -> int:
         raise InputError(f"--max-depth must be >= 0, got {args.max_depth}")
     method = "exact" if args.exact else args.method
     result = count_laws(model, flow, method=method, points=args.points, seed=args.seed,
-                        max_depth=args.max_depth, devices=args.devices)
+                        max_depth=args.max_depth, devices=args.devices, dtype=args.dtype)
     if not multi or args.process_id == 0:  # every process computes the same result
         print(json.dumps(result.to_json()) if args.json else result.summary())
     return 0

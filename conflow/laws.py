@@ -20,7 +20,7 @@ import numpy as np
 from .errors import InputError
 from .flows import GradientFlow, MomentumFlow
 from .models.base import Model
-from .rank import DEFAULT_MIN_GAP, DEFAULT_RTOL
+from .rank import DEFAULT_MIN_GAP
 from .trace import OK, LieTrace, lie_trace
 
 
@@ -102,6 +102,7 @@ class LawCount:
                 "points_agreeing": t.n_agree,
                 "point_dims": list(t.point_dims),
                 "numeric_depth": t.depth,
+                "dtype": t.dtype,
             })
         if self.exact is not None:
             e = self.exact
@@ -163,9 +164,10 @@ def count_laws(
     points: int = 3,
     seed: int = 0,
     max_depth: int | None = None,
-    rtol: float = DEFAULT_RTOL,
+    rtol: float | None = None,
     min_gap: float = DEFAULT_MIN_GAP,
     devices: int | None = None,
+    dtype: str = "float64",
 ) -> LawCount:
     """Count the conservation laws of ``model`` under ``flow`` (default: Euclidean gradient flow).
 
@@ -179,7 +181,8 @@ def count_laws(
     - ``"auto"`` (default): numeric for gradient flows; exact for momentum flows of polynomial
       models (their Lie algebras need brackets of depth 6–10), numeric otherwise.
 
-    The numeric engine shards its bracket batches over ``devices`` local devices (default all).
+    The numeric engine shards its bracket batches over ``devices`` local devices (default all)
+    and evaluates them in ``dtype`` (float64; float32 only on request, with a warning).
     ``max_depth`` defaults to 6 for the numeric engine (each level roughly doubles the compiled
     program) and 30 for the exact one; a trace still growing there is ``not_converged``.
     """
@@ -199,7 +202,7 @@ def count_laws(
     if method in ("numeric", "both"):
         z = flow.sample_points(model, seed, points)
         trace = lie_trace(flow.family(model), z, seed=seed, max_depth=max_depth or 6,
-                          rtol=rtol, min_gap=min_gap, devices=devices)
+                          rtol=rtol, min_gap=min_gap, devices=devices, dtype=dtype)
     if method in ("exact", "both"):
         exact = _exact_trace(model, flow, seed, max_depth or 30)
 

@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -52,6 +53,7 @@ from .rank import (
 Array = jax.Array
 
 OK, AMBIGUOUS, NOT_CONVERGED = "ok", "ambiguous", "not_converged"
+FLOAT32_RTOL = 1e-4  # float32 rounding ~6e-8 per operation, amplified by nesting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +119,7 @@ class LieTrace:
         points: the generic points, shape ``(P, n)``.
         rtol, min_gap: the thresholds used.
         seconds: total wall time, compilation included.
+        dtype: the floating-point type the brackets were evaluated in.
     """
 
     dim: int | None
@@ -136,6 +139,7 @@ class LieTrace:
     rtol: float = DEFAULT_RTOL
     min_gap: float = DEFAULT_MIN_GAP
     seconds: float = 0.0
+    dtype: str = "float64"
 
     @property
     def ranks(self) -> tuple[tuple[int, ...], ...]:
@@ -263,9 +267,10 @@ def _evaluate_stage(
     values, scales = [], []
     for _ in range(math.ceil(n_samples / chunk)):
         if on_device:
-            coeffs = put(_device_normal(jax.random.PRNGKey(int(rng.integers(2**31))), shape))
+            key = jax.random.PRNGKey(int(rng.integers(2**31)))
+            coeffs = put(_device_normal(key, shape).astype(points.dtype))
         else:
-            coeffs = put(rng.standard_normal(shape))
+            coeffs = put(rng.standard_normal(shape).astype(points.dtype))
         v, s = evaluate(z, coeffs)
         values.append(to_host(v).reshape(P, chunk, *v.shape[1:]))
         scales.append(to_host(s).reshape(P, chunk, -1))
@@ -341,11 +346,12 @@ def lie_trace(
     *,
     seed: int = 0,
     max_depth: int = 10,
-    rtol: float = DEFAULT_RTOL,
+    rtol: float | None = None,
     min_gap: float = DEFAULT_MIN_GAP,
     max_chunk: int = 256,
     max_chunk_floats: int = 1 << 24,
     devices: int | None = None,
+    dtype: str = "float64",
 ) -> LieTrace:
     """dim Lie(W)(z) at each of ``points`` by the level construction W_{k+1} = W_k + [W_0, W_k].
 
@@ -361,11 +367,21 @@ def lie_trace(
         max_chunk_floats: bound on the coefficient floats sent per call (memory).
         devices: number of local devices the bracket batches are sharded over (default: all;
             1 disables sharding). Counts do not depend on it.
+        dtype: ``"float64"`` (default) or ``"float32"``. float32 brackets carry ~1e-7 relative
+            rounding, so the cut moves to ``FLOAT32_RTOL`` unless ``rtol`` is given, matrix
+            products run at "highest" precision (no TF32 on GPUs), and a warning says the gap may
+            not separate; the result reports the dtype.
 
     Returns:
         A `LieTrace`. The count of conservation laws is ``state_dim - dim``.
     """
     t_start = time.perf_counter()
+    if dtype not in ("float64", "float32"):
+        raise InputError(f"dtype must be float64 or float32, got {dtype!r}")
+    if dtype == "float32":
+        warnings.warn("float32 brackets: rounding is ~1e-7, so the singular-value gap may not "
+                      "separate directions from noise; prefer float64", stacklevel=2)
+    rtol = (DEFAULT_RTOL if dtype == "float64" else FLOAT32_RTOL) if rtol is None else rtol
     points = _check_points(family, points)
     n, m = family.state_dim, family.n_coeffs
     if n < 1 or m < 1:
@@ -394,10 +410,11 @@ def lie_trace(
         # doubles per level).
         t_stage = time.perf_counter()
         stage_depth = min(max_depth, {0: 0, 1: 2}.get(depth, depth))
-        values, scales = _evaluate_stage(
-            family, points, rng, depth, stage_depth, complements, fast_compile, max_chunk,
-            max_chunk_floats, sharding,
-        )
+        with jax.default_matmul_precision("highest"):
+            values, scales = _evaluate_stage(
+                family, points.astype(dtype), rng, depth, stage_depth, complements,
+                fast_compile, max_chunk, max_chunk_floats, sharding,
+            )
         for level in range(stage_depth - depth + 1):
             if level and max(c.shape[0] for c in complements) == 0:
                 converged = True
@@ -451,4 +468,5 @@ def lie_trace(
         rtol=rtol,
         min_gap=min_gap,
         seconds=time.perf_counter() - t_start,
+        dtype=dtype,
     )

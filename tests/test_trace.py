@@ -103,3 +103,15 @@ def test_non_finite_fields_are_named():
     fam = VectorFamily(lambda z, a: a[0] * jnp.log(z - 10.0), 3, 1)
     with pytest.raises(InputError, match="not finite"):
         lie_trace(fam, POINTS3)
+
+
+def test_float32_is_opt_in_warns_and_is_reported():
+    fam = _linear_family(_so3()[:2])
+    f64 = lie_trace(fam, POINTS3)
+    with pytest.warns(UserWarning, match="gap may not"):
+        f32 = lie_trace(fam, POINTS3, dtype="float32")
+    assert (f64.dtype, f32.dtype) == ("float64", "float32")
+    assert f32.dim == f64.dim == 2
+    assert f32.sigma_r1 > 1e3 * f64.sigma_r1  # float32 noise sits far above float64's
+    with pytest.raises(InputError, match="dtype"):
+        lie_trace(fam, POINTS3, dtype="float16")

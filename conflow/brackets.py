@@ -69,7 +69,8 @@ def bracket_chain(family: Family, depth: int) -> Callable[[Array, Array], tuple[
 
     def f(z: Array, coeffs: Array) -> tuple[Array, Array]:
         def member(j: int) -> Field:
-            return lambda x: family(x, coeffs[j])
+            # the state's dtype rules (a family may close over float64 constants)
+            return lambda x: family(x, coeffs[j]).astype(x.dtype)
 
         def element(j: int) -> Callable:
             # x ↦ (depth-j element at x, (lower elements at x, their scales, own scale))

@@ -62,7 +62,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     c = sub.add_parser("count", help="count the conservation laws of a model under a flow")
-    c.add_argument("model", help="linear, relu, factorization, nmf, icnn, product")
+    c.add_argument("model", help="linear, relu, factorization, nmf, icnn, product, attention, "
+                   "conv, softmax, resnet, transformer, mlp-relu|tanh|gelu|softplus|silu")
     c.add_argument("dims", help="comma-separated dimensions, e.g. 3,4,4,3")
     c.add_argument("--bias", action="store_true", help="biases on hidden neurons (relu, icnn)")
     c.add_argument("--flow", default="gradient", choices=FLOWS)
@@ -108,6 +109,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _count(args) -> int:
     from .distributed import initialize
+    from .from_model import SampledModel, count_laws_from_model
     from .laws import count_laws
     from .models import get_model
 
@@ -121,10 +123,22 @@ def _count(args) -> int:
     if args.max_depth is not None and args.max_depth < 0:
         raise InputError(f"--max-depth must be >= 0, got {args.max_depth}")
     method = "exact" if args.exact else args.method
-    result = count_laws(model, flow, method=method, points=args.points, seed=args.seed,
-                        max_depth=args.max_depth, devices=args.devices, dtype=args.dtype)
+    options = dict(method=method, points=args.points, seed=args.seed, max_depth=args.max_depth,
+                   devices=args.devices, dtype=args.dtype)
+    if isinstance(model, SampledModel):  # counted on inputs: recount on twice as many
+        sampled = count_laws_from_model(model, flow=flow, **options)
+        extra = sampled.to_json()
+        payload = {**sampled.best.to_json(), "n_laws": sampled.n_laws, "status": sampled.status,
+                   "seconds": sampled.seconds,
+                   "inputs": {k: extra[k] for k in ("stable", "warnings", "report", "recount")}}
+        if payload["n_laws"] is None:
+            payload["dim_lie"] = None
+        text = sampled.summary()
+    else:
+        result = count_laws(model, flow, **options)
+        payload, text = result.to_json(), result.summary()
     if not multi or args.process_id == 0:  # every process computes the same result
-        print(json.dumps(result.to_json()) if args.json else result.summary())
+        print(json.dumps(payload) if args.json else text)
     return 0
 
 

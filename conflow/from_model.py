@@ -43,7 +43,14 @@ theorem applies. They differ when
   all neuron hyperplanes equal to {0}; every input falls in one of two regions, g is
   x·(Σ_{v_j>0} u_j v_j) or x·(Σ_{v_j<0} u_j v_j), and the network really has D − 2 laws, more than
   the one per neuron of the path-lifting count. Here the sampled count is right and stable under
-  doubling; the φ-based count is a lower bound.
+  doubling; the φ-based count is a lower bound;
+- hidden units are (almost) never active on the inputs that reach them: deeper ReLU layers see
+  only the non-negative outputs of the layer before, so at a generic θ a unit can be dead, or
+  active on a sliver of input space. Measured: for ReLU nets [3,4,4,2], at about half of the
+  Gaussian θ the output gradients of 720 generic inputs span fewer than D − #hidden directions.
+  Where a unit is truly dead the network has more laws there than the path-lifting count; where
+  it is merely rare, the sample misses it. Either way the generic points then usually disagree:
+  the count is reported ``ambiguous``, with a warning about switches that never change.
 
 Smooth activations (tanh, GELU, softplus, SiLU) go through exactly the same path; conflow does not
 assume their counts.
@@ -51,8 +58,8 @@ assume their counts.
 Branch patterns ("activation patterns covered"). With no ``patterns_fn``, conflow replays the
 network's jaxpr and records, per input, the outcome of every data-dependent switch it can see:
 ``max``/``min`` (which operand wins; ReLU is ``max(x, 0)``), ``abs``/``sign`` (sign of the
-argument), ``select_n`` (``jnp.where``), ``clamp``, ``cond`` (branch index). Library functions with a
-custom derivative other than ReLU/ReLU6 (``logaddexp`` inside softplus, …) are treated as smooth
+argument), ``select_n`` (``jnp.where``), ``clamp``, ``cond`` (branch index). Library functions with
+a custom derivative other than ReLU/ReLU6 (``logaddexp`` inside softplus, …) are treated as smooth
 and not looked into; ``scan``/``while`` bodies are not looked into either (both are listed in the
 report). Switches that are pure numerical guards (``max(-inf, ·)``) are skipped. A ``patterns_fn(
 params, x) -> array`` replaces this with your own notion of pattern.
@@ -125,7 +132,8 @@ def split_params(params: Any) -> tuple[Any, Callable[[Any], Any], str]:
         from flax import nnx
 
         graphdef, state, rest = nnx.split(params, nnx.Param, ...)
-        pure = state.to_pure_dict()
+        to_pure = getattr(nnx, "to_pure_dict", None)
+        pure = to_pure(state) if to_pure is not None else state.to_pure_dict()
         state_def = jax.tree_util.tree_structure(state)
         want = [np.shape(x) for x in jax.tree_util.tree_leaves(state)]
         if [np.shape(x) for x in jax.tree_util.tree_leaves(pure)] != want:
@@ -279,6 +287,30 @@ def branch_recorder(fn: Callable[[Any, Any], Any], params: Any, x_example: Any
 # ------------------------------------------------------------------------------------------------
 
 
+#: Radii of the drawn inputs are log-uniform in [1/R, R] (module docstring of `draw_inputs`).
+INPUT_RADIUS_RANGE = 8.0
+
+
+def draw_inputs(rng: np.random.Generator, n: int, shape: Sequence[int],
+                radius: float = INPUT_RADIUS_RANGE) -> np.ndarray:
+    """``n`` generic inputs of ``shape``: a standard Gaussian vector times an independent radius,
+    log-uniform in [1/R, R], R = ``radius`` (default `INPUT_RADIUS_RANGE` = 8; 1: plain Gaussian).
+
+    Mixed scales cross more activation boundaries than a plain Gaussian: a ReLU unit with a bias
+    has its kink at distance |b|/‖w‖ from the origin, often 2–3 for Gaussian weights, where few
+    standard Gaussian inputs reach; small radii keep smooth nets out of saturation. (Measured on
+    2-layer ReLU nets with biases, e.g. [3,4,2]: the output gradients of 96 such inputs miss
+    directions at 0–1% of generic θ, against 19% for 24 standard Gaussian inputs.) Saturating
+    models (softmax layers) prefer ``radius=1``: at radius 8 their output gradients are ~e^{-16}.
+    """
+    if not radius >= 1:
+        raise InputError(f"input radius range must be >= 1, got {radius}")
+    shape = tuple(shape)
+    g = rng.standard_normal((n, *shape))
+    r = np.exp(rng.uniform(-np.log(radius), np.log(radius), n))
+    return g * r.reshape((n,) + (1,) * len(shape))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class SampledModel(Model):
     """A `Model` whose φ is the network's output on a fixed input sample (see module docstring).
@@ -293,6 +325,7 @@ class SampledModel(Model):
         patterns_fn: ``(tree, x) -> array`` given by the user, or ``None`` (jaxpr recorder).
         seed: the seed the inputs were drawn with (if drawn).
         input_source: ``"gaussian"`` (drawn by `draw_inputs`) or ``"given"``.
+        input_radius: the radius range R the inputs were (or would be) drawn with.
     """
 
     apply_fn: Callable[[Any, Any], Any] | None = None
@@ -303,6 +336,7 @@ class SampledModel(Model):
     patterns_fn: Callable[[Any, Any], Any] | None = None
     seed: int = 0
     input_source: str = "given"
+    input_radius: float = INPUT_RADIUS_RANGE
 
     @property
     def n_inputs(self) -> int:
@@ -391,26 +425,6 @@ def _sampled_phi(apply_fn: Callable, unravel: Callable, inputs: np.ndarray) -> C
     return phi
 
 
-#: Radii of the drawn inputs are log-uniform in [1/R, R] (module docstring of `draw_inputs`).
-INPUT_RADIUS_RANGE = 8.0
-
-
-def draw_inputs(rng: np.random.Generator, n: int, shape: Sequence[int]) -> np.ndarray:
-    """``n`` generic inputs of ``shape``: a standard Gaussian vector times an independent radius,
-    log-uniform in [1/R, R], R = `INPUT_RADIUS_RANGE` (8).
-
-    Mixed scales cross more activation boundaries than a plain Gaussian: a ReLU unit with a bias
-    has its kink at distance |b|/‖w‖ from the origin, often 2–3 for Gaussian weights, where few
-    standard Gaussian inputs reach; small radii keep smooth nets out of saturation. (Measured on
-    2-layer ReLU nets with biases, e.g. [3,4,2]: the output gradients of 96 such inputs miss
-    directions at 0–1% of generic θ, against 19% for 24 standard Gaussian inputs.)
-    """
-    shape = tuple(shape)
-    g = rng.standard_normal((n, *shape))
-    r = np.exp(rng.uniform(-np.log(INPUT_RADIUS_RANGE), np.log(INPUT_RADIUS_RANGE), n))
-    return g * r.reshape((n,) + (1,) * len(shape))
-
-
 def default_n_inputs(D: int, n_outputs: int) -> int:
     """max(16, ⌈8D / n⌉): 8× the fewest inputs whose n output gradients could span R^D.
 
@@ -435,6 +449,7 @@ def from_model(
     seed: int = 0,
     name: str = "from_model",
     patterns_fn: Callable[[Any, Any], Any] | None = None,
+    input_radius: float = INPUT_RADIUS_RANGE,
 ) -> SampledModel:
     """A conflow `Model` from ``apply_fn(params, x)``: φ(θ) = (g(θ, x_1), …, g(θ, x_N)).
 
@@ -449,6 +464,7 @@ def from_model(
         n_inputs: N when ``inputs`` is not given; default `default_n_inputs` (max(16, ⌈8D/n⌉)).
         input_shape: shape of one input, needed when ``inputs`` is not given.
         seed: seed for the drawn inputs.
+        input_radius: radius range R of the drawn inputs (`draw_inputs`; 1 for plain Gaussian).
         name: family name for reports (``label`` is ``name[D] on N inputs``).
         patterns_fn: ``(params, x) -> array``: your activation pattern of one input; default: the
             jaxpr branch recorder (module docstring).
@@ -513,7 +529,7 @@ def from_model(
         source = "gaussian"
         D = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(tree))
         n = default_n_inputs(D, n_out) if n_inputs is None else int(n_inputs)
-        inputs = draw_inputs(np.random.default_rng(seed), n, shape)
+        inputs = draw_inputs(np.random.default_rng(seed), n, shape, input_radius)
 
     phi_tree = lambda p: jax.vmap(lambda x: tree_apply(p, x))(jnp.asarray(inputs))  # noqa: E731
     try:
@@ -535,6 +551,7 @@ def from_model(
         patterns_fn=user_patterns,
         seed=seed,
         input_source=source,
+        input_radius=float(input_radius),
     )
 
 
@@ -724,15 +741,17 @@ def count_laws_from_model(
     seed: int = 0,
     name: str = "from_model",
     patterns_fn: Callable[[Any, Any], Any] | None = None,
+    input_radius: float = INPUT_RADIUS_RANGE,
     **count_kwargs: Any,
 ) -> FromModelCount:
     """`from_model` + `count_laws`, rerun on twice the inputs to check the sample suffices.
 
     ``apply_fn`` may also be a `SampledModel` (e.g. a built-in ``softmax_layer``), then the other
     model arguments are ignored. ``check_inputs``: ``True`` adds N inputs drawn like the sample
-    (`draw_inputs`; for given float inputs, Gaussian with their per-coordinate mean and std); an array
-    gives the extra inputs; ``False`` skips the recount. ``patterns``: compute the branch-pattern
-    statistics. ``count_kwargs`` go to `count_laws` (method, points, seed, max_depth, …).
+    (`draw_inputs`; for given float inputs, Gaussian with their per-coordinate mean and std); an
+    array gives the extra inputs; ``False`` skips the recount. ``patterns``: compute the
+    branch-pattern statistics. ``seed`` seeds both the drawn inputs and `count_laws` (its generic
+    points); ``count_kwargs`` go to `count_laws` (method, points, max_depth, …).
 
     An `InputsWarning` is issued when the recount differs (the base sample was too small or missed
     activation regions) or when some recorded switch never changes over the sample at a point
@@ -745,22 +764,22 @@ def count_laws_from_model(
         model = apply_fn
     else:
         model = from_model(apply_fn, params, inputs, n_inputs=n_inputs, input_shape=input_shape,
-                           seed=seed, name=name, patterns_fn=patterns_fn)
-    count_seed = count_kwargs.get("seed", 0)
-    count = count_laws(model, flow, **count_kwargs)
+                           seed=seed, name=name, patterns_fn=patterns_fn,
+                           input_radius=input_radius)
+    count = count_laws(model, flow, seed=seed, **count_kwargs)
     recount = None
     model2 = None
     if check_inputs is not False and check_inputs is not None:
         if check_inputs is True:
             if model.input_source == "gaussian":
                 extra = draw_inputs(np.random.default_rng([model.seed, 1]), model.n_inputs,
-                                    model.input_shape)
+                                    model.input_shape, model.input_radius)
             else:
                 extra = _extra_inputs(model.inputs, model.seed)
         else:
             extra = _as_inputs(check_inputs, model.input_shape)
         model2 = model.with_inputs(np.concatenate([model.inputs, extra.astype(model.inputs.dtype)]))
-        recount = count_laws(model2, flow, **count_kwargs)
+        recount = count_laws(model2, flow, seed=seed, **count_kwargs)
 
     messages: list[str] = []
     stable = None
@@ -775,7 +794,7 @@ def count_laws_from_model(
     stats: tuple[PatternStats, ...] = ()
     notes: tuple[str, ...] = ()
     source = None
-    thetas = _theta_points(count, model, count_seed, count_kwargs.get("points", 3))
+    thetas = _theta_points(count, model, seed, count_kwargs.get("points", 3))
     if patterns:
         source = "patterns_fn" if model.patterns_fn is not None else "jaxpr"
         try:

@@ -178,6 +178,18 @@ _FAST_COMPILE_OPTIONS = {
 }
 
 
+# Primitives whose -O0 code is far slower than optimised code (an Equinox Conv1d CNN: 673 s at
+# -O0 against 11 s optimised, measured): families using them are always compiled optimised.
+_SLOW_UNOPTIMISED = ("conv_general_dilated",)
+
+
+def _uses_slow_unoptimised_ops(family: VectorFamily) -> bool:
+    jaxpr = jax.make_jaxpr(family.field)(jnp.zeros(family.state_dim),
+                                         jnp.zeros(family.n_coeffs))
+    text = str(jaxpr)
+    return any(name in text for name in _SLOW_UNOPTIMISED)
+
+
 @functools.lru_cache(maxsize=256)
 def _stage_evaluator(field: Family, depth: int, first: int, fast_compile: bool) -> Callable:
     """jit(vmap over a flat batch) of a bracket chain of ``depth``, keeping levels ``first..``.
@@ -388,7 +400,7 @@ def lie_trace(
         raise InputError(f"a family needs n >= 1 and m >= 1 (got n={n}, m={m})")
     P = points.shape[0]
     rng = np.random.default_rng(seed)
-    fast_compile = n <= _FAST_COMPILE_MAX_DIM
+    fast_compile = n <= _FAST_COMPILE_MAX_DIM and not _uses_slow_unoptimised_ops(family)
     sharding = batch_sharding(devices)
 
     # Orthonormal bases (rows) of the complement of the trace found so far, one per point.

@@ -81,7 +81,9 @@ def attention(dim: int, d1: int, heads: int = 1) -> Model:
         phi=functools.partial(attention_phi, blocks=blocks),
         blocks=blocks,
         closed_form_laws=functools.partial(attention_laws, blocks=blocks),
-        closed_form_description="Q_hQ_hᵀ − K_hK_hᵀ and V_hV_hᵀ − O_hO_hᵀ per head (upper triangles)",
+        closed_form_description=(
+            "Q_hQ_hᵀ − K_hK_hᵀ and V_hV_hᵀ − O_hO_hᵀ per head (upper triangles)"
+        ),
     )
 
 

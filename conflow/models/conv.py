@@ -1,7 +1,8 @@
 """Convolutional ReLU block through its path-lifting (MATH.md §2.5, P3 Thm 3.6).
 
-g(θ, x) = ( Σ_{j=1}^{c1} u_{k,j} ⋆ σ( Σ_{i=1}^{c0} v_{j,i} ⋆ x^{(i)} (+ b_j) ) )_{k=1..c2}, σ = ReLU,
-1-D filters u_{k,j} ∈ R^{n_u}, v_{j,i} ∈ R^{n_v}; D = c1(c2 n_u + c0 n_v) (+ c1 with biases).
+g(θ, x) = ( Σ_{j=1}^{c1} u_{k,j} ⋆ σ( Σ_{i=1}^{c0} v_{j,i} ⋆ x^{(i)} (+ b_j) ) )_{k=1..c2},
+σ = ReLU, 1-D filters u_{k,j} ∈ R^{n_u}, v_{j,i} ∈ R^{n_v};
+D = c1(c2 n_u + c0 n_v) (+ c1 with biases).
 
 On a region where every hidden position keeps its activation, the output is linear in the products
 u_{k,j}[a] · v_{j,i}[b] (and u_{k,j}[a] · b_j): hidden channel j acts like one hidden neuron of a
@@ -134,7 +135,8 @@ def conv1d(x: Array, w: Array) -> Array:
 
 
 def conv_apply(params: dict[str, Array], x: Array) -> Array:
-    """The block on one signal x ∈ R^{c0×L}: U ⋆ relu(V ⋆ x (+ b)), shape (c2, L − n_v − n_u + 2)."""
+    """The block on one signal x ∈ R^{c0×L}: U ⋆ relu(V ⋆ x (+ b)), shape
+    (c2, L − n_v − n_u + 2)."""
     h = conv1d(x, params["V"])
     if "b" in params:
         h = h + params["b"][:, None]

@@ -68,10 +68,12 @@ class ResidualFn:
 
 
 def residual(block: Any) -> Any:
-    """x ↦ x + g(θ, x) for a sampled model, a φ-based model or an ``apply_fn`` (module docstring)."""
+    """x ↦ x + g(θ, x) for a sampled model, a φ-based model or an ``apply_fn`` (see the module
+    docstring)."""
     if isinstance(block, SampledModel):
         model = from_model(ResidualFn(block.apply_fn), block.params, block.inputs,
-                           name=f"residual-{block.name}", seed=block.seed)
+                           name=f"residual-{block.name}", seed=block.seed,
+                           input_radius=block.input_radius)
         return dataclasses.replace(
             model, dims=block.dims, bias=block.bias, closed_form_laws=block.closed_form_laws,
             closed_form_description=block.closed_form_description,

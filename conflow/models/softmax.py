@@ -47,7 +47,8 @@ def softmax_layer(n: int, m: int, *, n_inputs: int | None = None, seed: int = 0)
     N = m + 2 if n_inputs is None else int(n_inputs)
     if N < 1:
         raise InputError(f"softmax: n_inputs must be >= 1, got {n_inputs}")
-    inputs = draw_inputs(np.random.default_rng(seed), N, (m,))
-    model = from_model(softmax_apply, {"W": np.zeros((n, m))}, inputs, name="softmax", seed=seed)
+    inputs = draw_inputs(np.random.default_rng(seed), N, (m,), radius=1.0)  # no saturation
+    model = from_model(softmax_apply, {"W": np.zeros((n, m))}, inputs, name="softmax", seed=seed,
+                       input_radius=1.0)
     return model.as_family("softmax", (n, m), lambda t: softmax_laws(t, n, m),
                            "column sums Σ_i W[i,j] (one per input feature)")

@@ -1,10 +1,10 @@
 """Benchmark the exact engine against the numerical engine, in one run, as ratios.
 
-For every case, ``count_laws(model, flow, method="numeric")`` and ``count_laws(..., method="exact")``
-each run in a FRESH process (``python -c``, imports and JIT compilation included) and are timed
-around the subprocess. The table shows both counts and statuses, whether they agree, both wall
-times, the in-process times reported by conflow, and the ratio numeric / exact (> 1: the exact engine
-is faster).
+For every case, ``count_laws(model, flow, method="numeric")`` and
+``count_laws(model, flow, method="exact")`` each run in a FRESH process (``python -c``, imports and
+JIT compilation included) and are timed around the subprocess. The table shows both counts and
+statuses, whether they agree, both wall times, the in-process times reported by conflow, and the
+ratios numeric / exact (> 1: the exact engine is faster).
 
 Cases:
 
@@ -19,7 +19,7 @@ brackets, and such counts are reported as ``not_converged`` — that is what the
 
     python benchmarks/bench_exact.py             # everything (≈ 10 min on a busy 2-core machine)
     python benchmarks/bench_exact.py --quick     # 3 cases
-    python benchmarks/bench_exact.py --only 'momentum:linear[2,3,2]' --only 'gradient:relu[2,3,2]'
+    python benchmarks/bench_exact.py --only 'momentum:linear[2,3,2]' --only 'gradient:relu[4,5,3]'
 
 Writes ``benchmarks/results/bench_exact.json`` (``bench_exact_quick.json`` with ``--quick``).
 Exit code 1 when both engines answer ``ok`` with different counts, or a run fails; else 0.

@@ -7,12 +7,17 @@ Public API (float64 is enabled on import):
 - models from code: `from_model` → `SampledModel`; `count_laws_from_model` → `FromModelCount`;
 - flows: `GradientFlow`, `MomentumFlow`;
 - counting: `count_laws` → `LawCount`; the engine `lie_trace` → `LieTrace` on a `VectorFamily`;
+- which laws: `polynomial_laws` → `LawBasis` of `Law`s; `verify_law` → `Verdict`;
+- training experiments: `simulate`, `train`, optimizers (`gd`, `heavy_ball`, `nesterov`,
+  `mirror_descent`, ...), `drift_report`, `plot_drift` (loaded on first use: they bring diffrax,
+  optax and matplotlib, which counting does not need);
 - building blocks: `lie_bracket`, `bracket_chain`, `numerical_rank`.
 """
 
+import importlib
+
 from . import _config  # noqa: F401  (float64 before anything is traced)
 from .brackets import bracket_chain, lie_bracket
-from .drift import DriftReport, LawDrift, drift_report, loglog_slope
 from .errors import InputError
 from .expressions import LawExpression, compile_law
 from .flows import GradientFlow, MomentumFlow, mirror_metric
@@ -23,20 +28,6 @@ from .from_model import (
     SampledModel,
     count_laws_from_model,
     from_model,
-)
-from .integrate import (
-    FlowState,
-    Monitor,
-    SimResult,
-    Simulator,
-    forward_fn,
-    init_mlp,
-    init_params,
-    make_loss,
-    make_simulator,
-    mlp_forward,
-    model_laws,
-    simulate,
 )
 from .laws import LawCount, count_laws
 from .models import (
@@ -59,24 +50,37 @@ from .models import (
     transformer,
 )
 from .polynomial_laws import Law, LawBasis, polynomial_laws
-from .optimizers import (
-    Trainer,
-    TrainResult,
-    gd,
-    heavy_ball,
-    heavy_ball_flow,
-    make_optimizer,
-    make_trainer,
-    mirror_descent,
-    mirror_heavy_ball,
-    momentum_coefficients,
-    nesterov,
-    train,
-)
-from .plots import plot_drift, plot_drift_vs_step
 from .rank import RankCut, numerical_rank
 from .trace import LieTrace, VectorFamily, lie_trace
 from .verify import EmpiricalReport, Verdict, check_complete, simulate_drift, verify_law
+
+
+# Integrators, optimizers and plots import diffrax / optax / matplotlib (~0.4 s): they load on
+# first attribute access, so that `conflow count` does not pay for them.
+_LAZY = {
+    "drift": ("DriftReport", "LawDrift", "drift_report", "loglog_slope"),
+    "integrate": ("FlowState", "Monitor", "SimResult", "Simulator", "forward_fn", "init_mlp",
+                  "init_params", "make_loss", "make_simulator", "mlp_forward", "model_laws",
+                  "simulate"),
+    "optimizers": ("Trainer", "TrainResult", "gd", "heavy_ball", "heavy_ball_flow",
+                   "make_optimizer", "make_trainer", "mirror_descent", "mirror_heavy_ball",
+                   "momentum_coefficients", "nesterov", "train"),
+    "plots": ("plot_drift", "plot_drift_vs_step"),
+}
+_LAZY_OWNER = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _LAZY_OWNER.get(name)
+    if module is None:
+        raise AttributeError(f"module 'conflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_OWNER))
 
 __all__ = [
     "DriftReport",

@@ -69,6 +69,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--loss", default="square", choices=("square", "cross-entropy"))
     p.add_argument("--activation", default=None, choices=("relu", "tanh"),
                    help="hidden activation of relu / icnn models (default relu)")
+    p.add_argument("--t0", type=float, default=None,
+                   help="continuous flows: start time (default 0; 0.001 for nesterov, which needs "
+                        "t0 > 0)")
     p.add_argument("--velocity-scale", type=float, default=0.0,
                    help="momentum flows: θ'(0) Gaussian with this scale (default 0)")
     p.add_argument("--every", type=int, default=None,
@@ -133,12 +136,15 @@ def _gf_laws(model, metric: str):
         return None
 
 
-def _continuous_monitors(model, flow) -> tuple[dict, str | None]:
+def _continuous_monitors(model, flow, activation=None) -> tuple[dict, str | None]:
     """Laws to monitor along a continuous flow, and the one the flow keeps (the reference)."""
     from .flows import GradientFlow
     from .integrate import model_laws
 
     mons, ref = {}, None
+    if activation not in (None, "relu"):  # the closed forms need a homogeneous activation
+        law = _gf_laws(model, flow.metric_name)
+        return ({"relu_laws": law} if law is not None else {}), None
     if isinstance(flow, GradientFlow):
         name = "mirror_laws" if flow.metric_name == "entropy" else "gf_laws"
         law = _gf_laws(model, flow.metric_name)
@@ -153,11 +159,15 @@ def _continuous_monitors(model, flow) -> tuple[dict, str | None]:
     return mons, ref
 
 
-def _discrete_monitors(model, name: str, metric: str, beta: float | None) -> tuple[dict, str | None]:
+def _discrete_monitors(model, name: str, metric: str, beta: float | None,
+                       activation=None) -> tuple[dict, str | None]:
     from .flows import MomentumFlow
     from .models.closed_forms import linear_momentum_laws
 
     mons, ref = {}, None
+    if activation not in (None, "relu"):  # not laws of a tanh net: monitored, never a reference
+        law = _gf_laws(model, "entropy" if name == "mirror" else metric)
+        return ({"relu_laws": law} if law is not None else {}), None
     if name == "mirror":
         law = _gf_laws(model, "entropy")
         if law is not None:
@@ -247,8 +257,8 @@ def run(args) -> int:
         if args.flow != "gradient" or args.tau is not None:
             raise InputError("--flow / --tau describe continuous flows; with --optimizer use "
                              "--lr, --mu, --nu, --beta")
-        if args.velocity_scale:
-            raise InputError("--velocity-scale applies to continuous momentum flows")
+        if args.velocity_scale or args.t0 is not None:
+            raise InputError("--velocity-scale and --t0 apply to continuous flows")
         lrs = _parse_lrs(args.sweep_lr) if args.sweep_lr else [None]
         runs = [_run_discrete(args, model, metric, data, params0, lr) for lr in lrs]
         text = []
@@ -311,7 +321,7 @@ def _run_continuous(args, model, metric, data, params0, make_flow):
     if args.flow == "momentum" and args.tau is None:
         flow = MomentumFlow(1.0, metric=metric)
     flow.validate(model)
-    monitors, ref = _continuous_monitors(model, flow)
+    monitors, ref = _continuous_monitors(model, flow, args.activation)
     t1 = 10.0 if args.t1 is None else args.t1
     velocity0 = None
     if isinstance(flow, MomentumFlow) and args.velocity_scale:
@@ -321,7 +331,7 @@ def _run_continuous(args, model, metric, data, params0, make_flow):
     if args.saves < 2:
         raise InputError(f"--saves must be >= 2, got {args.saves}")
     result = simulate(model, flow, params0, data, t1, saveat=args.saves, monitors=monitors,
-                      velocity0=velocity0, loss=args.loss, activation=args.activation,
+                      velocity0=velocity0, t0=args.t0, loss=args.loss, activation=args.activation,
                       solver=args.solver, rtol=args.rtol, atol=args.atol,
                       progress=_progress(args), estimate_error=not args.no_error_estimate)
     return result, drift_report(result, reference=ref)
@@ -333,10 +343,11 @@ def _run_discrete(args, model, metric, data, params0, lr):
 
     lr = lr if lr is not None else (args.lr if args.lr is not None else
                                     (0.01 if args.optimizer == "adam" else 0.05))
-    if args.optimizer == "mirror" and metric != "entropy" or (
-            args.optimizer == "mirror" and not model.positive_mask.any()):
+    if args.optimizer == "mirror" and not model.positive_mask.any():
         raise InputError(f"--optimizer mirror needs a model with positive blocks (nmf, icnn), "
                          f"not {model.name}")
+    if args.optimizer == "mirror" and metric != "entropy":
+        raise InputError("--optimizer mirror is the entropy-metric step: drop --metric euclidean")
     positive = {b.name: b.positive for b in model.blocks}
     tx, step_time, label = make_optimizer(args.optimizer, lr, mu=args.mu, nu=args.nu,
                                           beta=args.beta, positive=positive)
@@ -353,7 +364,7 @@ def _run_discrete(args, model, metric, data, params0, lr):
     if steps < 1:
         raise InputError(f"--steps must be >= 1, got {steps}")
     every = args.every if args.every is not None else _default_every(steps)
-    monitors, ref = _discrete_monitors(model, args.optimizer, metric, beta)
+    monitors, ref = _discrete_monitors(model, args.optimizer, metric, beta, args.activation)
     if args.optimizer == "mirror" and args.mu:
         ref = None  # mirror heavy ball keeps no law exactly
     result = train(model, tx, params0, data, steps, every=every, monitors=monitors,

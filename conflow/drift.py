@@ -7,11 +7,11 @@ monitored law h (a scalar or an array of laws; the maximum over its components i
 - the absolute drift |h(t) − h(0)|, and the relative drift |h(t) − h(0)| / |h(0)| — relative to
   ‖θ(0)‖² instead when h(0) ≈ 0 (quadratic laws scale like ‖θ‖²; ``scales`` overrides);
 - the noise floor it is judged against: the integrator's error estimate for that law (the run's
-  ``error``, from ``estimate_error=True``), and the drift of a ``reference`` law known to be
-  conserved by the flow (a known law measures what the integrator and rounding do to an exact
-  invariant); a law is **conserved** when its relative drift stays within ``factor`` × that floor
-  (and at least 1e-12), otherwise it **drifts**; the reference itself is judged against its own
-  error estimate, or reported as ``reference`` without one;
+  ``error``, from ``estimate_error=True``) when the run has one, otherwise the relative drift of
+  a ``reference`` law known to be conserved by the flow (a known law measures what the
+  integrator and rounding do to an exact invariant), and never less than 1e-12; a law is
+  **conserved** when its relative drift stays within ``factor`` × its floor, otherwise it
+  **drifts**; without an error estimate the reference itself is reported as ``reference``;
 - whether the trajectory moved at all (max ‖θ(t) − θ(0)‖ / ‖θ(0)‖ ≥ ``moved_threshold``): a law
   "conserved" along a trajectory that did not move proves nothing, so its verdict is then
   ``not moved``.
@@ -156,8 +156,8 @@ def drift_report(result: Any, reference: str | None = None, *, factor: float = 1
         reference: name of a monitored law known to be conserved by the flow: its drift is the
             noise floor of the others (and it is reported too).
         factor: a law is conserved when its max relative drift ≤ factor × floor, the floor being
-            the largest of the reference's max relative drift, this law's own relative error
-            estimate (if the run has one) and 1e-12.
+            this law's own relative error estimate if the run has one, else the reference's max
+            relative drift (at least 1e-12).
         moved_threshold: minimum max ‖θ(t) − θ(0)‖/‖θ(0)‖ for the trajectory to count as moved.
         scales: name → denominator for the relative drift (default: |h(0)|, or ‖θ(0)‖² if h(0) ≈ 0).
         laws: the monitors to report (default: all).
@@ -184,11 +184,11 @@ def drift_report(result: Any, reference: str | None = None, *, factor: float = 1
         absolute, relative, scale, kind = _relative(values[name], scales.get(name), theta_scale)
         err = None
         floor = MIN_FLOOR
-        if name in errors:
+        if name in errors:  # the law's own error estimate is the most specific floor
             e = _flat(errors[name])
             err = np.max(np.abs(e), axis=1) if e.shape[1] else np.zeros(e.shape[0])
             floor = max(floor, float(np.max(err)) / scale)
-        if ref_floor is not None and name != reference:
+        elif ref_floor is not None and name != reference:
             floor = max(floor, ref_floor)
         conserved = bool(np.max(relative) <= factor * floor)
         if name == reference and err is None:

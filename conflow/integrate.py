@@ -18,12 +18,14 @@ flow                  ODE                                         state integrat
 ====================  ==========================================  ==================================
 
 The convention is conflow's (`conflow.flows`): **τ multiplies θ'**, so momentum laws carry e^{τt}
-(t³ for Nesterov). `conflow.flows.GradientFlow` and `conflow.flows.MomentumFlow` objects are accepted
-as flows too (``MomentumFlow(τ, "entropy")`` is mirror momentum).
+(t³ for Nesterov). Mirror Nesterov starts with w(t0) = θ'(t0) + 3θ(t0)/t0, which is large for a
+small t0 (θ then grows like 3θ(t0)·t/t0 until the gradient term shrinks w): start it at t0 ≈ 1.
+`conflow.flows.GradientFlow` and `conflow.flows.MomentumFlow` objects are accepted as flows too
+(``MomentumFlow(τ, "entropy")`` is mirror momentum).
 
 The problem is either a **loss function** of the parameter pytree — ``loss(params)`` when no data
-is given, ``loss(params, data)`` otherwise — or a conflow `Model` with data and a loss name, for which
-this module supplies the network's forward function g(θ, x) (`forward_fn`) on the model's
+is given, ``loss(params, data)`` otherwise — or a conflow `Model` with data and a loss name, for
+which this module supplies the network's forward function g(θ, x) (`forward_fn`) on the model's
 unflattened blocks (`Model.unflatten`): an MLP with ReLU (or tanh) and biases for ``relu``, the
 linear net U_1⋯U_q x, the factorisation U Vᵀ x, NMF X ≈ U V, the ICNN U σ(V x + b) and the product
 model. Losses: ``"square"`` (mean of squared errors), ``"cross-entropy"`` (integer labels or
@@ -81,7 +83,8 @@ def _activation(name: str | Callable[[Array], Array]) -> Callable[[Array], Array
     return ACTIVATIONS[name]
 
 
-def mlp_forward(params: Mapping[str, Array], x: Array, activation: str | Callable = "relu") -> Array:
+def mlp_forward(params: Mapping[str, Array], x: Array,
+                activation: str | Callable = "relu") -> Array:
     """MLP on the layout of `conflow.relu` blocks: ``W1, b1, …, W_{L−1}, b_{L−1}, W_L``.
 
     W_l has shape (n_l, n_{l−1}); the biases b_l (hidden layers, optional) shape (n_l,); an output
@@ -580,7 +583,7 @@ class SimResult:
         values: monitor name → values at the save times, shape (T, …).
         loss: the loss at the save times, (T,).
         distance: ‖θ(t) − θ(0)‖, (T,).
-        final: the state at the last save time.
+        final: the state at t1 (parameters, and velocity for momentum flows).
         scale: ‖θ(0)‖.
         error: monitor name → |values − values of a run at tolerances / ``error_factor``|, an
             estimate of the integrator's error on each law (``estimate_error=True``), else None.
@@ -732,7 +735,7 @@ class Simulator:
         values = {m.name: values[m.name] for m in self.monitors}  # jit sorts dict keys
         error, notes = None, []
         if self.estimate_error:
-            fine, _, _, fine_stats, fine_ok = run(params, velocity, data, mask,
+            fine, _, _, _, fine_ok = run(params, velocity, data, mask,
                                                   rtol / self.error_factor,
                                                   atol / self.error_factor)
             if bool(fine_ok):
@@ -745,7 +748,7 @@ class Simulator:
         return SimResult(
             times=np.asarray(self.ts), values={k: np.asarray(v) for k, v in values.items()},
             loss=np.asarray(loss), distance=np.asarray(dist),
-            final=FlowState(float(self.ts[-1]), pf, vf), scale=float(_tree_norm(params)),
+            final=FlowState(self.t1, pf, vf), scale=float(_tree_norm(params)),
             error=error, stats={k: int(v) for k, v in stats.items()}, flow=flow_label(self.flow),
             solver=self.solver_name, rtol=float(rtol), atol=float(atol),
             seconds=time.perf_counter() - start, notes=notes)

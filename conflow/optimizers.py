@@ -81,7 +81,8 @@ def gd(lr: float) -> optax.GradientTransformation:
 
 def heavy_ball(lr: float, beta: float) -> optax.GradientTransformation:
     """x_{k+1} = x_k − lr ∇L(x_k) + β (x_k − x_{k−1}) (= ``optax.sgd(lr, momentum=β)``: with
-    m_{k+1} = g_k + β m_k and x_{k+1} = x_k − lr m_{k+1}, x_{k+1} − x_k = −lr g_k + β(x_k − x_{k−1}))."""
+    m_{k+1} = g_k + β m_k and x_{k+1} = x_k − lr m_{k+1}, one has
+    x_{k+1} − x_k = −lr g_k + β(x_k − x_{k−1}))."""
     beta = float(beta)
     if not (0 <= beta < 1):
         raise InputError(f"heavy-ball momentum β must be in [0, 1), got {beta}")

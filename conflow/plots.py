@@ -85,6 +85,9 @@ def plot_drift(reports: DriftReport | Sequence[DriftReport] | dict[str, DriftRep
     ax.legend(fontsize=8)
     ax.set_title(title or (items[0][1].flow if not several else "law drift"))
     if ax_loss is not None:
+        losses = np.concatenate([np.asarray(rep.loss, dtype=float) for _, rep in items])
+        if np.all(losses > 0) and losses.max() > 100 * losses.min():
+            ax_loss.set_yscale("log")
         ax_loss.set_ylabel("loss")
         ax_loss.set_xlabel("t")
         ax_loss.grid(True, alpha=0.3)

@@ -86,6 +86,8 @@ class LevelRecord:
         sigma_kept: smallest singular value kept at this level (over points), or ``None``.
         sigma_dropped: largest singular value dropped at this level (over points), or ``None``.
         seconds: wall time of the level (evaluation + linear algebra).
+        saturated: at some point the level's rank reached its number of samples, which only
+            noise can do (an rtol below rounding): the count is then ambiguous.
     """
 
     depth: int
@@ -95,6 +97,7 @@ class LevelRecord:
     sigma_kept: float | None
     sigma_dropped: float | None
     seconds: float
+    saturated: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,11 +249,13 @@ def _evaluate_stage(
     max_chunk: int,
     max_chunk_floats: int,
     sharding: NamedSharding | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random bracket chains of ``depth`` at every point; the levels ``first..depth`` of each.
 
     With a ``sharding``, the flat batch (points × samples) is split over its mesh's devices and
-    the compiled chain runs SPMD on all of them (`batch_sharding`).
+    the compiled chain runs SPMD on all of them (`batch_sharding`). ``weights (P, m)`` rescale
+    the coefficients at each point (`_generator_weights`).
 
     Every level of the stage gets S samples: the largest remaining complement plus a margin, or
     the number of distinct brackets of the deepest level (m^(depth+1)) plus the margin if that is
@@ -276,13 +281,19 @@ def _evaluate_stage(
     # Large m: draw on the device (no host-to-device copy), except across processes, where every
     # process must hold the same host data.
     on_device = math.prod(shape) > _HOST_RANDOM_MAX and not multi_process
+    w = None if weights is None else np.repeat(weights, chunk, axis=0)[:, None, :]
+    if on_device and w is not None:
+        w = jnp.asarray(w)
     values, scales = [], []
     for _ in range(math.ceil(n_samples / chunk)):
         if on_device:
             key = jax.random.PRNGKey(int(rng.integers(2**31)))
-            coeffs = put(_device_normal(key, shape).astype(points.dtype))
+            coeffs = _device_normal(key, shape)
         else:
-            coeffs = put(rng.standard_normal(shape).astype(points.dtype))
+            coeffs = rng.standard_normal(shape)
+        if w is not None:
+            coeffs = coeffs * w
+        coeffs = put(coeffs.astype(points.dtype))
         v, s = evaluate(z, coeffs)
         values.append(to_host(v).reshape(P, chunk, *v.shape[1:]))
         scales.append(to_host(s).reshape(P, chunk, -1))
@@ -313,6 +324,7 @@ def _process_level(
         # Generators are judged against the largest of them at the same point.
         scales = np.broadcast_to(np.max(scales, axis=1, keepdims=True), scales.shape)
     added, kept, dropped = [], [], []
+    saturated = False
     for p, basis in enumerate(complements):
         if basis.shape[0] == 0:
             added.append(0)
@@ -320,8 +332,9 @@ def _process_level(
         rows = normalise_rows(values[p], scales[p]) @ basis.T  # (S, c)
         sigma, vt = row_space_svd(rows)
         cut = cut_spectrum(sigma, rtol)
-        if cut.rank >= rows.shape[0]:  # cannot happen with S > remaining dimension; never guess
-            raise RuntimeError(f"level {depth}: {cut.rank} directions from {rows.shape[0]} samples")
+        # S exceeds what the level can add, so a rank reaching S means noise was kept (rtol
+        # below rounding): the result is then reported ambiguous, never as a count.
+        saturated = saturated or cut.rank >= rows.shape[0]
         added.append(cut.rank)
         dims[p] += cut.rank
         kept.extend(sigma[: cut.rank].tolist())
@@ -335,8 +348,37 @@ def _process_level(
         sigma_kept=min(kept) if kept else None,
         sigma_dropped=max(dropped) if dropped else None,
         seconds=time.perf_counter() - t0,
+        saturated=saturated,
     )
     return record, kept, dropped
+
+
+# Balancing evaluates every generator at every point: done while that is at most this many floats.
+_BALANCE_MAX_FLOATS = 1 << 24
+
+
+def _generator_weights(
+    family: VectorFamily, points: np.ndarray, fast_compile: bool
+) -> np.ndarray | None:
+    """w[p, j] = 1 / ‖χ_j(z_p)‖ (1 where χ_j(z_p) = 0), shape ``(P, m)``; ``None`` if too large.
+
+    Drawing coefficient a_j ~ N(0, w_j²) at point z_p makes every generator contribute at the
+    same scale there. The spans of the levels do not change (the coefficients of a bracket are
+    constants; only their distribution changes), but without it generators of very different
+    sizes (1e10 apart, measured) put the small ones' directions below the cut with a clean gap.
+    """
+    P, n, m = points.shape[0], family.state_dim, family.n_coeffs
+    if P * m * n > _BALANCE_MAX_FLOATS:
+        return None
+    every = jax.vmap(jax.vmap(family.field, in_axes=(None, 0)), in_axes=(0, None))
+    options = _FAST_COMPILE_OPTIONS if fast_compile else None
+    values = np.asarray(jax.jit(every, compiler_options=options)(jnp.asarray(points),
+                                                                  jnp.eye(m)))
+    if not np.all(np.isfinite(values)):
+        raise InputError("the vector fields are not finite at a generic point: check that φ is "
+                         "differentiable there and returns finite values")
+    norms = np.linalg.norm(values, axis=2)
+    return np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 1.0)
 
 
 def _check_points(family: VectorFamily, points: Array) -> np.ndarray:
@@ -394,6 +436,10 @@ def lie_trace(
         warnings.warn("float32 brackets: rounding is ~1e-7, so the singular-value gap may not "
                       "separate directions from noise; prefer float64", stacklevel=2)
     rtol = (DEFAULT_RTOL if dtype == "float64" else FLOAT32_RTOL) if rtol is None else rtol
+    if not 0 < rtol < 1:
+        raise InputError(f"rtol must be in (0, 1), got {rtol}")
+    if not min_gap >= 1:
+        raise InputError(f"min_gap must be >= 1, got {min_gap}")
     points = _check_points(family, points)
     n, m = family.state_dim, family.n_coeffs
     if n < 1 or m < 1:
@@ -402,6 +448,8 @@ def lie_trace(
     rng = np.random.default_rng(seed)
     fast_compile = n <= _FAST_COMPILE_MAX_DIM and not _uses_slow_unoptimised_ops(family)
     sharding = batch_sharding(devices)
+
+    weights = _generator_weights(family, points, fast_compile)
 
     # Orthonormal bases (rows) of the complement of the trace found so far, one per point.
     complements = [np.eye(n) for _ in range(P)]
@@ -425,7 +473,7 @@ def lie_trace(
         with jax.default_matmul_precision("highest"):
             values, scales = _evaluate_stage(
                 family, points.astype(dtype), rng, depth, stage_depth, complements,
-                fast_compile, max_chunk, max_chunk_floats, sharding,
+                fast_compile, max_chunk, max_chunk_floats, sharding, weights,
             )
         for level in range(stage_depth - depth + 1):
             if level and max(c.shape[0] for c in complements) == 0:
@@ -442,9 +490,11 @@ def lie_trace(
             kept.extend(level_kept)
             dropped.extend(level_dropped)
             depth += 1
-            if not any(record.added):
-                converged = True
+            if not any(record.added) or record.saturated:
+                converged = not record.saturated
                 break
+        if levels and levels[-1].saturated:
+            break
 
     values_, counts = np.unique(dims, return_counts=True)
     mode = int(values_[np.argmax(counts)])
@@ -452,7 +502,12 @@ def lie_trace(
     sigma_r = min(kept) if kept else None
     sigma_r1 = max(dropped) if dropped else None
     gap = gap_ratio(sigma_r, sigma_r1)
-    if not converged:
+    if levels and levels[-1].saturated:
+        status, reason = AMBIGUOUS, (
+            f"level {levels[-1].depth} kept as many directions as it had samples: rounding noise "
+            f"was counted (rtol {rtol:g} is too small)"
+        )
+    elif not converged:
         status, reason = NOT_CONVERGED, (
             f"the trace was still growing at depth {max_depth} (raise max_depth)"
         )

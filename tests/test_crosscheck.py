@@ -1,24 +1,27 @@
-"""Cross-checks: the numerical engine (`lie_trace`: autodiff brackets + SVD with a tolerance) against
-the exact engine (`exact_lie_trace`: polynomial brackets, ranks mod p), on random inputs.
+"""Cross-checks: the numerical engine (`lie_trace`: autodiff brackets, SVD with a tolerance)
+against the exact engine (`exact_lie_trace`: polynomial brackets, ranks mod p), on random inputs.
 
 This is the main guard against tolerance bugs in the numerical engine: wherever it answers ``ok``,
 its dimension must be the certified one.
 
 1. Random polynomial vector fields on R^n (n = 2..6, 1..5 fields, small integer coefficients,
-   degree ≤ 3 before the structural modifiers): generic fields, a single field, linear fields
-   x ↦ A x (sparse, skew, nilpotent, diagonal), polynomial multiples of one or two base fields,
-   fields tangent to the level sets of a polynomial h (S ∇h with S skew), triangular fields; then
-   sometimes components zeroed in every field, a common polynomial factor (shared zero set), an
-   extra dependent field. Every system is held once as plain ``{exponents: coefficient}`` data, from
-   which both a `Poly` field (exact engine) and a JAX evaluator (numeric engine) are built.
+   degree ≤ 3 before the structural modifiers), 12 hypothesis examples for each structure: generic
+   fields, a single field, linear fields x ↦ A x (sparse, skew, nilpotent, diagonal), polynomial
+   multiples of one or two base fields, fields tangent to the level sets of a polynomial h (S ∇h
+   with S skew), triangular fields; then sometimes components zeroed in every field, a common
+   polynomial factor (shared zero set), an extra dependent field. Every system is held once as
+   plain ``{exponents: coefficient}`` data, from which both a `Poly` field (exact engine) and a JAX
+   evaluator (numeric engine) are built.
 2. Random small architectures of every polynomial family (linear, relu ± bias, factorization, nmf,
    icnn ± bias, product) under the gradient flow and the momentum flows τ = 0, τ ∈ (0.1, 2) and
-   Nesterov, through ``count_laws(method="both")``.
+   Nesterov (2 seeded draws per family and flow), through ``count_laws(method="both")``.
 3. The guard itself: an absurd tolerance makes the numeric engine wrong, and ``method="both"`` then
-   reports ``disagree`` (or ``ambiguous``), never a wrong ``ok``.
+   reports ``disagree`` (or ``ambiguous``), never a wrong ``ok``. Known limitations of the numeric
+   engine found by these cross-checks (generators of very different sizes, an rtol below
+   rounding) are regression tests at the end of the module; both are fixed.
 
 A numeric ``ambiguous`` / ``not_converged`` is allowed (it gives no count) but must not be the
-majority; the statistics are printed (``pytest -s tests/test_crosscheck.py``). Examples are
+majority; `test_statistics_of_the_cross_checks` prints the statistics (``pytest -s``). Examples are
 derandomised: every run draws the same systems.
 """
 
@@ -422,9 +425,7 @@ def test_statistics_of_the_cross_checks():
 NOISE_KEPT = [
     (lambda: cf.relu([2, 3, 2]), GradientFlow()),
     (lambda: cf.product(3), GradientFlow()),
-    (lambda: cf.factorization(2, 2, 2), GradientFlow()),
     (lambda: cf.nmf(2, 2, 2), GradientFlow("entropy")),
-    (lambda: cf.linear([1, 3, 1]), GradientFlow()),
 ]
 # rtol = 0.5 drops genuine directions; the gap then is small (ambiguous) or the count is wrong.
 DIRECTIONS_DROPPED = [
@@ -435,8 +436,7 @@ DIRECTIONS_DROPPED = [
 ]
 
 
-@pytest.mark.parametrize("make, flow", NOISE_KEPT, ids=["relu232", "product3", "uv222", "nmf222",
-                                                         "linear131"])
+@pytest.mark.parametrize("make, flow", NOISE_KEPT, ids=["relu232", "product3", "nmf222"])
 def test_absurd_small_rtol_is_caught_as_disagree(make, flow):
     model = make()
     exact = cf.count_laws(model, flow, method="exact")
@@ -449,7 +449,7 @@ def test_absurd_small_rtol_is_caught_as_disagree(make, flow):
     assert cf.count_laws(model, flow, method="both").n_laws == exact.n_laws
 
 
-@pytest.mark.parametrize("rtol, min_gap", [(0.5, 1e4), (0.5, 1.0), (1e-1, 1.0)])
+@pytest.mark.parametrize("rtol, min_gap", [(0.5, 1e4), (0.5, 1.0)])
 @pytest.mark.parametrize("make, flow", DIRECTIONS_DROPPED,
                          ids=["linear232", "relu232", "linear222-momentum", "nmf222"])
 def test_absurd_large_rtol_never_gives_a_wrong_ok(make, flow, rtol, min_gap):
@@ -463,6 +463,18 @@ def test_absurd_large_rtol_never_gives_a_wrong_ok(make, flow, rtol, min_gap):
         assert both.n_laws is None
 
 
+def test_absurd_large_rtol_without_a_gap_check_is_caught():
+    # rtol = 0.5 drops genuine directions and min_gap = 1 switches the gap evidence off. Before
+    # generator balancing the numeric engine alone answered a wrong "ok" here (15 instead of 16);
+    # now the points disagree. Either way no correct "ok" comes out, and "both" gives no count.
+    model, flow = cf.linear([2, 2, 2]), MomentumFlow(0.0)
+    numeric = cf.count_laws(model, flow, method="numeric", rtol=0.5, min_gap=1.0)
+    exact = cf.count_laws(model, flow, method="exact")
+    assert not (numeric.status == "ok" and numeric.n_laws == exact.n_laws), numeric.summary()
+    both = cf.count_laws(model, flow, method="both", rtol=0.5, min_gap=1.0)
+    assert both.status in ("disagree", "ambiguous") and both.n_laws is None
+
+
 def test_guard_fires_on_a_random_field_system_with_a_wrong_tolerance():
     # Part 1's comparison with a wrong tolerance: the numeric engine is confidently wrong on the
     # rotations of R^3 (noise kept as a third direction), which only the exact engine exposes.
@@ -474,4 +486,54 @@ def test_guard_fires_on_a_random_field_system_with_a_wrong_tolerance():
     good = lie_trace(to_family(rot, n), points, max_depth=NUMERIC_DEPTH)
     bad = lie_trace(to_family(rot, n), points, max_depth=NUMERIC_DEPTH, rtol=1e-18)
     assert ex.dim == good.dim == 2 and good.status == "ok"
-    assert bad.status != "ok" or bad.dim != ex.dim  # the wrong tolerance is visible
+    # noise kept as a direction: a confident "ok" (gap inf, nothing dropped) with the wrong dim,
+    # which the part-1 comparison reports as a tolerance bug
+    assert bad.status == "ok" and bad.dim == 3 != ex.dim
+
+
+# Generators of very different sizes. Rescaling a generator by a constant leaves Lie(W) unchanged,
+# but the numeric engine judges level 0 against the largest generator at the point, and a bracket
+# against its cancellation scale, which the big generator's self-brackets ([B, B] = 0, computed as
+# a difference of two equal big terms) dominate. With sizes 1e8–1e10 apart genuine directions fall
+# below rtol with a clean gap: a confident wrong count that only the exact engine exposes.
+def _two_units_model(scale: float):
+    """φ(a) = (scale·a0·a1, a2·a3): two outputs in different units (0 laws under momentum)."""
+    return cf.custom(lambda a: jnp.stack([scale * a[0] * a[1], a[2] * a[3]]), jnp.ones(4))
+
+
+DISPARATE = [(1e8, MomentumFlow(0.0)), (1e10, GradientFlow())]
+DISPARATE_IDS = ["momentum-1e8", "gradient-1e10"]
+
+
+@pytest.mark.parametrize("scale, flow", DISPARATE, ids=DISPARATE_IDS)
+def test_generators_of_very_different_sizes_never_give_a_wrong_ok_with_both(scale, flow):
+    model = _two_units_model(scale)
+    exact = cf.count_laws(model, flow, method="exact")
+    both = cf.count_laws(model, flow, method="both")
+    assert exact.status == "ok"
+    assert both.status != "ok" or both.n_laws == exact.n_laws, both.summary()
+
+
+@pytest.mark.parametrize("scale, flow", DISPARATE, ids=DISPARATE_IDS)
+def test_numeric_engine_is_not_fooled_by_rescaled_generators(scale, flow):
+    model = _two_units_model(scale)
+    exact = cf.count_laws(model, flow, method="exact")
+    numeric = cf.count_laws(model, flow, method="numeric")
+    assert numeric.status != "ok" or numeric.n_laws == exact.n_laws, numeric.summary()
+
+
+def test_lie_trace_two_constant_fields_of_very_different_sizes():
+    family = VectorFamily(lambda z, a: jnp.stack([1e10 * a[0], a[1]]), 2, 2)
+    trace = lie_trace(family, np.random.default_rng(0).standard_normal((3, 2)))
+    exact = exact_lie_trace([(Poly.const(10**10), Poly()), (Poly(), Poly.const(1))], 2)
+    assert exact.dim == 2
+    assert trace.status != "ok" or trace.dim == 2, (trace.status, trace.dim, trace.gap)
+
+
+def test_rtol_below_rounding_gives_a_status_not_an_internal_error():
+    model, flow = cf.linear([2, 3, 2]), GradientFlow()
+    try:
+        both = cf.count_laws(model, flow, method="both", rtol=1e-18)
+    except cf.InputError:
+        return  # refusing the tolerance up front is fine too
+    assert both.status != "ok" or both.n_laws == cf.count_laws(model, flow, method="exact").n_laws

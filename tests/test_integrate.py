@@ -288,6 +288,14 @@ def test_drift_report_floor_scales_and_unmoved_trajectories():
     assert rep.laws["bad"].max_relative == pytest.approx(0.4)
     zero = rep.laws["zero"]  # h(0) = 0: relative to ‖θ(0)‖² = 4
     assert zero.scale_kind == "‖θ(0)‖²" and zero.max_relative == pytest.approx(2e-6 / 4)
+    # a law's own error estimate beats the reference floor (here a poorly conditioned one)
+    err = {"bad": np.full(T, 0.1), "good": np.full(T, 1e-12)}
+    values2 = {**values, "known": np.array([1e-9, 2e-9, 1e-9, 1e-9, 1e-9])}
+    rep2 = drift.drift_report(_fake_result(values2, [0, 0.1, 0.2, 0.3, 0.4], error=err),
+                              reference="known")
+    assert rep2.reference_floor == pytest.approx(1.0)
+    assert rep2.laws["good"].verdict == "drifts"  # 3.3e-10 > 10 × its error 3.3e-13
+    assert rep2.laws["bad"].verdict == "conserved"  # 0.4 ≤ 10 × its error 0.1
     still = drift.drift_report(_fake_result(values, np.zeros(T)), reference="known")
     assert not still.moved and still.laws["bad"].verdict == "not moved"
     assert "did NOT move" in still.summary()

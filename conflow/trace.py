@@ -370,14 +370,17 @@ def _generator_weights(
     P, n, m = points.shape[0], family.state_dim, family.n_coeffs
     if P * m * n > _BALANCE_MAX_FLOATS:
         return None
-    every = jax.vmap(jax.vmap(family.field, in_axes=(None, 0)), in_axes=(0, None))
+    # The field is linear in a, so its Jacobian in a, (n, m), holds every generator as a column:
+    # n reverse passes or m forward ones, whichever is fewer (ReLU path-liftings have m ≫ n).
+    jacobian = jax.jacrev if n < m else jax.jacfwd
+    every = jax.vmap(jacobian(family.field, argnums=1), in_axes=(0, None))
     options = _FAST_COMPILE_OPTIONS if fast_compile else None
     values = np.asarray(jax.jit(every, compiler_options=options)(jnp.asarray(points),
-                                                                  jnp.eye(m)))
+                                                                  jnp.zeros(m)))
     if not np.all(np.isfinite(values)):
         raise InputError("the vector fields are not finite at a generic point: check that φ is "
                          "differentiable there and returns finite values")
-    norms = np.linalg.norm(values, axis=2)
+    norms = np.linalg.norm(values, axis=1)  # (P, m)
     return np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 1.0)
 
 

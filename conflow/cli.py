@@ -55,6 +55,37 @@ def make_flow(name: str, metric: str, tau: float | None):
     return GradientFlow(metric=metric)
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """MODEL DIMS [--bias] [--flow] [--tau] [--metric] [--seed]: shared by the subcommands."""
+    p.add_argument("model", help="linear, relu, factorization, nmf, icnn, product, attention, "
+                   "conv, softmax, resnet, transformer, mlp-relu|tanh|gelu|softplus|silu")
+    p.add_argument("dims", help="comma-separated dimensions, e.g. 3,4,4,3")
+    p.add_argument("--bias", action="store_true", help="biases on hidden neurons (relu, icnn)")
+    p.add_argument("--flow", default="gradient", choices=FLOWS)
+    p.add_argument("--tau", type=float, default=None,
+                   help="momentum damping τ ≥ 0 in θ'' + τθ' = −∇L (default 0)")
+    p.add_argument("--metric", default=None, choices=("euclidean", "entropy"),
+                   help="default: entropy for models with positive blocks (nmf, icnn)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def model_from_args(args):
+    """The `Model` and its default metric name for ``args.model``, ``args.dims``, ``args.bias``."""
+    from .models import get_model
+
+    model = get_model(args.model, parse_dims(args.dims), bias=args.bias)
+    metric = args.metric or ("entropy" if model.positive_mask.any() else "euclidean")
+    return model, metric
+
+
+def model_and_flow(args):
+    """The `Model` and the validated flow object for the shared model arguments."""
+    model, metric = model_from_args(args)
+    flow = make_flow(args.flow, metric, args.tau)
+    flow.validate(model)
+    return model, flow
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from .laws import METHODS
 
@@ -62,17 +93,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     c = sub.add_parser("count", help="count the conservation laws of a model under a flow")
-    c.add_argument("model", help="linear, relu, factorization, nmf, icnn, product, attention, "
-                   "conv, softmax, resnet, transformer, mlp-relu|tanh|gelu|softplus|silu")
-    c.add_argument("dims", help="comma-separated dimensions, e.g. 3,4,4,3")
-    c.add_argument("--bias", action="store_true", help="biases on hidden neurons (relu, icnn)")
-    c.add_argument("--flow", default="gradient", choices=FLOWS)
-    c.add_argument("--tau", type=float, default=None,
-                   help="momentum damping τ ≥ 0 in θ'' + τθ' = −∇L (default 0)")
-    c.add_argument("--metric", default=None, choices=("euclidean", "entropy"),
-                   help="default: entropy for nmf/icnn, euclidean otherwise")
+    add_model_arguments(c)
     c.add_argument("--points", type=int, default=3, help="generic points (default 3)")
-    c.add_argument("--seed", type=int, default=0)
     c.add_argument("--max-depth", type=int, default=None,
                    help="deepest bracket level (default 6 numeric, 30 exact)")
     c.add_argument("--method", default="auto", choices=METHODS,
@@ -111,13 +133,9 @@ def _count(args) -> int:
     from .distributed import initialize
     from .from_model import SampledModel, count_laws_from_model
     from .laws import count_laws
-    from .models import get_model
 
-    dims = parse_dims(args.dims)
     multi = initialize(args.coordinator, args.num_processes, args.process_id)
-    model = get_model(args.model, dims, bias=args.bias)
-    metric = args.metric or ("entropy" if model.positive_mask.any() else "euclidean")
-    flow = make_flow(args.flow, metric, args.tau)
+    model, flow = model_and_flow(args)
     if args.points < 1:
         raise InputError(f"--points must be >= 1, got {args.points}")
     if args.max_depth is not None and args.max_depth < 0:

@@ -24,19 +24,10 @@ import json
 
 from .errors import InputError
 
-FLOWS = ("gradient", "momentum", "nesterov")
-
-
 def _common(p) -> None:
-    p.add_argument("model", help="linear, relu, factorization, nmf, icnn, product")
-    p.add_argument("dims", help="comma-separated dimensions, e.g. 3,4,4,3")
-    p.add_argument("--bias", action="store_true", help="biases on hidden neurons (relu, icnn)")
-    p.add_argument("--flow", default="gradient", choices=FLOWS)
-    p.add_argument("--tau", type=float, default=None,
-                   help="momentum damping τ ≥ 0 in θ'' + τθ' = −∇L (default 0)")
-    p.add_argument("--metric", default=None, choices=("euclidean", "entropy"),
-                   help="default: entropy for nmf/icnn, euclidean otherwise")
-    p.add_argument("--seed", type=int, default=0)
+    from .cli import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
@@ -74,17 +65,6 @@ def run(args) -> int:
     return run_verify(args) if args.command == "verify" else run_laws(args)
 
 
-def _setup(args):
-    from .cli import make_flow, parse_dims
-    from .models import get_model
-
-    model = get_model(args.model, parse_dims(args.dims), bias=args.bias)
-    metric = args.metric or ("entropy" if model.positive_mask.any() else "euclidean")
-    flow = make_flow(args.flow, metric, args.tau)
-    flow.validate(model)
-    return model, flow
-
-
 def default_degree(flow) -> int:
     """2 (gradient, τ = 0), 3 (τ > 0: s·bilinear), 5 (Nesterov: t³·bilinear)."""
     tau = getattr(flow, "tau", 0.0)
@@ -105,7 +85,9 @@ def _degree(args, flow) -> int:
 def run_laws(args) -> int:
     from .polynomial_laws import polynomial_laws
 
-    model, flow = _setup(args)
+    from .cli import model_and_flow
+
+    model, flow = model_and_flow(args)
     basis = polynomial_laws(model, flow, _degree(args, flow), homogeneous=args.homogeneous,
                             seed=args.seed, count=not args.no_count)
     print(json.dumps(basis.to_json()) if args.json else basis.summary(all_laws=args.all))
@@ -120,7 +102,9 @@ def run_verify(args) -> int:
         raise InputError(f"--points must be >= 1, got {args.points}")
     if args.steps < 4 or args.inits < 1:
         raise InputError("--steps must be >= 4 and --inits >= 1")
-    model, flow = _setup(args)
+    from .cli import model_and_flow
+
+    model, flow = model_and_flow(args)
     law = compile_law(args.law, model, flow)  # every syntax / name error before any work
     known = None
     if not args.no_known:

@@ -28,7 +28,6 @@ import json
 import sys
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -214,12 +213,10 @@ def _parse_lrs(text: str) -> list[float]:
 
 
 def run(args) -> int:
-    from .cli import make_flow, parse_dims
-    from .drift import drift_report, loglog_slope
-    from .models import get_model
+    from .cli import make_flow, model_from_args
+    from .drift import loglog_slope
 
-    model = get_model(args.model, parse_dims(args.dims), bias=args.bias)
-    metric = args.metric or ("entropy" if model.positive_mask.any() else "euclidean")
+    model, metric = model_from_args(args)
     if args.samples < 1:
         raise InputError(f"--samples must be >= 1, got {args.samples}")
     if args.activation is not None and model.name not in ("relu", "icnn"):

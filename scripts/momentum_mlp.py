@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     cf.plot_drift_vs_step(deltas, drifts, path=fig2, xlabel="step δ",
                           ylabel="relative drift at T_max",
                           title=f"GD on {model.label}, T_max = {args.T:g}")
-    print(f"log-log slopes of the drift at T_max against δ: "
+    print("log-log slopes of the drift at T_max against δ: "
           + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items())
           + " (MATH.md §5 bounds the drift by O(δ) at a fixed horizon)")
     with open(os.path.join(args.out, "momentum_mlp.json"), "w") as fh:

@@ -253,8 +253,8 @@ def transformer(dim: int, d1: int, hidden: int, heads: int = 1, *,
     Block laws (comparison): Q_hQ_hᵀ − K_hK_hᵀ, V_hV_hᵀ − O_hO_hᵀ per head, and
     ‖V[j,:]‖² − ‖U[:,j]‖² per MLP neuron. CLI: ``transformer dim,d1,hidden[,heads]`` (3 tokens).
     """
-    dims = check_dims("transformer", (dim, d1, hidden, heads, tokens), exact=5,
-                      meaning="(dim, d1, hidden, heads, tokens)")
+    check_dims("transformer", (dim, d1, hidden, heads, tokens), exact=5,
+               meaning="(dim, d1, hidden, heads, tokens)")
     model = from_model(TransformerApply(), transformer_params(dim, d1, hidden, heads),
                        n_inputs=n_inputs, input_shape=(tokens, dim), seed=seed,
                        name="transformer")

@@ -37,6 +37,9 @@ import sys
 import time
 from pathlib import Path
 
+from fresh_process import env as _env
+from fresh_process import last_json as _last_json
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_OUT = HERE / "results" / "bench_exact.json"
@@ -94,17 +97,6 @@ print(json.dumps(out))
 """
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
-
-def _last_json(text: str) -> dict:
-    for line in reversed(text.strip().splitlines()):
-        if line.strip().startswith("{"):
-            return json.loads(line)
-    raise ValueError("no JSON object on stdout")
 
 
 def run_count(case: dict, method: str, timeout: float) -> dict:

@@ -29,10 +29,12 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from fresh_process import last_json as _last_json
+from fresh_process import run as _run
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -72,30 +74,7 @@ print(json.dumps(s))
 """
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
 
-
-def _run(cmd: list[str], timeout: float | None) -> dict:
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True,
-                           timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"timeout": True, "wall": time.perf_counter() - t0, "rc": None, "out": "",
-                "err": ""}
-    return {"timeout": False, "wall": time.perf_counter() - t0, "rc": p.returncode,
-            "out": p.stdout, "err": p.stderr}
-
-
-def _last_json(text: str):
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            return json.loads(line)
-    raise ValueError("no JSON object on stdout")
 
 
 def _parse(r: dict, timeout: float | None) -> tuple[dict | None, str | None]:

@@ -1,0 +1,44 @@
+"""Run a command in a fresh Python process and time it (imports and compilation included).
+
+Shared by the benchmark scripts, which run as ``python benchmarks/bench_*.py`` (this folder is
+then on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env() -> dict:
+    """The current environment with the repository on PYTHONPATH."""
+    out = dict(os.environ)
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), out.get("PYTHONPATH")) if p)
+    return out
+
+
+def run(cmd: list[str], timeout: float | None) -> dict:
+    """Run ``cmd`` in a fresh process: wall seconds, exit code, stdout, stderr, or a timeout."""
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"timeout": True, "wall": time.perf_counter() - t0, "rc": None, "out": "",
+                "err": ""}
+    return {"timeout": False, "wall": time.perf_counter() - t0, "rc": p.returncode,
+            "out": p.stdout, "err": p.stderr}
+
+
+def last_json(text: str):
+    """The last line of ``text`` that is a JSON object."""
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("no JSON object on stdout")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from fresh_process import last_json as _last_json
 from fresh_process import run as _run
+from fresh_process import run_json
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -67,15 +68,8 @@ def run_conflow(kind: str, dims, bias: bool, timeout: float | None) -> dict:
     cmd = [sys.executable, "-m", "conflow", "count", kind, ",".join(map(str, dims)), "--json"]
     if bias:
         cmd.insert(-1, "--bias")
-    r = _run(cmd, timeout)
-    out = {"wall_s": r["wall"], "timeout": r["timeout"], "rc": r["rc"], "error": None}
-    if r["timeout"]:
-        out["error"] = f"timed out after {timeout:.0f} s"
-        return out
-    try:
-        j = _last_json(r["out"])
-    except ValueError as exc:
-        out["error"] = f"{exc}; rc {r['rc']}; stderr: {r['err'].strip()[-300:]}"
+    out, j = run_json(cmd, timeout)
+    if j is None:
         return out
     out.update({k: j.get(k) for k in ("D", "n_laws", "status", "reason", "gap", "depth",
                                        "dim_lie", "seconds")})
@@ -133,16 +127,9 @@ def _judge(row: dict) -> None:
 
 def run_reproduce(timeout: float) -> dict:
     cmd = [sys.executable, "-m", "conflow", "reproduce", "--json", "--no-progress"]
-    r = _run(cmd, timeout)
-    out = {"wall_s": r["wall"], "rc": r["rc"], "timeout": r["timeout"], "error": None,
-           "protocols": {}}
-    if r["timeout"]:
-        out["error"] = f"timed out after {timeout:.0f} s"
-        return out
-    try:
-        j = _last_json(r["out"])
-    except ValueError as exc:
-        out["error"] = f"{exc}; rc {r['rc']}; stderr: {r['err'].strip()[-300:]}"
+    out, j = run_json(cmd, timeout)
+    out["protocols"] = {}
+    if j is None:
         return out
     s = j["summary"]
     out.update({"cases": s["cases"], "matches": s["matches"], "seconds": s["seconds"]})

@@ -42,3 +42,17 @@ def last_json(text: str):
         if line.startswith("{"):
             return json.loads(line)
     raise ValueError("no JSON object on stdout")
+
+
+def run_json(cmd: list[str], timeout: float | None) -> tuple[dict, dict | None]:
+    """`run` and parse the last JSON line: (wall/rc/timeout/error record, JSON or ``None``)."""
+    r = run(cmd, timeout)
+    record = {"wall_s": r["wall"], "timeout": r["timeout"], "rc": r["rc"], "error": None}
+    if r["timeout"]:
+        record["error"] = f"timed out after {timeout:.0f} s"
+        return record, None
+    try:
+        return record, last_json(r["out"])
+    except ValueError as exc:
+        record["error"] = f"{exc}; rc {r['rc']}; stderr: {r['err'].strip()[-300:]}"
+        return record, None

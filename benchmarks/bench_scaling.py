@@ -1,17 +1,29 @@
-"""Time and peak memory of a gradient-flow count against the number of parameters D.
+"""Time and peak memory of a count against the number of parameters D; sharding speed-up.
 
-    python benchmarks/bench_scaling.py [--quick] [--plot scaling.png]
+    python benchmarks/bench_scaling.py [--quick] [--only FAMILY] [--skip-sharding]
+                                       [--plot scaling.png]
 
 Each count runs in a fresh process (imports and compilation included); peak memory is the child's
-maximum resident set size. The fitted exponent is the least-squares slope of log(time) against
-log(D) over the cases with D ≥ 500 (where the O(D³) complement linear algebra dominates). Same-run
-baseline: the smallest case of each family (ratios t(D) / t(D_min) are printed).
+maximum resident set size. Families:
+
+- ``linear dense`` / ``relu dense``: gradient flow, the dense engine (D ≤ 2,000).
+- ``linear streamed`` / ``relu streamed``: gradient flow, the streamed engine, up to
+  D = 10,000 (linear [w, w/2, w]) and D = 10,322 (ReLU [784, h, 10], MNIST-shaped).
+  Targets: under 5 minutes and 8 GB at D ≥ 10,000.
+- ``momentum``: heavy-ball flow at D = 1,000 (state 2,001), linear and ReLU [20, 25, 20].
+  Target: under 10 minutes.
+
+The fitted exponent is the least-squares slope of log(time) against log(D) over a family's cases
+with D ≥ 500. Same-run baselines: the smallest case of each family (t / t_min), the dense engine
+against the streamed one on the same model (``crossover``), and one device against four forced
+host devices (``sharding``, XLA_FLAGS=--xla_force_host_platform_device_count=4).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,74 +31,157 @@ import numpy as np
 from fresh_process import ROOT, last_json, run
 
 SCRIPT = """
-import json, resource, sys, time
+import json, resource, sys
 import conflow as cf
-kind, dims = sys.argv[1], [int(x) for x in sys.argv[2].split(",")]
+kind, dims, flow, algorithm, devices = sys.argv[1:6]
+dims = [int(x) for x in dims.split(",")]
 model = cf.linear(dims) if kind == "linear" else cf.relu(dims)
-result = cf.count_laws(model)
-print(json.dumps({"D": model.D, "n_laws": result.n_laws, "status": result.status,
-                  "gap": result.gap, "seconds": result.seconds,
+flow = cf.MomentumFlow(0.5) if flow == "momentum" else None
+result = cf.count_laws(model, flow, algorithm=algorithm,
+                       devices=None if devices == "all" else int(devices))
+print(json.dumps({"D": model.D, "state_dim": result.state_dim, "n_laws": result.n_laws,
+                  "status": result.status, "gap": result.gap, "seconds": result.seconds,
+                  "method": result.method, "depth": result.depth,
+                  "algorithm": result.trace.algorithm if result.trace else None,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
-CASES = {
-    "linear": [[w] * 6 for w in (5, 8, 12, 16, 20)],  # D = 5 w²: 125 … 2000
-    "relu": [[w, w, w, 4] for w in (8, 12, 18, 24, 30)],  # D = 2 w² + 4 w: 160 … 1920
+GRADIENT, MOMENTUM = "gradient", "momentum"
+FAMILIES = {
+    "linear dense": [("linear", [w] * 6, GRADIENT, "dense") for w in (5, 8, 12, 16, 20)],
+    "relu dense": [("relu", [w, w, w, 4], GRADIENT, "dense") for w in (8, 12, 18, 24, 30)],
+    "linear streamed": [("linear", [w, w // 2, w], GRADIENT, "streamed")
+                        for w in (40, 60, 80, 100)],  # D = w²: 1,600 … 10,000
+    "relu streamed": [("relu", [784, h, 10], GRADIENT, "streamed")
+                      for h in (2, 4, 8, 13)],  # D = 794 h: 1,588 … 10,322
+    "momentum": [("linear", [20, 25, 20], MOMENTUM, "auto"),
+                 ("relu", [20, 25, 20], MOMENTUM, "auto")],  # D = 1,000, state 2,001
 }
+# (seconds, MB) targets of the issue, for the cases they apply to.
+TARGETS = {GRADIENT: (300, 8000), MOMENTUM: (600, None)}
+CROSSOVER = [("relu", [40, 40, 40, 4], GRADIENT, alg) for alg in ("dense", "streamed")]
+SHARDING_CASE = ("relu", [24, 24, 24, 4], GRADIENT, "dense")
 
 
 def fit_exponent(D: list[int], t: list[float]) -> float | None:
     pts = [(d, s) for d, s in zip(D, t) if d >= 500]
-    if len(pts) < 2:
+    if len({d for d, _ in pts}) < 2:
         return None
     x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
     return float(np.polyfit(x, y, 1)[0])
 
 
+def count(case: tuple, devices: str = "all", env: dict | None = None) -> dict | None:
+    kind, dims, flow, algorithm = case
+    cmd = [sys.executable, "-c", SCRIPT, kind, ",".join(map(str, dims)), flow, algorithm,
+           devices]
+    proc = run(cmd, 1800, env)
+    if proc["rc"] != 0:
+        print(f"{kind}{dims} {flow} {algorithm}: failed\n{proc['err'][-800:]}")
+        return None
+    return {"kind": kind, "dims": dims, "flow": flow, "wall": proc["wall"],
+            **last_json(proc["out"])}
+
+
+def target_met(row: dict) -> str:
+    big = row["D"] >= 10_000 if row["flow"] == GRADIENT else row["state_dim"] >= 2001
+    if not big:
+        return "-"
+    seconds, mb = TARGETS[row["flow"]]
+    ok = (row["status"] == "ok" and row["wall"] < seconds
+          and (mb is None or row["peak_mb"] < mb))
+    return f"{'yes' if ok else 'NO'} (<{seconds}s" + (f", <{mb}MB)" if mb else ")")
+
+
+HEADER = (f"{'case':<40} {'D':>6} {'laws':>6} {'status':<10} {'gap':>9} {'wall s':>8} "
+          f"{'count s':>8} {'peak MB':>8} {'t/t_min':>8}  target")
+
+
+def print_row(label: str, row: dict, base: dict) -> None:
+    print(f"{label:<40} {row['D']:>6} {row['n_laws']!s:>6} {row['status']:<10} "
+          f"{row['gap']:>9.1e} {row['wall']:>8.1f} {row['seconds']:>8.1f} "
+          f"{row['peak_mb']:>8.0f} {row['wall'] / base['wall']:>7.1f}x  {target_met(row)}")
+
+
+def sharding_speedup() -> dict:
+    """One device against four forced host devices, same model, fresh processes."""
+    four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    rows = {"1 device": count(SHARDING_CASE, "1", four),
+            "4 devices": count(SHARDING_CASE, "4", four)}
+    if None in rows.values():
+        return {"rows": rows}
+    one, many = rows["1 device"], rows["4 devices"]
+    same = (one["n_laws"], one["status"]) == (many["n_laws"], many["status"])
+    speedup = one["seconds"] / many["seconds"]
+    print(f"sharding {SHARDING_CASE[0]}{SHARDING_CASE[1]}: 1 device {one['seconds']:.1f} s, "
+          f"4 host devices {many['seconds']:.1f} s: speed-up {speedup:.2f}x "
+          f"(on {os.cpu_count()} cores); same count: {same}")
+    return {"rows": rows, "speedup": speedup, "same_count": same, "cores": os.cpu_count()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the two smallest cases of each family")
+    ap.add_argument("--only", action="append", choices=list(FAMILIES), help="repeatable")
+    ap.add_argument("--skip-sharding", action="store_true")
+    ap.add_argument("--skip-crossover", action="store_true")
     ap.add_argument("--plot", default=None, help="write a log–log plot (needs matplotlib)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/bench_scaling.json"))
     args = ap.parse_args()
-    results = {}
-    print(f"{'case':<28} {'D':>6} {'laws':>6} {'status':<10} {'gap':>9} {'wall s':>8} "
-          f"{'count s':>8} {'peak MB':>8} {'t/t_min':>8}")
-    for kind, cases in CASES.items():
+    results: dict = {"cpu_count": os.cpu_count(), "families": {}}
+    print(HEADER)
+    for family in args.only or FAMILIES:
         rows = []
-        for dims in cases[:2] if args.quick else cases:
-            proc = run([sys.executable, "-c", SCRIPT, kind, ",".join(map(str, dims))], 1800)
-            if proc["rc"] != 0:
-                print(f"{kind}{dims}: failed\n{proc['err'][-800:]}")
-                continue
-            row = {"kind": kind, "dims": dims, "wall": proc["wall"], **last_json(proc["out"])}
-            rows.append(row)
-            ratio = row["wall"] / rows[0]["wall"]
-            print(f"{kind + str(dims):<28} {row['D']:>6} {row['n_laws']!s:>6} {row['status']:<10} "
-                  f"{row['gap']:>9.1e} {row['wall']:>8.2f} {row['seconds']:>8.2f} "
-                  f"{row['peak_mb']:>8.0f} {ratio:>7.1f}x")
+        for case in FAMILIES[family][:2] if args.quick else FAMILIES[family]:
+            row = count(case)
+            if row is not None:
+                rows.append(row)
+                dims = ",".join(map(str, case[1]))
+                print_row(f"{family}: {case[0]}[{dims}]", row, rows[0])
         exponent = fit_exponent([r["D"] for r in rows], [r["seconds"] for r in rows])
-        results[kind] = {"rows": rows, "exponent": exponent}
-        print(f"  {kind}: time ~ D^{exponent:.2f} for D ≥ 500" if exponent else "")
+        results["families"][family] = {"rows": rows, "exponent": exponent}
+        if exponent is not None:
+            print(f"  {family}: time ~ D^{exponent:.2f} for D ≥ 500")
+    if not (args.quick or args.skip_crossover or args.only):
+        rows = [count(case) for case in CROSSOVER]
+        if None not in rows:
+            print(f"crossover {CROSSOVER[0][0]}{CROSSOVER[0][1]} (D = {rows[0]['D']}): dense "
+                  f"{rows[0]['seconds']:.1f} s / {rows[0]['peak_mb']:.0f} MB, streamed "
+                  f"{rows[1]['seconds']:.1f} s / {rows[1]['peak_mb']:.0f} MB")
+        results["crossover"] = rows
+    if not (args.skip_sharding or args.only):
+        results["sharding"] = sharding_speedup()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}")
     if args.plot:
-        import matplotlib.pyplot as plt
+        plot(results["families"], args.plot)
+    failed = [r for fam in results["families"].values() for r in fam["rows"]
+              if target_met(r).startswith("NO")]
+    return 1 if failed else 0
 
-        fig, ax = plt.subplots(figsize=(5, 4))
-        for kind, res in results.items():
-            D = [r["D"] for r in res["rows"]]
-            ax.loglog(D, [r["seconds"] for r in res["rows"]], "o-",
-                      label=f"{kind} (slope {res['exponent']:.2f})" if res["exponent"] else kind)
-        ax.set_xlabel("D (parameters)")
-        ax.set_ylabel("count_laws seconds (compile included)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=120)
-        print(f"wrote {args.plot}")
-    return 0
+
+def plot(families: dict, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for family, res in families.items():
+        if not res["rows"]:
+            continue
+        D = [r["D"] for r in res["rows"]]
+        slope = f" (slope {res['exponent']:.2f})" if res["exponent"] else ""
+        if res["rows"][0]["flow"] == MOMENTUM:
+            slope += " (state 2D+1)"
+        ax.loglog(D, [r["seconds"] for r in res["rows"]], "o-", label=family + slope)
+    ax.axhline(300, color="grey", ls="--", lw=0.8)
+    ax.text(110, 320, "5 min", color="grey", fontsize=8)
+    ax.set_xlabel("D (parameters)")
+    ax.set_ylabel("count_laws seconds (compile included)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -22,12 +22,13 @@ def env() -> dict:
     return out
 
 
-def run(cmd: list[str], timeout: float | None) -> dict:
-    """Run ``cmd`` in a fresh process: wall seconds, exit code, stdout, stderr, or a timeout."""
+def run(cmd: list[str], timeout: float | None, extra_env: dict | None = None) -> dict:
+    """Run ``cmd`` in a fresh process (``extra_env`` added to its environment): wall seconds,
+    exit code, stdout, stderr, or a timeout."""
     t0 = time.perf_counter()
     try:
-        p = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True,
-                           timeout=timeout)
+        p = subprocess.run(cmd, cwd=ROOT, env={**env(), **(extra_env or {})},
+                           capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"timeout": True, "wall": time.perf_counter() - t0, "rc": None, "out": "",
                 "err": ""}

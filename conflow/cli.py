@@ -88,6 +88,7 @@ def model_and_flow(args):
 
 def _build_parser() -> argparse.ArgumentParser:
     from .laws import METHODS
+    from .trace import ALGORITHMS, DENSE_MAX_DIM
 
     parser = _Parser(prog="conflow", description="Conservation laws of training flows.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -104,6 +105,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="shard the numeric engine over N devices (default: all)")
     c.add_argument("--dtype", default="float64", choices=("float64", "float32"),
                    help="numeric precision (float32 warns: the gap may not separate)")
+    c.add_argument("--algorithm", default="auto", choices=ALGORITHMS,
+                   help="numeric linear algebra: dense (one SVD per level), streamed (blocks "
+                        "added to a trace basis, O(D r) memory), auto (streamed above "
+                        f"state dim {DENSE_MAX_DIM})")
     c.add_argument("--coordinator", default=None,
                    help="HOST:PORT of process 0 for a multi-process run (jax.distributed)")
     c.add_argument("--num-processes", type=int, default=None)
@@ -142,7 +147,7 @@ def _count(args) -> int:
         raise InputError(f"--max-depth must be >= 0, got {args.max_depth}")
     method = "exact" if args.exact else args.method
     options = dict(method=method, points=args.points, seed=args.seed, max_depth=args.max_depth,
-                   devices=args.devices, dtype=args.dtype)
+                   devices=args.devices, dtype=args.dtype, algorithm=args.algorithm)
     if isinstance(model, SampledModel):  # counted on inputs: recount on twice as many
         sampled = count_laws_from_model(model, flow=flow, **options)
         extra = sampled.to_json()

@@ -23,8 +23,9 @@ from .models.base import Model
 from .rank import DEFAULT_MIN_GAP
 from .trace import OK, LieTrace, lie_trace
 
-
 METHODS = ("auto", "numeric", "exact", "both")
+# method="auto" uses the exact engine for momentum flows up to this state dimension (D ≤ 100).
+EXACT_AUTO_MAX_STATE = 201
 DISAGREE = "disagree"
 
 
@@ -103,6 +104,7 @@ class LawCount:
                 "point_dims": list(t.point_dims),
                 "numeric_depth": t.depth,
                 "dtype": t.dtype,
+                "algorithm": t.algorithm,
             })
         if self.exact is not None:
             e = self.exact
@@ -132,7 +134,7 @@ class LawCount:
             fmt = lambda xs: " ".join(f"{x:.2e}" for x in xs) or "-"  # noqa: E731
             ranks = " → ".join(str(r[0]) if len(set(r)) == 1 else str(r) for r in t.ranks)
             lines += [
-                f"  numeric: rank per level {ranks} (depth {t.depth})",
+                f"  numeric ({t.algorithm}, {t.dtype}): rank per level {ranks} (depth {t.depth})",
                 f"  σ around the cut: {fmt(t.kept_tail)} | {fmt(t.dropped_head)}   "
                 f"gap {t.gap:.2e}; {t.n_agree}/{t.points.shape[0]} points agree",
             ]
@@ -168,6 +170,7 @@ def count_laws(
     min_gap: float = DEFAULT_MIN_GAP,
     devices: int | None = None,
     dtype: str = "float64",
+    algorithm: str = "auto",
 ) -> LawCount:
     """Count the conservation laws of ``model`` under ``flow`` (default: Euclidean gradient flow).
 
@@ -178,11 +181,14 @@ def count_laws(
     - ``"exact"``: polynomial brackets, ranks modulo two 61-bit primes (`conflow.exact`); needs a
       polynomial φ and a named metric;
     - ``"both"``: both, and status ``disagree`` if they differ (a bug in one of the engines);
-    - ``"auto"`` (default): numeric for gradient flows; exact for momentum flows of polynomial
-      models (their Lie algebras need brackets of depth 6–10), numeric otherwise.
+    - ``"auto"`` (default): numeric for gradient flows; exact for momentum flows of small
+      polynomial models (state dim ≤ ``EXACT_AUTO_MAX_STATE``: their Lie algebras need brackets
+      of depth 6–10, and the exact engine's modular matrices grow as state_dim² × generators),
+      numeric otherwise.
 
-    The numeric engine shards its bracket batches over ``devices`` local devices (default all)
-    and evaluates them in ``dtype`` (float64; float32 only on request, with a warning).
+    The numeric engine shards its bracket batches over ``devices`` local devices (default all),
+    evaluates them in ``dtype`` (float64; float32 only on request, with a warning) and cuts the
+    levels by ``algorithm`` (``dense``, ``streamed`` or ``auto``; see `lie_trace`).
     ``max_depth`` defaults to 6 for the numeric engine (each level roughly doubles the compiled
     program) and 30 for the exact one; a trace still growing there is ``not_converged``.
     """
@@ -195,14 +201,16 @@ def count_laws(
     flow.validate(model)
     if method == "auto":
         momentum = isinstance(flow, MomentumFlow)
-        exact_ok = momentum and isinstance(flow.metric, str) and _is_polynomial(model)
+        exact_ok = (momentum and isinstance(flow.metric, str)
+                    and flow.state_dim(model) <= EXACT_AUTO_MAX_STATE and _is_polynomial(model))
         method = "exact" if exact_ok else "numeric"
 
     trace = exact = None
     if method in ("numeric", "both"):
         z = flow.sample_points(model, seed, points)
         trace = lie_trace(flow.family(model), z, seed=seed, max_depth=max_depth or 6,
-                          rtol=rtol, min_gap=min_gap, devices=devices, dtype=dtype)
+                          rtol=rtol, min_gap=min_gap, devices=devices, dtype=dtype,
+                          algorithm=algorithm)
     if method in ("exact", "both"):
         exact = _exact_trace(model, flow, seed, max_depth or 30)
 

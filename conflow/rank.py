@@ -65,8 +65,9 @@ def cut_spectrum(singular_values: np.ndarray, rtol: float = DEFAULT_RTOL) -> Ran
     return RankCut(r, kept, dropped)
 
 
-def row_space_svd(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Singular values σ (descending) and all right singular vectors Vᵀ (c, c) of ``rows (S, c)``.
+def row_space_svd(rows: np.ndarray, full: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values σ (descending) and right singular vectors Vᵀ of ``rows (S, c)``: all c of
+    them, shape (c, c), or with ``full=False`` the first min(S, c), shape (min(S, c), c).
 
     Tall stacks are first reduced to their c × c triangular factor R (rows = QR has the same σ
     and right singular vectors), which is cheaper and avoids forming U. The stack is rescaled to
@@ -77,14 +78,14 @@ def row_space_svd(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     c = rows.shape[1]
     size = float(np.max(np.abs(rows))) if rows.size else 0.0
     if size == 0.0:
-        return np.zeros(min(rows.shape)), np.eye(c)
+        return np.zeros(min(rows.shape)), np.eye(c)[: c if full else min(rows.shape)]
     a = rows / size
     if a.shape[0] > c:
         a = np.linalg.qr(a, mode="r")
     try:
-        _, sigma, vt = np.linalg.svd(a, full_matrices=True)
+        _, sigma, vt = np.linalg.svd(a, full_matrices=full)
     except np.linalg.LinAlgError:
-        _, sigma, vt = (np.asarray(x) for x in jnp.linalg.svd(jnp.asarray(a), full_matrices=True))
+        _, sigma, vt = (np.asarray(x) for x in jnp.linalg.svd(jnp.asarray(a), full_matrices=full))
     return sigma * size, vt
 
 

@@ -7,13 +7,17 @@ increasing sequence of MATH.md §1.6,
 
 and tracks its trace W_k(z) ⊆ R^n at P random generic points z. Level k is spanned by the
 right-nested brackets ad_{G(a_0)}⋯ad_{G(a_{k-1})}G(a_k) (multilinear in the a's), so random
-Gaussian coefficient samples give generic elements; S ≥ (remaining dimension) + margin samples span
+coefficients with a density (uniform, unit variance) give generic elements; S ≥ (remaining dimension) + margin samples span
 the level's trace with probability one.
 
-At each point the engine keeps an orthonormal basis B of the complement of the trace found so far.
-A level's samples are normalised by their cancellation scale (see `conflow.rank`), projected onto
-B, and their singular values σ decide how many new directions the level adds (σ > rtol). Kept
-directions leave B. The construction stops when a level adds no direction at any point
+Two algorithms cut the levels, with the same evidence. ``dense`` (small n): at each point an
+orthonormal basis B of the complement of the trace found so far; a level's samples are normalised
+by their cancellation scale (see `conflow.rank`), projected onto B, and their singular values σ
+decide how many new directions the level adds (σ > rtol); kept directions leave B. O(n³) time,
+O(n²) memory per point. ``streamed`` (large n): samples come in blocks, and each block's residual
+against the trace found so far is cut the same way and its kept directions join the trace
+(`conflow.trace_basis`, Householder reflectors); a level is complete once a block has samples to
+spare. O(n r²) time and O(n r) memory for a trace of dimension r; no level is ever stacked. The construction stops when a level adds no direction at any point
 (stagnation: then Lie(W)(z) = W_k(z), MATH.md §1.6 criterion 2), when the trace is all of R^n, or at
 the depth cap, where the result is ``not_converged`` and no count is given. The engine is never
 told an expected count.
@@ -49,6 +53,7 @@ from .rank import (
     normalise_rows,
     row_space_svd,
 )
+from .trace_basis import TraceBasis
 
 Array = jax.Array
 
@@ -123,6 +128,8 @@ class LieTrace:
         rtol, min_gap: the thresholds used.
         seconds: total wall time, compilation included.
         dtype: the floating-point type the brackets were evaluated in.
+        algorithm: ``"dense"`` (a level's samples stacked and cut by one SVD) or ``"streamed"``
+            (blocks of samples added to an orthonormal trace basis, `conflow.trace_basis`).
     """
 
     dim: int | None
@@ -143,6 +150,7 @@ class LieTrace:
     min_gap: float = DEFAULT_MIN_GAP
     seconds: float = 0.0
     dtype: str = "float64"
+    algorithm: str = "dense"
 
     @property
     def ranks(self) -> tuple[tuple[int, ...], ...]:
@@ -162,8 +170,12 @@ def _samples_needed(complements: list[np.ndarray], m: int, depth: int) -> int:
     unlucky draws.
     """
     c_max = max(c.shape[0] for c in complements)
-    n_brackets = m ** (depth + 1) if (depth + 1) * math.log2(max(m, 2)) < 62 else c_max
-    return min(c_max, n_brackets) + _margin(c_max)
+    return min(c_max, _n_brackets(m, depth, c_max)) + _margin(c_max)
+
+
+def _n_brackets(m: int, depth: int, cap: int) -> int:
+    """m^(depth+1), the number of right-nested brackets of ``depth``, or ``cap`` if larger."""
+    return m ** (depth + 1) if (depth + 1) * math.log2(max(m, 2)) < 62 else cap
 
 
 def _next_pow2(k: int) -> int:
@@ -194,12 +206,17 @@ def _uses_slow_unoptimised_ops(family: VectorFamily) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _stage_evaluator(field: Family, depth: int, first: int, fast_compile: bool) -> Callable:
+def _stage_evaluator(
+    field: Family, depth: int, first: int, fast_compile: bool, sharding: NamedSharding | None
+) -> Callable:
     """jit(vmap over a flat batch) of a bracket chain of ``depth``, keeping levels ``first..``.
 
-    Signature of the result: ``(z (B, n), coeffs (B, depth + 1, m)) ->
-    (values (B, L, n), scales (B, L))`` for the levels ``first..depth`` (L of them); the batch
-    is (points × samples) flattened, which runs ~10× faster than nested vmaps.
+    Signature of the result: ``(z (P·S, n), coeffs (S, depth + 1, m), weights (P, m) | None) ->
+    (values (P·S, L, n), scales (P·S, L))`` for the levels ``first..depth`` (L of them). The
+    batch is (points × samples) flattened, point-major, which runs ~10× faster than nested
+    vmaps; the S coefficient samples are shared by the P points and tiled on the device, where
+    each point's ``weights`` scale them. With a ``sharding``, the flat batch is split over its
+    devices.
     """
     f = bracket_chain(field, depth)
 
@@ -207,18 +224,23 @@ def _stage_evaluator(field: Family, depth: int, first: int, fast_compile: bool) 
         values, scales = f(z, coeffs)
         return values[first:], scales[first:]
 
+    def evaluate(z, coeffs, weights):
+        n_points = z.shape[0] // coeffs.shape[0]
+        flat = jnp.tile(coeffs, (n_points, 1, 1))
+        if weights is not None:
+            flat = flat * jnp.repeat(weights, coeffs.shape[0], axis=0)[:, None, :]
+        if sharding is not None:
+            flat = jax.lax.with_sharding_constraint(flat, sharding)
+        return jax.vmap(levels)(z, flat)
+
     options = _FAST_COMPILE_OPTIONS if fast_compile else None
-    return jax.jit(jax.vmap(levels), compiler_options=options)
+    return jax.jit(evaluate, compiler_options=options)
 
 
-# Coefficient samples are drawn on the host (no compilation) unless a call needs more floats than
-# this; then on the device, where they are made without a host-to-device copy.
-_HOST_RANDOM_MAX = 1 << 20
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _device_normal(key: Array, shape: tuple[int, ...]) -> Array:
-    return jax.random.normal(key, shape, dtype=jnp.float64)
+# Coefficients are uniform on [-√3, √3] (unit variance): any distribution with a density makes a
+# sample escape every proper subspace of the level's span with probability one, and uniform draws
+# are ~6× cheaper than Gaussian ones (ReLU path-liftings need m ~ 1e5 coefficients per sample).
+_COEFF_HALF_WIDTH = math.sqrt(3.0)
 
 
 def batch_sharding(devices: int | None = None) -> NamedSharding | None:
@@ -244,7 +266,7 @@ def _evaluate_stage(
     rng: np.random.Generator,
     first: int,
     depth: int,
-    complements: list[np.ndarray],
+    n_samples: int,
     fast_compile: bool,
     max_chunk: int,
     max_chunk_floats: int,
@@ -254,56 +276,47 @@ def _evaluate_stage(
     """Random bracket chains of ``depth`` at every point; the levels ``first..depth`` of each.
 
     With a ``sharding``, the flat batch (points × samples) is split over its mesh's devices and
-    the compiled chain runs SPMD on all of them (`batch_sharding`). ``weights (P, m)`` rescale
-    the coefficients at each point (`_generator_weights`).
+    the compiled chain runs SPMD on all of them (`batch_sharding`); every process of a
+    multi-process run draws the same host coefficients and keeps its own shards. ``weights (P, m)``
+    rescale the coefficients at each point (`_generator_weights`).
 
-    Every level of the stage gets S samples: the largest remaining complement plus a margin, or
-    the number of distinct brackets of the deepest level (m^(depth+1)) plus the margin if that is
-    smaller. Either way S exceeds what any level of the stage can add, so no level is starved.
-    Returns ``values (P, S, L, n)`` and ``scales (P, S, L)`` as host arrays.
+    Every level of the stage gets the same S = ``n_samples`` samples. Returns
+    ``values (P, S, L, n)`` and ``scales (P, S, L)`` as host arrays.
     """
     P, m = points.shape[0], family.n_coeffs
-    n_samples = _samples_needed(complements, m, depth)
     per_call = max(1, max_chunk_floats // (P * (depth + 1) * m))
     chunk = min(_next_pow2(n_samples), max_chunk, 1 << (per_call.bit_length() - 1))
     n_dev = 1 if sharding is None else sharding.mesh.size
     chunk = -(-chunk // n_dev) * n_dev  # the flat batch P * chunk splits evenly over devices
-    evaluate = _stage_evaluator(family.field, depth, first, fast_compile)
+    evaluate = _stage_evaluator(family.field, depth, first, fast_compile, sharding)
     multi_process = jax.process_count() > 1
     if sharding is None:
-        put = jnp.asarray
-    elif multi_process:  # every process holds the same host data and keeps its own shards
-        put = lambda x: global_array(np.asarray(x), sharding)  # noqa: E731
-    else:
-        put = lambda x: jax.device_put(x, sharding)  # noqa: E731
+        put = put_replicated = jnp.asarray
+    else:  # the flat batch is split over the devices; coefficients and weights are replicated
+        replicated = NamedSharding(sharding.mesh, PartitionSpec())
+        if multi_process:  # every process holds the same host data and keeps its own shards
+            put = lambda x: global_array(np.asarray(x), sharding)  # noqa: E731
+            put_replicated = lambda x: global_array(np.asarray(x), replicated)  # noqa: E731
+        else:
+            put = lambda x: jax.device_put(x, sharding)  # noqa: E731
+            put_replicated = lambda x: jax.device_put(x, replicated)  # noqa: E731
     z = put(np.repeat(points, chunk, axis=0))  # (P * chunk, n), point-major
-    shape = (P * chunk, depth + 1, m)
-    # Large m: draw on the device (no host-to-device copy), except across processes, where every
-    # process must hold the same host data.
-    on_device = math.prod(shape) > _HOST_RANDOM_MAX and not multi_process
-    w = None if weights is None else np.repeat(weights, chunk, axis=0)[:, None, :]
-    if on_device and w is not None:
-        w = jnp.asarray(w)
+    w = None if weights is None else put_replicated(weights.astype(points.dtype))
     values, scales = [], []
     for _ in range(math.ceil(n_samples / chunk)):
-        if on_device:
-            key = jax.random.PRNGKey(int(rng.integers(2**31)))
-            coeffs = _device_normal(key, shape)
-        else:
-            coeffs = rng.standard_normal(shape)
-        if w is not None:
-            coeffs = coeffs * w
-        coeffs = put(coeffs.astype(points.dtype))
-        v, s = evaluate(z, coeffs)
+        # One draw serves every point (each point's samples are generic on their own), so the
+        # random numbers do not grow with P.
+        coeffs = rng.uniform(-_COEFF_HALF_WIDTH, _COEFF_HALF_WIDTH, (chunk, depth + 1, m))
+        v, s = evaluate(z, put_replicated(coeffs.astype(points.dtype)), w)
         values.append(to_host(v).reshape(P, chunk, *v.shape[1:]))
         scales.append(to_host(s).reshape(P, chunk, -1))
-    values_ = np.concatenate(values, axis=1)
+    values_ = np.concatenate(values, axis=1)[:, :n_samples]
     if not np.all(np.isfinite(values_)):
         raise InputError(
             f"the vector fields are not finite at a generic point (bracket depth ≤ {depth}): "
             "check that φ is differentiable there and returns finite values"
         )
-    return values_, np.concatenate(scales, axis=1)
+    return values_, np.concatenate(scales, axis=1)[:, :n_samples]
 
 
 def _process_level(
@@ -397,6 +410,121 @@ def _check_points(family: VectorFamily, points: Array) -> np.ndarray:
     return points
 
 
+def _dense_levels(
+    evaluate: Callable, P: int, n: int, m: int, max_depth: int, rtol: float
+) -> tuple[list[LevelRecord], list[int], list[float], list[float], bool]:
+    """The levels by stacking: each level's samples projected on the complement, one SVD.
+
+    Returns the level records, the dimension reached at each point, the σ's kept and dropped,
+    and whether the construction stagnated (or filled R^n) before ``max_depth``.
+    """
+    # Orthonormal bases (rows) of the complement of the trace found so far, one per point.
+    complements = [np.eye(n) for _ in range(P)]
+    dims = [0] * P
+    kept: list[float] = []
+    dropped: list[float] = []
+    levels: list[LevelRecord] = []
+    depth = 0
+    while depth <= max_depth:
+        if max(c.shape[0] for c in complements) == 0:  # the trace is R^n at every point
+            return levels, dims, kept, dropped, True
+        # One compiled chain serves the levels depth..stage_depth of this stage; its evaluation
+        # time is booked on the stage's first level. Stages: {0} (the generators, which need the
+        # most samples but no brackets), {1, 2}, then one level at a time (compile time roughly
+        # doubles per level).
+        t_stage = time.perf_counter()
+        stage_depth = min(max_depth, {0: 0, 1: 2}.get(depth, depth))
+        values, scales = evaluate(np.arange(P), depth, stage_depth,
+                                  _samples_needed(complements, m, depth))
+        for level in range(stage_depth - depth + 1):
+            if level and max(c.shape[0] for c in complements) == 0:
+                return levels, dims, kept, dropped, True
+            # All samples are generic, so the first S_j of them serve level j.
+            s_j = _samples_needed(complements, m, depth)
+            record, level_kept, level_dropped = _process_level(
+                depth, values[:, :s_j, level], scales[:, :s_j, level], complements, dims, rtol
+            )
+            if level == 0:
+                record = dataclasses.replace(record, seconds=time.perf_counter() - t_stage)
+            levels.append(record)
+            kept.extend(level_kept)
+            dropped.extend(level_dropped)
+            depth += 1
+            if record.saturated or not any(record.added):
+                return levels, dims, kept, dropped, not record.saturated
+    return levels, dims, kept, dropped, False
+
+
+def _streamed_levels(
+    evaluate: Callable, P: int, n: int, m: int, max_depth: int, rtol: float, block: int
+) -> tuple[list[LevelRecord], list[int], list[float], list[float], bool]:
+    """The levels by streaming: blocks of ``block`` samples extend a `TraceBasis` per point.
+
+    A level is complete at a point once a block leaves enough samples unused (b − k ≥ a spare of
+    min(margin, b/4)): samples are generic, so a block that does not fill has spanned all that
+    the level adds there. Memory is O(r n) per point plus one block; no level is ever stacked.
+    A level adding more than its m^(depth+1) brackets can span has counted rounding noise: it
+    is ``saturated``. Same return as `_dense_levels`.
+    """
+    bases = [TraceBasis(n) for _ in range(P)]
+    scale0 = np.zeros(P)  # depth 0: the largest generator so far at each point
+    kept: list[float] = []
+    dropped: list[float] = []
+    levels: list[LevelRecord] = []
+    for depth in range(max_depth + 1):
+        remaining = [n - basis.rank for basis in bases]
+        c = max(remaining)
+        if c == 0:
+            return levels, [b.rank for b in bases], kept, dropped, True
+        t0 = time.perf_counter()
+        bound = min(c, _n_brackets(m, depth, c))
+        size = min(block, bound + _margin(c))
+        spare = min(_margin(c), max(1, size // 4))
+        added, samples = [0] * P, 0
+        level_kept: list[float] = []
+        level_dropped: list[float] = []
+        saturated = False
+        active = [p for p in range(P) if remaining[p] > 0]
+        while active and not saturated:
+            values, scales = evaluate(np.array(active), depth, depth, size)
+            samples += size
+            still = []
+            for i, p in enumerate(active):
+                v, s = values[i, :, 0], scales[i, :, 0]
+                if depth == 0:  # generators are judged against the largest of them
+                    scale0[p] = max(scale0[p], float(np.max(s)))
+                    s = np.full_like(s, scale0[p])
+                sigma, k = bases[p].extend(normalise_rows(v, s), rtol)
+                added[p] += k
+                level_kept.extend(sigma[:k].tolist())
+                level_dropped.extend(sigma[k:].tolist())
+                saturated = saturated or added[p] > bound
+                if size - k < spare and bases[p].rank < n:
+                    still.append(p)
+            active = still
+        levels.append(LevelRecord(
+            depth=depth,
+            samples=samples,
+            ranks=tuple(b.rank for b in bases),
+            added=tuple(added),
+            sigma_kept=min(level_kept) if level_kept else None,
+            sigma_dropped=max(level_dropped) if level_dropped else None,
+            seconds=time.perf_counter() - t0,
+            saturated=saturated,
+        ))
+        kept.extend(level_kept)
+        dropped.extend(level_dropped)
+        if saturated or not any(added):
+            return levels, [b.rank for b in bases], kept, dropped, not saturated
+    return levels, [b.rank for b in bases], kept, dropped, False
+
+
+# Above this state dimension `lie_trace` streams by default: the dense engine's SVD of a
+# (c + margin) × c stack costs O(n³) time and O(n²) memory per point.
+DENSE_MAX_DIM = 2048
+ALGORITHMS = ("auto", "dense", "streamed")
+
+
 def lie_trace(
     family: VectorFamily,
     points: Array,
@@ -409,6 +537,8 @@ def lie_trace(
     max_chunk_floats: int = 1 << 24,
     devices: int | None = None,
     dtype: str = "float64",
+    algorithm: str = "auto",
+    block: int = 512,
 ) -> LieTrace:
     """dim Lie(W)(z) at each of ``points`` by the level construction W_{k+1} = W_k + [W_0, W_k].
 
@@ -428,6 +558,11 @@ def lie_trace(
             rounding, so the cut moves to ``FLOAT32_RTOL`` unless ``rtol`` is given, matrix
             products run at "highest" precision (no TF32 on GPUs), and a warning says the gap may
             not separate; the result reports the dtype.
+        algorithm: ``"dense"`` stacks each level and cuts it with one SVD: O(n³) time and O(n²)
+            memory per point. ``"streamed"`` adds blocks of ``block`` samples to an orthonormal
+            basis of the trace (`conflow.trace_basis`): O(n r²) time and O(n r) memory for a
+            trace of dimension r. ``"auto"`` (default): dense up to n = ``DENSE_MAX_DIM``.
+        block: samples per block of the streamed algorithm.
 
     Returns:
         A `LieTrace`. The count of conservation laws is ``state_dim - dim``.
@@ -435,6 +570,10 @@ def lie_trace(
     t_start = time.perf_counter()
     if dtype not in ("float64", "float32"):
         raise InputError(f"dtype must be float64 or float32, got {dtype!r}")
+    if algorithm not in ALGORITHMS:
+        raise InputError(f"unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
+    if block < 2:
+        raise InputError(f"block must be >= 2, got {block}")
     if dtype == "float32":
         warnings.warn("float32 brackets: rounding is ~1e-7, so the singular-value gap may not "
                       "separate directions from noise; prefer float64", stacklevel=2)
@@ -447,57 +586,27 @@ def lie_trace(
     n, m = family.state_dim, family.n_coeffs
     if n < 1 or m < 1:
         raise InputError(f"a family needs n >= 1 and m >= 1 (got n={n}, m={m})")
+    if algorithm == "auto":
+        algorithm = "dense" if n <= DENSE_MAX_DIM else "streamed"
     P = points.shape[0]
     rng = np.random.default_rng(seed)
     fast_compile = n <= _FAST_COMPILE_MAX_DIM and not _uses_slow_unoptimised_ops(family)
     sharding = batch_sharding(devices)
-
     weights = _generator_weights(family, points, fast_compile)
+    typed_points = points.astype(dtype)
 
-    # Orthonormal bases (rows) of the complement of the trace found so far, one per point.
-    complements = [np.eye(n) for _ in range(P)]
-    dims = [0] * P
-    kept: list[float] = []
-    dropped: list[float] = []
-    levels: list[LevelRecord] = []
-    converged = False
-
-    depth = 0
-    while depth <= max_depth and not converged:
-        if max(c.shape[0] for c in complements) == 0:  # the trace is R^n at every point
-            converged = True
-            break
-        # One compiled chain serves the levels depth..stage_depth of this stage; its evaluation
-        # time is booked on the stage's first level. Stages: {0} (the generators, which need the
-        # most samples but no brackets), {1, 2}, then one level at a time (compile time roughly
-        # doubles per level).
-        t_stage = time.perf_counter()
-        stage_depth = min(max_depth, {0: 0, 1: 2}.get(depth, depth))
+    def evaluate(which: np.ndarray, first: int, depth: int, n_samples: int):
         with jax.default_matmul_precision("highest"):
-            values, scales = _evaluate_stage(
-                family, points.astype(dtype), rng, depth, stage_depth, complements,
-                fast_compile, max_chunk, max_chunk_floats, sharding, weights,
+            return _evaluate_stage(
+                family, typed_points[which], rng, first, depth, n_samples, fast_compile,
+                max_chunk, max_chunk_floats, sharding, None if weights is None else weights[which],
             )
-        for level in range(stage_depth - depth + 1):
-            if level and max(c.shape[0] for c in complements) == 0:
-                converged = True
-                break
-            # All samples are generic, so the first S_j of them serve level j.
-            s_j = _samples_needed(complements, family.n_coeffs, depth)
-            record, level_kept, level_dropped = _process_level(
-                depth, values[:, :s_j, level], scales[:, :s_j, level], complements, dims, rtol
-            )
-            if level == 0:
-                record = dataclasses.replace(record, seconds=time.perf_counter() - t_stage)
-            levels.append(record)
-            kept.extend(level_kept)
-            dropped.extend(level_dropped)
-            depth += 1
-            if not any(record.added) or record.saturated:
-                converged = not record.saturated
-                break
-        if levels and levels[-1].saturated:
-            break
+
+    if algorithm == "dense":
+        levels, dims, kept, dropped, converged = _dense_levels(evaluate, P, n, m, max_depth, rtol)
+    else:
+        levels, dims, kept, dropped, converged = _streamed_levels(
+            evaluate, P, n, m, max_depth, rtol, block)
 
     values_, counts = np.unique(dims, return_counts=True)
     mode = int(values_[np.argmax(counts)])
@@ -507,8 +616,8 @@ def lie_trace(
     gap = gap_ratio(sigma_r, sigma_r1)
     if levels and levels[-1].saturated:
         status, reason = AMBIGUOUS, (
-            f"level {levels[-1].depth} kept as many directions as it had samples: rounding noise "
-            f"was counted (rtol {rtol:g} is too small)"
+            f"level {levels[-1].depth} kept more directions than its samples can span: "
+            f"rounding noise was counted (rtol {rtol:g} is too small)"
         )
     elif not converged:
         status, reason = NOT_CONVERGED, (
@@ -539,4 +648,5 @@ def lie_trace(
         min_gap=min_gap,
         seconds=time.perf_counter() - t_start,
         dtype=dtype,
+        algorithm=algorithm,
     )

@@ -22,6 +22,12 @@ def test_count_json_contract(capsys):
     assert out["n_laws"] == out["state_dim"] - out["dim_lie"]
 
 
+def test_count_streamed_algorithm(capsys):
+    assert main(["count", "linear", "3,2,4", "--json", "--algorithm", "streamed"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_laws"] == 3 and out["status"] == "ok" and out["algorithm"] == "streamed"
+
+
 def test_count_human_readable(capsys):
     assert main(["count", "relu", "2,3,2", "--bias", "--flow", "gradient"]) == 0
     out = capsys.readouterr().out

@@ -24,12 +24,13 @@ def _count(extra, env=None):
                             env=env)
 
 
-def test_two_processes_match_one():
+@pytest.mark.parametrize("algorithm", ["dense", "streamed"])
+def test_two_processes_match_one(algorithm):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    single = _count([], env)
+    single = _count(["--algorithm", algorithm], env)
     coordinator = f"127.0.0.1:{_free_port()}"
-    procs = [_count(["--coordinator", coordinator, "--num-processes", "2", "--process-id", str(i)],
-                    env) for i in range(2)]
+    procs = [_count(["--algorithm", algorithm, "--coordinator", coordinator, "--num-processes",
+                     "2", "--process-id", str(i)], env) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     one_out, one_err = single.communicate(timeout=600)
     assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in outs]
@@ -40,6 +41,7 @@ def test_two_processes_match_one():
     assert multi["n_laws"] == one["n_laws"] == 12
     assert multi["ranks_per_level"] == one["ranks_per_level"]
     assert multi["status"] == one["status"] == "ok"
+    assert multi["algorithm"] == one["algorithm"] == algorithm
 
 
 @pytest.mark.parametrize(

@@ -72,3 +72,11 @@ def test_count_laws_passes_the_algorithm_through():
     assert res.status == "ok" and res.n_laws == 4 and res.trace.algorithm == "streamed"
     assert res.to_json()["algorithm"] == "streamed"
     np.testing.assert_equal(res.trace.points.shape, (3, cf.relu([3, 4, 2]).D))
+
+
+def test_streamed_float32_counts_with_a_warning():
+    with pytest.warns(UserWarning, match="float32"):
+        res = cf.count_laws(cf.linear([3, 4, 2]), method="numeric", algorithm="streamed",
+                            dtype="float32")
+    assert res.trace.dtype == "float32" and res.trace.algorithm == "streamed"
+    assert res.status == "ok" and res.n_laws == 10  # r(r+1)/2 for hidden width r = 4

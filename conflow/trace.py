@@ -7,8 +7,8 @@ increasing sequence of MATH.md §1.6,
 
 and tracks its trace W_k(z) ⊆ R^n at P random generic points z. Level k is spanned by the
 right-nested brackets ad_{G(a_0)}⋯ad_{G(a_{k-1})}G(a_k) (multilinear in the a's), so random
-coefficients with a density (uniform, unit variance) give generic elements; S ≥ (remaining dimension) + margin samples span
-the level's trace with probability one.
+coefficients with a density (uniform, unit variance) give generic elements; S ≥ (remaining
+dimension) + margin samples span the level's trace with probability one.
 
 Two algorithms cut the levels, with the same evidence. ``dense`` (small n): at each point an
 orthonormal basis B of the complement of the trace found so far; a level's samples are normalised
@@ -17,10 +17,12 @@ decide how many new directions the level adds (σ > rtol); kept directions leave
 O(n²) memory per point. ``streamed`` (large n): samples come in blocks, and each block's residual
 against the trace found so far is cut the same way and its kept directions join the trace
 (`conflow.trace_basis`, Householder reflectors); a level is complete once a block has samples to
-spare. O(n r²) time and O(n r) memory for a trace of dimension r; no level is ever stacked. The construction stops when a level adds no direction at any point
-(stagnation: then Lie(W)(z) = W_k(z), MATH.md §1.6 criterion 2), when the trace is all of R^n, or at
-the depth cap, where the result is ``not_converged`` and no count is given. The engine is never
-told an expected count.
+spare. O(n r²) time and O(n r) memory for a trace of dimension r; no level is ever stacked.
+
+The construction stops when a level adds no direction at any point (stagnation: then
+Lie(W)(z) = W_k(z), MATH.md §1.6 criterion 2), when the trace is all of R^n, or at the depth cap,
+where the result is ``not_converged`` and no count is given. The engine is never told an
+expected count.
 
 Evidence kept: the rank per level and point, the smallest kept σ (σ_r) and the largest dropped σ
 (σ_{r+1}) over all levels and points, their ratio (the gap), the σ's on each side of the cut, and

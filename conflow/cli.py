@@ -114,6 +114,10 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--num-processes", type=int, default=None)
     c.add_argument("--process-id", type=int, default=None)
     c.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    c.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it shows on a terminal once a count runs 2 s)")
+    c.add_argument("--no-escalate", action="store_true",
+                   help="report an ambiguous numeric count without trying to settle it")
 
     r = sub.add_parser("reproduce", help="rerun the papers' experiments blind")
     from .reproduce import PAPERS
@@ -147,7 +151,8 @@ def _count(args) -> int:
         raise InputError(f"--max-depth must be >= 0, got {args.max_depth}")
     method = "exact" if args.exact else args.method
     options = dict(method=method, points=args.points, seed=args.seed, max_depth=args.max_depth,
-                   devices=args.devices, dtype=args.dtype, algorithm=args.algorithm)
+                   devices=args.devices, dtype=args.dtype, algorithm=args.algorithm,
+                   escalate=not args.no_escalate, progress=False if args.no_progress else None)
     if isinstance(model, SampledModel):  # counted on inputs: recount on twice as many
         sampled = count_laws_from_model(model, flow=flow, **options)
         extra = sampled.to_json()

@@ -92,7 +92,15 @@ class GradientFlow(_MetricFlow):
             _, pullback = jax.vjp(phi, theta)
             return inv_metric(theta, pullback(a)[0])
 
-        return VectorFamily(field, model.D, model.d, f"{self.name}/{self.metric_name}")
+        sample_field = None
+        if model.pairing is not None:
+            pairing_grad = jax.grad(model.pairing)
+
+            def sample_field(theta: Array, f: Array) -> Array:
+                return inv_metric(theta, pairing_grad(theta, f))
+
+        return VectorFamily(field, model.D, model.d, f"{self.name}/{self.metric_name}",
+                            sample_field, model.n_pairing_coeffs or None)
 
     def sample_points(self, model: Model, key: Array | int, n: int) -> Array:
         """Generic points of the state space, shape ``(n, D)``."""
@@ -185,20 +193,29 @@ class MomentumFlow(_MetricFlow):
         D, phi, tau = model.D, model.phi, self.tau
         inv_metric = _inverse_metric(self.metric, model)
 
-        def field(z: Array, a: Array) -> Array:
-            s, theta, v = z[0], z[1 : D + 1], z[D + 1 :]
-            rate = 3.0 / s if tau is None else tau  # τ(t), with t = s for Nesterov
-            if tau is None:
-                drift = jnp.concatenate([jnp.ones(1), v, -rate * v])
-            elif tau == 0.0:
-                drift = jnp.concatenate([jnp.ones(1), v, jnp.zeros(D)])
-            else:
-                drift = jnp.concatenate([(tau * s)[None], v, -tau * v])
-            _, pullback = jax.vjp(phi, theta)
-            force = inv_metric(rate * theta + v, pullback(a[1:])[0])
-            return a[0] * drift + jnp.concatenate([jnp.zeros(D + 1), force])
+        def make_field(gradient: Callable[[Array, Array], Array]) -> Callable:
+            # a_0 χ_0 + (0, 0, M(w)^{-1} gradient(θ, a[1:])), gradient = ∂φ(θ)ᵀa or ∇⟨a(f), φ⟩
+            def field(z: Array, a: Array) -> Array:
+                s, theta, v = z[0], z[1 : D + 1], z[D + 1 :]
+                rate = 3.0 / s if tau is None else tau  # τ(t), with t = s for Nesterov
+                if tau is None:
+                    drift = jnp.concatenate([jnp.ones(1), v, -rate * v])
+                elif tau == 0.0:
+                    drift = jnp.concatenate([jnp.ones(1), v, jnp.zeros(D)])
+                else:
+                    drift = jnp.concatenate([(tau * s)[None], v, -tau * v])
+                force = inv_metric(rate * theta + v, gradient(theta, a[1:]))
+                return a[0] * drift + jnp.concatenate([jnp.zeros(D + 1), force])
 
-        return VectorFamily(field, 2 * D + 1, model.d + 1, f"{self.name}/{self.metric_name}")
+            return field
+
+        def pullback(theta: Array, a: Array) -> Array:
+            return jax.vjp(phi, theta)[1](a)[0]
+
+        sample_field = None if model.pairing is None else make_field(jax.grad(model.pairing))
+        return VectorFamily(make_field(pullback), 2 * D + 1, model.d + 1,
+                            f"{self.name}/{self.metric_name}", sample_field,
+                            model.n_pairing_coeffs + 1 if model.pairing is not None else None)
 
     def sample_points(self, model: Model, key: Array | int, n: int) -> Array:
         """Generic states (s, θ, v), shape ``(n, 2D + 1)``: s ∈ (0.5, 2) (s > 0 is required for

@@ -50,7 +50,10 @@ theorem applies. They differ when
   Gaussian θ the output gradients of 720 generic inputs span fewer than D − #hidden directions.
   Where a unit is truly dead the network has more laws there than the path-lifting count; where
   it is merely rare, the sample misses it. Either way the generic points then usually disagree:
-  the count is reported ``ambiguous``, with a warning about switches that never change.
+  the count is reported ``ambiguous``, with a warning about switches that never change. Such
+  points are flagged by `SampledModel.degenerate_reason` (a recorded switch constant over the
+  sample, or a parameter whose generator vanishes on it) and redrawn by
+  `conflow.points.generic_points`.
 
 Smooth activations (tanh, GELU, softplus, SiLU) go through exactly the same path; conflow does not
 assume their counts.
@@ -93,6 +96,10 @@ _CALLS = ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "cus
           "custom_vjp_call", "custom_vjp_call_jaxpr", "custom_lin")
 _CUSTOM = ("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
 _OPAQUE_LOOPS = ("scan", "while")
+
+
+#: `SampledModel.generator_rank` runs up to this many Jacobian entries (nN × D).
+GENERATOR_RANK_MAX = 1 << 22
 
 
 class InputsWarning(UserWarning):
@@ -287,6 +294,8 @@ def branch_recorder(fn: Callable[[Any, Any], Any], params: Any, x_example: Any
 # ------------------------------------------------------------------------------------------------
 
 
+#: Seed of the fixed random cotangent of `SampledModel.idle_parameters`.
+IDLE_PROBE_SEED = 0x1D1E
 #: Radii of the drawn inputs are log-uniform in [1/R, R] (module docstring of `draw_inputs`).
 INPUT_RADIUS_RANGE = 8.0
 
@@ -383,6 +392,78 @@ class SampledModel(Model):
     def pattern_notes(self) -> tuple[str, ...]:
         return self._pattern_eval()[1]
 
+    def constant_switches(self, theta: Array) -> np.ndarray:
+        """Which recorded switches never change over the N inputs at flat θ: bool, shape ``(S,)``
+        (`constant_columns` of `patterns`; S = 0 for a model without switches)."""
+        return constant_columns(self.patterns(theta))
+
+    def idle_parameters(self, theta: Array) -> np.ndarray:
+        """Which parameters have a zero generator on the whole sample at flat θ: bool, ``(D,)``.
+
+        Column p of ∂φ_N(θ) is zero iff (∂φ_Nᵀ c)_p = Σ_i c_i ∂_p φ_i is, for almost every c; one
+        VJP with a fixed Gaussian c tests all p. ReLU zeros are exact (a unit off on every input
+        where its weight's input is on), so only exact zeros count: a saturated but smooth unit
+        (gradient ~1e-16) is not idle. An idle θ_p is conserved near θ: a law of this region
+        that the generic one does not have.
+        """
+        return np.asarray(self._idle_eval()(jnp.asarray(theta))) == 0.0
+
+    def degeneracy(self, theta: Array) -> tuple[int, str | None]:
+        """(severity, reason): the number of constant switches plus idle parameters at flat θ
+        (`constant_switches`, `idle_parameters`), and a one-line reason (``None`` if 0)."""
+        const = self.constant_switches(theta)
+        idle = self.idle_parameters(theta)
+        k, q = int(const.sum()), int(idle.sum())
+        parts = []
+        if k:
+            parts.append(f"{k} of {const.size} recorded switch{'es' if const.size != 1 else ''} "
+                         f"never change{'s' if k == 1 else ''} over the {self.n_inputs} inputs "
+                         "(a unit always off or on there?)")
+        if q:
+            names = [n for n, i in zip(self.param_names, idle) if i]
+            shown = ", ".join(names[:4]) + (", …" if q > 4 else "")
+            verb = "moves" if q == 1 else "move"
+            parts.append(f"{q} parameter{'s' if q != 1 else ''} ({shown}) {verb} no output on "
+                         f"the {self.n_inputs} inputs")
+        return k + q, ("; ".join(parts) or None)
+
+    def generator_rank(self, theta: Array) -> int | None:
+        """dim W_0(θ): the rank of the output gradients ∂φ_N(θ), shape (nN, D), at flat θ
+        (singular values above 1e-10 × the largest), or ``None`` above `GENERATOR_RANK_MAX`
+        entries (`conflow.points` then skips its rank pass)."""
+        d = self.n_inputs * self.n_outputs
+        if d * self.D > GENERATOR_RANK_MAX:
+            return None
+        cache = self.__dict__.setdefault("_patterns_cache", {})
+        if "jacobian" not in cache:
+            jac = jax.jacfwd if self.D <= d else jax.jacrev
+            cache["jacobian"] = jax.jit(jac(self.phi))
+        s = np.linalg.svd(np.asarray(cache["jacobian"](jnp.asarray(theta))), compute_uv=False)
+        return int(np.sum(s > 1e-10 * s[0])) if s.size and s[0] > 0 else 0
+
+    def degenerate_reason(self, theta: np.ndarray) -> str | None:
+        """θ is degenerate when some recorded switch has the same outcome on all N inputs, or some
+        parameter has a zero generator on all of them (`degeneracy`).
+
+        A ReLU unit off (or on) for the whole sample at θ: on the open set of θ where this holds,
+        the unit's generators are missing (off: its weights are conserved) or it acts linearly
+        (on), and the count is that of a degenerate region, not the generic one (module
+        docstring); likewise a weight whose input unit is off wherever its output unit is on.
+        Switches constant for every θ by construction (a unit dead whatever θ, a guard) make
+        every θ degenerate: `conflow.points.generic_points` then lists the point after its
+        redraws. ``None`` if nothing is degenerate (or nothing is recorded).
+        """
+        return self.degeneracy(theta)[1]
+
+    def _idle_eval(self):
+        cache = self.__dict__.setdefault("_patterns_cache", {})
+        if "idle" not in cache:
+            phi = self.phi
+            d = int(jax.eval_shape(phi, jax.ShapeDtypeStruct((self.D,), jnp.float64)).shape[0])
+            c = jnp.asarray(np.random.default_rng(IDLE_PROBE_SEED).standard_normal(d))
+            cache["idle"] = jax.jit(lambda t: jax.vjp(phi, t)[1](c)[0])
+        return cache["idle"]
+
     def _pattern_eval(self):
         cache = self.__dict__.setdefault("_patterns_cache", {})
         if "fn" not in cache:
@@ -392,6 +473,14 @@ class SampledModel(Model):
                 fn, notes = branch_recorder(self.apply_fn, self.params, jnp.asarray(self.inputs[0]))
             cache["fn"] = (jax.jit(jax.vmap(fn, in_axes=(None, 0))), notes)
         return cache["fn"]
+
+
+def constant_columns(pat: np.ndarray) -> np.ndarray:
+    """Columns of a pattern matrix (N inputs × S switches; other shapes are flattened per input)
+    that hold one value on all N rows: bool, shape ``(S,)``."""
+    pat = np.asarray(pat)
+    pat = pat.reshape(pat.shape[0], -1) if pat.ndim != 2 else pat
+    return np.all(pat == pat[:1], axis=0)
 
 
 def _as_inputs(inputs: Any, input_shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -704,8 +793,10 @@ def _extra_inputs(inputs: np.ndarray, seed: int) -> np.ndarray:
 
 def _same_count(a: Any, b: Any) -> bool:
     """Same status, count and per-point dimensions (an ambiguous count can be stable too)."""
-    dims = lambda c: None if c.trace is None else c.trace.point_dims  # noqa: E731
-    return a.status == b.status and a.n_laws == b.n_laws and dims(a) == dims(b)
+    same = a.status == b.status and a.n_laws == b.n_laws
+    if a.trace is None or b.trace is None:  # an exact count has no per-point dimensions
+        return same
+    return same and a.trace.point_dims == b.trace.point_dims
 
 
 def _theta_points(count: Any, model: Model, seed: int, points: int) -> np.ndarray:
@@ -722,7 +813,7 @@ def _pattern_stats(model: SampledModel, thetas: np.ndarray) -> tuple[PatternStat
         pat = model.patterns(theta)
         if pat.ndim != 2:
             pat = pat.reshape(pat.shape[0], -1)
-        varying = int(np.sum(np.any(pat != pat[:1], axis=0))) if pat.size else 0
+        varying = int(np.sum(~constant_columns(pat))) if pat.size else 0
         n_pat = len({row.tobytes() for row in pat}) if pat.shape[1] else 1
         out.append(PatternStats(int(pat.shape[1]), n_pat, varying, int(pat.shape[1]) - varying))
     return tuple(out)

@@ -22,6 +22,65 @@ Array = jax.Array
 DEFAULT_RTOL = 1e-9
 DEFAULT_MIN_GAP = 1e4
 
+#: Unit roundoff of the dtypes the engine evaluates in.
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
+#: σ ≤ NOISE_FACTOR × floor is rounding. Measured on the paper protocols (float64, after the
+#: `rounding_amplification` of each row): the largest dropped σ is ≤ 0.6 × floor; generators
+#: 1e-14 from dependent sit at ~6 × floor.
+NOISE_FACTOR = 3.0
+#: σ ≥ SIGNAL_RATIO × noise ceiling is a direction; in between, neither (the count is ambiguous).
+SIGNAL_RATIO = {"float64": 1e4, "float32": 1e2}
+
+
+@dataclasses.dataclass(frozen=True)
+class RankBand:
+    """The band that separates rounding noise from directions in a normalised stack.
+
+    A stack of S rows on a c-dimensional complement, each row normalised so that its rounding
+    noise has norm ~u (`rounding_amplification`), has noise singular values up to about
+
+        floor = u (√S + √c) + β    (largest σ of an S × c matrix of entries ~u/√c),
+
+    where β bounds the error of the complement itself. The trace basis is computed stably
+    (Householder / SVD: it is the exact span of its rows perturbed by their own rounding), so a
+    trace found from stacks with rounding u(√S_i + √c_i) and smallest kept singular values σ_i
+    is off by sin θ ≲ max_i u(√S_i + √c_i) / σ_i (Wedin), without compounding, and every new
+    row's residual inherits that much.
+
+    so σ ≤ ``noise`` = `NOISE_FACTOR` × floor is rounding, σ ≥ ``signal`` = `SIGNAL_RATIO` ×
+    noise is a direction, and a σ in between is neither: a count that meets one is ambiguous
+    (and escalated), whatever its largest ratio. ``cut`` (their geometric mean, or the user's
+    rtol) is where the trace is cut to go on.
+    """
+
+    rounding: float
+    floor: float
+    noise: float
+    signal: float
+    cut: float
+
+    def unsettled(self, sigma: np.ndarray, rank: int) -> np.ndarray:
+        """The σ's (descending, ``rank`` of them kept) that the band does not settle: those
+        strictly inside (noise, signal), and those the cut put on the wrong side of the band
+        (a kept σ at rounding level, a dropped one above the signal floor: a user's rtol)."""
+        sigma = np.asarray(sigma)
+        inside = (sigma > self.noise) & (sigma < self.signal)
+        kept = np.arange(sigma.size) < rank
+        wrong_side = (kept & (sigma <= self.noise)) | (~kept & (sigma >= self.signal))
+        return sigma[inside | wrong_side]
+
+
+def rank_band(n_rows: int, n_cols: int, dtype: str = "float64", rtol: float | None = None,
+              basis_error: float = 0.0) -> RankBand:
+    """The `RankBand` of an ``n_rows × n_cols`` normalised stack evaluated in ``dtype``, projected
+    on a complement known to ``basis_error`` (β above)."""
+    rounding = UNIT_ROUNDOFF[dtype] * (np.sqrt(max(n_rows, 1)) + np.sqrt(max(n_cols, 1)))
+    floor = rounding + basis_error
+    noise = NOISE_FACTOR * floor
+    signal = SIGNAL_RATIO[dtype] * noise
+    cut = float(np.sqrt(noise * signal)) if rtol is None else rtol
+    return RankBand(float(rounding), float(floor), float(noise), float(signal), cut)
+
 
 @dataclasses.dataclass(frozen=True)
 class RankCut:
@@ -87,6 +146,32 @@ def row_space_svd(rows: np.ndarray, full: bool = True) -> tuple[np.ndarray, np.n
     except np.linalg.LinAlgError:
         _, sigma, vt = (np.asarray(x) for x in jnp.linalg.svd(jnp.asarray(a), full_matrices=full))
     return sigma * size, vt
+
+
+def rounding_amplification(values: Array, scales: Array) -> Array:
+    """How much rounding each row of one bracket chain inherited from the brackets inside it.
+
+    Row k of a chain (`conflow.brackets.bracket_chain`) is [X, Y_{k−1}] with Y_{k−1} the row
+    below. Computed with relative rounding u, Y_{k−1} carries an error of relative size
+    ρ_{k−1} = ε_{k−1} r_{k−1}, where ε_{k−1} u is its error relative to its own scale and
+    r_{k−1} = scale_{k−1} / ‖Y_{k−1}‖ ≥ 1 measures the cancellation that produced it; the bracket
+    is linear in Y, so that error reaches row k at ρ_{k−1} times row k's scale. Hence
+
+        ε_0 = 1,    ε_k = 1 + r_{k−1} ε_{k−1},
+
+    and a row divided by ``scale_k · ε_k`` carries rounding noise of relative size ~u whatever
+    cancellations happened inside it: a row that is zero analytically (a bracket with an inner
+    bracket that vanished) stays at rounding level instead of becoming an O(1) random vector.
+    Dividing rows by positive numbers leaves their span unchanged. Shapes: ``values (L, n)``,
+    ``scales (L,)`` → ε ``(L,)``.
+    """
+    norms = jnp.linalg.norm(values, axis=-1)
+    # a row that is exactly zero makes every row above it exactly zero: its ratio is moot
+    ratios = jnp.where(norms > 0, scales / jnp.where(norms > 0, norms, 1.0), 0.0)
+    eps = [jnp.ones((), values.dtype)]
+    for k in range(1, values.shape[0]):
+        eps.append(1.0 + ratios[k - 1] * eps[-1])
+    return jnp.stack(eps)
 
 
 def normalise_rows(rows: np.ndarray, scales: np.ndarray) -> np.ndarray:

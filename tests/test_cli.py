@@ -13,7 +13,8 @@ CONTRACT_KEYS = {"model", "dims", "flow", "metric", "D", "state_dim", "dim_lie",
 
 
 def test_count_json_contract(capsys):
-    assert main(["count", "linear", "3,2,4", "--json", "--points", "4", "--seed", "1"]) == 0
+    assert main(["count", "linear", "3,2,4", "--json", "--points", "4", "--seed", "1",
+                 "--method", "numeric"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert CONTRACT_KEYS <= set(out)
     assert out["n_laws"] == 3 and out["D"] == 14 and out["state_dim"] == 14
@@ -29,7 +30,8 @@ def test_count_streamed_algorithm(capsys):
 
 
 def test_count_human_readable(capsys):
-    assert main(["count", "relu", "2,3,2", "--bias", "--flow", "gradient"]) == 0
+    assert main(["count", "relu", "2,3,2", "--bias", "--flow", "gradient",
+                 "--method", "numeric"]) == 0
     out = capsys.readouterr().out
     assert "relu[2,3,2]+bias: 3 conservation laws" in out
     assert "gap" in out and "3/3 points agree" in out

@@ -400,9 +400,11 @@ def test_extract_refuses_non_polynomial(fn, name):
         polynomial_form(fn, 3)
 
 
-def test_extract_refuses_inexact_constant():
-    with pytest.raises(InputError, match="not a simple rational"):
-        polynomial_form(lambda x: 0.123456789 * x, 2)
+def test_extract_reads_float_constants_as_binary_rationals():
+    # any float64 is the exact binary rational m·2^e (tests/test_exact_piecewise.py has more)
+    assert polynomial_form(lambda x: 0.123456789 * x, 2)[0] == Fraction(0.123456789) * X[0]
+    with pytest.raises(InputError, match="not finite"):
+        polynomial_form(lambda x: jnp.inf * x, 2)
 
 
 def test_extract_matches_jax_on_models():

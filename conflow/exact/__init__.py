@@ -1,15 +1,27 @@
 """Exact (certified) counts for polynomial models: sparse polynomials, jaxpr → polynomials, and a
 Lie-trace engine that ranks brackets modulo 61-bit primes at random points (Schwartz–Zippel).
 
-- `polynomial_form(phi, D)`: the exact polynomials of a JAX φ (refuses non-polynomial primitives);
+- `polynomial_form(phi, D)`: the exact polynomials of a JAX φ (refuses non-polynomial primitives;
+  float constants are read as the binary rationals they are);
+- `region_polynomial(phi, D, theta0)`: for a piecewise-polynomial φ (ReLU, leaky ReLU, abs, max
+  pooling, …) the polynomial it is on the activation region of θ0;
 - fields: `gradient_fields`, `scale_coordinates` (entropy metric), `momentum_fields` (phase space);
-- `exact_lie_trace(fields, n)` → `ExactTrace`; `exact_count_laws(model, ...)` does all three steps.
+- `exact_lie_trace(fields, n)` → `ExactTrace`; `exact_count_laws(model, ...)` does all three steps
+  (``region=θ0``: on the activation region of θ0).
 """
 
-from .extract import jaxpr_polynomials, polynomial_form
+from .extract import (
+    SWITCHES,
+    Region,
+    RegionForm,
+    jaxpr_polynomials,
+    polynomial_form,
+    region_polynomial,
+)
 from .polynomial import (
     MAX_DEGREE,
     Poly,
+    binary_rational,
     bracket,
     evaluate_field,
     field_add,
@@ -39,6 +51,10 @@ __all__ = [
     "ExactTrace",
     "MAX_DEGREE",
     "Poly",
+    "Region",
+    "RegionForm",
+    "SWITCHES",
+    "binary_rational",
     "bracket",
     "evaluate_field",
     "exact_count_laws",
@@ -55,6 +71,7 @@ __all__ = [
     "monomial_degree",
     "monomial_exponents",
     "polynomial_form",
+    "region_polynomial",
     "scale_coordinates",
     "shift_variables",
 ]

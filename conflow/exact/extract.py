@@ -4,21 +4,31 @@
 jaxpr again with numpy object arrays whose entries are exact `Poly` in the D coordinates of θ.
 Values that do not depend on θ stay numeric arrays and their equations are evaluated by JAX itself
 (`primitive.bind`); a numeric value meeting a polynomial is converted to exact rationals: integers
-as they are, floats only if they are simple rationals (``Fraction(x).limit_denominator(10**6)``
-equal to x), otherwise refused.
+as they are, a float64 as the binary rational m·2^e it is (`binary_rational`: 0.1 becomes
+3602879701896397/2^55, 1e-10 its own dyadic value). Denominators are powers of two, invertible
+modulo the engine's odd primes, so the reduction mod p is exact. The count is then that of the
+model with exactly these binary coefficients — which is also what the numeric engine computes
+with. NaN / inf constants meeting a polynomial are refused.
 
 Supported on polynomial operands: add, add_any, sub, neg, mul, square, integer_pow (y ≥ 0),
 pow (constant integer exponent ≥ 0), div (by a nonzero constant), dot_general, reduce_sum,
 reduce_prod, cumsum, cumprod, reshape, transpose, broadcast_in_dim, squeeze, expand_dims, slice,
 concatenate, stack, split, rev, select_n (constant predicate), pad, gather / dynamic_slice /
-dynamic_update_slice / scatter with constant indices, convert_element_type (to a float type),
-copy; call-like primitives (jit / pjit, closed_call, core_call, custom_jvp_call, custom_vjp_call,
-remat / checkpoint) are entered. Anything else on a polynomial operand — exp, tanh, max, min,
-abs, comparisons, division by a variable, … — raises `InputError` naming the primitive.
+dynamic_update_slice / scatter with constant indices, reduce_window_sum (average pooling),
+convert_element_type (to a float type), copy, cond with a constant branch index; call-like
+primitives (jit / pjit, closed_call, core_call, custom_jvp_call, custom_vjp_call, remat /
+checkpoint) are entered.
+
+Piecewise primitives (`SWITCHES`: max, min, abs, sign, clamp, comparisons, reduce_max/min,
+argmax/argmin, reduce_window_max/min) are refused by `polynomial_form`; `region_polynomial(phi, D,
+theta0)` fixes each of them to its outcome at θ0 and returns the polynomial φ is on θ0's
+activation region. Anything else on a polynomial operand — exp, tanh, floor, division by a
+variable, while / scan loops, … — raises `InputError` naming the primitive.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -29,10 +39,17 @@ import numpy as np
 from jax.extend.core import Literal
 
 from .. import _config  # noqa: F401  (float64)
-from ..errors import InputError
-from .polynomial import Poly, exact_rational
+from ..errors import InputError, PiecewiseError
+from .polynomial import Poly, binary_rational
 
-__all__ = ["polynomial_form", "jaxpr_polynomials"]
+__all__ = [
+    "SWITCHES",
+    "Region",
+    "RegionForm",
+    "jaxpr_polynomials",
+    "polynomial_form",
+    "region_polynomial",
+]
 
 
 def _refuse(name: str, detail: str = "") -> InputError:
@@ -73,7 +90,7 @@ def _exact_array(v: object, prim: str) -> np.ndarray:
         c = cache.get(xf)
         if c is None:
             try:
-                c = exact_rational(xf, "constant")
+                c = binary_rational(xf, "constant")
             except InputError as e:
                 raise InputError(
                     f"φ is not polynomial with exact coefficients: {e} (operand of primitive '{prim}')"
@@ -144,7 +161,7 @@ def _powers(a: np.ndarray, exps: np.ndarray) -> np.ndarray:
     out = np.empty(a.shape, dtype=object)
     for idx in np.ndindex(*a.shape):
         x, k = a[idx], exps[idx]
-        out[idx] = (x if isinstance(x, Poly) else Poly.const(x)) ** int(k)
+        out[idx] = x ** int(k)  # Poly ** k, or an exact number (region values at θ0)
     return out
 
 
@@ -351,11 +368,352 @@ def _by_index(eqn, vals: list[object]) -> list[np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Linear window reductions (average pooling) and windows of max pooling
+# ---------------------------------------------------------------------------------------------
+
+
+def _window_index(in_shape, out_shape, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Flat input index read by each (output entry, window offset) of a ``reduce_window_*``.
+
+    Returns ``idx`` and ``valid``, both ``(prod(out_shape), prod(window_dimensions))``; ``valid``
+    is False where the window reads padding (or a hole of the base dilation). Per dimension d the
+    window offset w of output o reads the dilated position q = o·stride + w·window_dilation −
+    pad_lo, i.e. the input entry q / base_dilation when that is an integer in range.
+    """
+    nd = len(in_shape)
+    wdims = [int(w) for w in params["window_dimensions"]]
+    strides = [int(w) for w in params["window_strides"]]
+    pads = [(int(a), int(b)) for a, b in params["padding"]]
+    bdil = [int(w) for w in (params.get("base_dilation") or (1,) * nd)]
+    wdil = [int(w) for w in (params.get("window_dilation") or (1,) * nd)]
+    elem = [math.prod(in_shape[d + 1 :]) for d in range(nd)]
+    flat = np.zeros((1,) * (2 * nd), dtype=np.int64)
+    valid = np.ones((1,) * (2 * nd), dtype=bool)
+    for d in range(nd):
+        q = (
+            np.arange(out_shape[d])[:, None] * strides[d]
+            + np.arange(wdims[d])[None, :] * wdil[d]
+            - pads[d][0]
+        )
+        ok = (q >= 0) & (q <= (in_shape[d] - 1) * bdil[d]) & (q % bdil[d] == 0)
+        shape = [1] * (2 * nd)
+        shape[2 * d], shape[2 * d + 1] = out_shape[d], wdims[d]
+        flat = flat + (np.where(ok, q // bdil[d], 0) * elem[d]).reshape(shape)
+        valid = valid & ok.reshape(shape)
+    perm = [2 * d for d in range(nd)] + [2 * d + 1 for d in range(nd)]
+    M, W = math.prod(out_shape), math.prod(wdims)
+    flat = np.broadcast_to(flat, [s for d in range(nd) for s in (out_shape[d], wdims[d])])
+    valid = np.broadcast_to(valid, flat.shape)
+    return flat.transpose(perm).reshape(M, W), valid.transpose(perm).reshape(M, W)
+
+
+def _reduce_window_sum(eqn, vals: list[object], sw: _Switches | None) -> list[np.ndarray]:
+    x = _exact_array(vals[0], "reduce_window_sum")
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    idx, valid = _window_index(x.shape, out_shape, eqn.params)
+    flat = x.ravel()
+    out = np.empty(idx.shape[0], dtype=object)
+    for r in range(idx.shape[0]):
+        acc: object = 0
+        for k in np.flatnonzero(valid[r]):
+            acc = acc + flat[idx[r, k]]
+        out[r] = acc
+    return [out.reshape(out_shape)]
+
+
+def _cond(eqn, vals: list[object], sw: _Switches | None) -> list[object]:
+    """``cond`` on polynomial operands with a constant branch index: run the chosen branch (in a
+    region, an index computed from θ is a constant: its comparisons were fixed at θ0)."""
+    index = vals[0]
+    if _is_sym(index):
+        raise _refuse("cond", "branch index depends on θ")
+    branches = eqn.params["branches"]
+    k = int(np.clip(int(np.asarray(index)), 0, len(branches) - 1))
+    br = branches[k]
+    return _eval_jaxpr(br.jaxpr, br.consts, vals[1:], sw)
+
+
+_EQN_HANDLERS: dict[str, Callable[..., list]] = {
+    "reduce_window_sum": _reduce_window_sum,
+    "cond": _cond,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Switches: piecewise primitives, fixed on the activation region of a point θ0
+# ---------------------------------------------------------------------------------------------
+
+#: Piecewise primitives. Without a region they are refused; with one, each is replaced by its
+#: outcome at θ0 (`region_polynomial`).
+SWITCHES = (
+    "max",
+    "min",
+    "abs",
+    "sign",
+    "clamp",
+    "gt",
+    "ge",
+    "lt",
+    "le",
+    "eq",
+    "ne",
+    "reduce_max",
+    "reduce_min",
+    "argmax",
+    "argmin",
+    "reduce_window_max",
+    "reduce_window_min",
+)
+
+_REGION_HINT = (
+    "piecewise polynomial: count it on the activation region of a point θ0 with "
+    "conflow.exact.exact_count_laws(model, region=θ0)"
+)
+
+
+class _Switches:
+    """The switch outcomes of one region, in the order the jaxpr's equations meet them.
+
+    Pass 1 (``recording``) interprets the jaxpr on the exact values at θ0 (object arrays of ints /
+    Fractions) and appends each switch's outcome (masks, winning indices, signs) and its ties
+    (entries where the two sides are equal at θ0) to ``log``. Pass 2 interprets the same jaxpr on
+    polynomials and reads the outcomes back; a tie is accepted only if its two sides are the same
+    polynomial (then either outcome gives the same φ), otherwise `InputError`.
+    """
+
+    def __init__(self) -> None:
+        self.recording = True
+        self.log: list[tuple[str, object]] = []
+        self.pos = 0
+        self.eqns: dict[str, int] = {}
+        self.decisions: dict[str, int] = {}
+        self.n_identical = 0
+
+    def outcome(self, label: str, n: int, compute: Callable[[], object]) -> object:
+        if self.recording:
+            out = compute()
+            self.log.append((label, out))
+            self.decisions[label] = self.decisions.get(label, 0) + int(n)
+            return out
+        if self.pos >= len(self.log) or self.log[self.pos][0] != label:
+            raise RuntimeError("exact engine: region replay out of step with its record (bug)")
+        out = self.log[self.pos][1]
+        self.pos += 1
+        return out
+
+    def check_ties(self, label: str, a: np.ndarray, b: object) -> None:
+        """Pass 2: the tied entries a[k], b[k] (b may be a scalar) must be the same polynomial."""
+        if self.recording or not np.size(a):
+            return
+        a = np.asarray(a, dtype=object).ravel()
+        b = np.asarray(b, dtype=object)
+        b = np.broadcast_to(b, a.shape) if b.ndim == 0 else b.ravel()
+        bad = sum(1 for x, y in zip(a, b) if not ((x - y) == 0))
+        if bad:
+            raise InputError(
+                f"region: θ0 lies on a switch boundary: {bad} argument(s) of '{label}' are exactly "
+                "at the switch there (a tie at θ0); choose a point off the boundaries"
+            )
+        self.n_identical += int(a.size)
+
+
+def _signs(d: np.ndarray) -> np.ndarray:
+    """Signs (−1, 0, 1) of an object array of exact numbers, as int8."""
+    d = np.asarray(d, dtype=object)
+    out = np.zeros(d.shape, dtype=np.int8)
+    for idx, x in np.ndenumerate(d):
+        out[idx] = (x > 0) - (x < 0)
+    return out
+
+
+def _switch_operand(v: object, shape: tuple, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """An operand of a binary switch broadcast to ``shape`` as exact values, and its infinite
+    entries as signs (±1; 0 where finite). NaN is refused."""
+    if _is_sym(v):
+        return np.broadcast_to(v, shape), np.zeros(shape, dtype=np.int8)
+    arr = np.broadcast_to(np.asarray(v), shape)
+    inf = np.zeros(shape, dtype=np.int8)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        if np.any(np.isnan(arr)):
+            raise _refuse(name, "a constant operand is NaN")
+        inf = np.sign(np.where(np.isinf(arr), arr, 0.0)).astype(np.int8)
+        arr = np.where(inf != 0, 0.0, arr)
+    return np.broadcast_to(_exact_array(arr, name), shape), inf
+
+
+def _compare_signs(
+    sw: _Switches, label: str, a: object, b: object, shape: tuple
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """sign(a − b) at θ0 elementwise (recorded / replayed), with the exact operands A, B and
+    their infinite entries (signs, 0 where finite).
+
+    An infinite constant side decides the sign by itself. A tie (a = b at θ0) has sign 0 and is
+    checked in pass 2: the two sides must be the same polynomial.
+    """
+    A, ia = _switch_operand(a, shape, label)
+    B, ib = _switch_operand(b, shape, label)
+    forced = (ia != 0) | (ib != 0)
+
+    def compute() -> np.ndarray:
+        s = _signs(A - B)
+        return np.where(forced, np.where(ia != 0, ia, -ib), s).astype(np.int8)
+
+    s = sw.outcome(label, int(np.sum(~forced)), compute)
+    tie = s == 0
+    sw.check_ties(label, A[tie], B[tie])
+    return s, A, B, (ia, ib)
+
+
+def _sw_minmax(eqn, vals, sw: _Switches) -> list[np.ndarray]:
+    """max(a, b) → a where a > b at θ0, else b (elementwise mask); min likewise."""
+    name = eqn.primitive.name
+    return [_minmax(sw, name, name == "max", vals[0], vals[1], tuple(eqn.outvars[0].aval.shape))]
+
+
+def _minmax(sw: _Switches, label: str, largest: bool, a: object, b: object, shape) -> np.ndarray:
+    s, A, B, inf = _compare_signs(sw, label, a, b, shape)
+    pick_a = (s >= 0) if largest else (s <= 0)
+    if np.any(np.where(pick_a, inf[0], inf[1]) != 0):  # max(x, +inf), min(x, −inf)
+        raise _refuse(label, "an infinite constant operand wins")
+    return _obj(np.array(np.where(pick_a, A, B), dtype=object))
+
+
+def _sw_clamp(eqn, vals, sw: _Switches) -> list[np.ndarray]:
+    """clamp(lo, x, hi) = min(max(x, lo), hi), both switches fixed at θ0."""
+    lo, x, hi = vals
+    shape = tuple(eqn.outvars[0].aval.shape)
+    m = _minmax(sw, "clamp", True, x, lo, shape)
+    return [_minmax(sw, "clamp", False, m, hi, shape)]
+
+
+def _sw_abs(eqn, vals, sw: _Switches) -> list[np.ndarray]:
+    """abs(x) → x where x ≥ 0 at θ0, −x elsewhere."""
+    x = _exact_array(vals[0], "abs")
+    s = sw.outcome("abs", x.size, lambda: _signs(x))
+    sw.check_ties("abs", x[s == 0], 0)
+    return [_obj(np.where(s >= 0, x, np.negative(x)))]
+
+
+def _sw_sign(eqn, vals, sw: _Switches) -> list[np.ndarray]:
+    """sign(x) → its (constant) value at θ0; a zero is accepted only where x ≡ 0."""
+    x = _exact_array(vals[0], "sign")
+    s = sw.outcome("sign", x.size, lambda: _signs(x))
+    sw.check_ties("sign", x[s == 0], 0)
+    return [np.asarray(s, dtype=eqn.outvars[0].aval.dtype)]
+
+
+_CMP: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gt": lambda s: s > 0,
+    "ge": lambda s: s >= 0,
+    "lt": lambda s: s < 0,
+    "le": lambda s: s <= 0,
+    "eq": lambda s: s == 0,
+    "ne": lambda s: s != 0,
+}
+
+
+def _sw_compare(eqn, vals, sw: _Switches) -> list[np.ndarray]:
+    """A comparison of polynomials → its (constant, boolean) value at θ0."""
+    name = eqn.primitive.name
+    s, _, _, _ = _compare_signs(sw, name, vals[0], vals[1], tuple(eqn.outvars[0].aval.shape))
+    return [np.asarray(_CMP[name](s), dtype=bool)]
+
+
+def _winners(
+    sw: _Switches, label: str, X: np.ndarray, largest: bool, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Index of the largest (smallest) entry of each row of X (M, K) at θ0, first on ties.
+
+    ``valid`` (M, K) masks out padding. Ties between distinct polynomials raise in pass 2.
+    """
+    M, K = X.shape
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        win = np.zeros(M, dtype=np.int64)
+        ties = []
+        for r in range(M):
+            cols = range(K) if valid is None else np.flatnonzero(valid[r]).tolist()
+            best = None
+            for k in cols:
+                if best is None or (X[r, k] > X[r, best] if largest else X[r, k] < X[r, best]):
+                    best = k
+            if best is None:
+                raise _refuse(label, "a window lies entirely in the padding")
+            win[r] = best
+            ties.extend((r, k) for k in cols if k != best and X[r, k] == X[r, best])
+        return win, np.asarray(ties, dtype=np.int64).reshape(-1, 2)
+
+    win, ties = sw.outcome(label, M, compute)
+    if ties.size:
+        sw.check_ties(label, X[ties[:, 0], win[ties[:, 0]]], X[ties[:, 0], ties[:, 1]])
+    return win
+
+
+def _moved(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """x with ``axes`` moved last and flattened: (M, K), and the shape of the kept axes."""
+    keep = [i for i in range(x.ndim) if i not in axes]
+    shape = tuple(x.shape[i] for i in keep)
+    X = np.transpose(x, keep + list(axes)).reshape(math.prod(shape), -1)
+    return X, shape
+
+
+def _sw_reduce_extreme(eqn, vals, sw: _Switches) -> list[np.ndarray]:
+    """reduce_max / reduce_min → the entry that wins at θ0 (one winner per output entry)."""
+    name = eqn.primitive.name
+    x = _exact_array(vals[0], name)
+    X, shape = _moved(x, tuple(int(a) % max(x.ndim, 1) for a in eqn.params["axes"]))
+    win = _winners(sw, name, X, name == "reduce_max")
+    return [_obj(X[np.arange(X.shape[0]), win].reshape(shape))]
+
+
+def _sw_arg_extreme(eqn, vals, sw: _Switches) -> list[np.ndarray]:
+    """argmax / argmin → the (constant) winning index at θ0."""
+    name = eqn.primitive.name
+    x = _exact_array(vals[0], name)
+    X, shape = _moved(x, tuple(int(a) % max(x.ndim, 1) for a in eqn.params["axes"]))
+    win = _winners(sw, name, X, name == "argmax")
+    return [np.asarray(win.reshape(shape), dtype=eqn.params["index_dtype"])]
+
+
+def _sw_window_extreme(eqn, vals, sw: _Switches) -> list[np.ndarray]:
+    """reduce_window_max / _min (max pooling) → the entry of each window that wins at θ0."""
+    name = eqn.primitive.name
+    x = _exact_array(vals[0], name)
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    idx, valid = _window_index(x.shape, out_shape, eqn.params)
+    X = x.ravel()[idx]
+    win = _winners(sw, name, X, name == "reduce_window_max", valid)
+    return [_obj(X[np.arange(X.shape[0]), win].reshape(out_shape))]
+
+
+_SWITCH_HANDLERS: dict[str, Callable[..., list]] = {
+    "max": _sw_minmax,
+    "min": _sw_minmax,
+    "clamp": _sw_clamp,
+    "abs": _sw_abs,
+    "sign": _sw_sign,
+    **{c: _sw_compare for c in _CMP},
+    "reduce_max": _sw_reduce_extreme,
+    "reduce_min": _sw_reduce_extreme,
+    "argmax": _sw_arg_extreme,
+    "argmin": _sw_arg_extreme,
+    "reduce_window_max": _sw_window_extreme,
+    "reduce_window_min": _sw_window_extreme,
+}
+assert set(_SWITCH_HANDLERS) == set(SWITCHES)
+
+
+# ---------------------------------------------------------------------------------------------
 # Interpreter
 # ---------------------------------------------------------------------------------------------
 
 
-def _eval_jaxpr(jaxpr, consts: Sequence[object], args: Sequence[object]) -> list[object]:
+def _eval_jaxpr(
+    jaxpr, consts: Sequence[object], args: Sequence[object], sw: _Switches | None = None
+) -> list[object]:
+    """Run ``jaxpr`` with θ-dependent values as object arrays (of `Poly`, or, in pass 1 of a
+    region, of exact numbers); constants stay numeric and go through JAX. ``sw``: the region's
+    switches (None: piecewise primitives are refused)."""
     env: dict[object, object] = {}
 
     def read(v):
@@ -373,7 +731,7 @@ def _eval_jaxpr(jaxpr, consts: Sequence[object], args: Sequence[object]) -> list
         name = eqn.primitive.name
         if name in _CALLS:
             sub, sub_consts = _sub_jaxpr(eqn.params)
-            outs = _eval_jaxpr(sub, sub_consts, vals)
+            outs = _eval_jaxpr(sub, sub_consts, vals, sw)
         elif not any(_is_sym(v) for v in vals):
             out = eqn.primitive.bind(*vals, **eqn.params)
             outs = list(out) if eqn.primitive.multiple_results else [out]
@@ -383,6 +741,14 @@ def _eval_jaxpr(jaxpr, consts: Sequence[object], args: Sequence[object]) -> list
             outs = list(out) if isinstance(out, list) else [out]
         elif name in _BY_INDEX:
             outs = _by_index(eqn, vals)
+        elif name in _EQN_HANDLERS:
+            outs = _EQN_HANDLERS[name](eqn, vals, sw)
+        elif name in _SWITCH_HANDLERS:
+            if sw is None:
+                raise PiecewiseError(str(_refuse(name, _REGION_HINT)))
+            if sw.recording:
+                sw.eqns[name] = sw.eqns.get(name, 0) + 1
+            outs = _SWITCH_HANDLERS[name](eqn, vals, sw)
         else:
             raise _refuse(name)
         for var, val in zip(eqn.outvars, outs):
@@ -390,27 +756,148 @@ def _eval_jaxpr(jaxpr, consts: Sequence[object], args: Sequence[object]) -> list
     return [read(v) for v in jaxpr.outvars]
 
 
-def jaxpr_polynomials(closed_jaxpr, D: int) -> list[Poly]:
-    """Polynomials of the (single, flattened) output of a closed jaxpr with one ``(D,)`` input."""
+def _variables(D: int) -> np.ndarray:
     x = np.empty(D, dtype=object)
     for i in range(D):
         x[i] = Poly.var(i)
-    outs = _eval_jaxpr(closed_jaxpr.jaxpr, closed_jaxpr.consts, [x])
+    return x
+
+
+def _outputs_as_polys(outs: list[object]) -> list[Poly]:
     if len(outs) != 1:
         raise InputError(f"φ must return one array, got {len(outs)} outputs")
     out = _exact_array(outs[0], "output").ravel()
     return [y if isinstance(y, Poly) else Poly.const(y) for y in out]
 
 
+def jaxpr_polynomials(closed_jaxpr, D: int) -> list[Poly]:
+    """Polynomials of the (single, flattened) output of a closed jaxpr with one ``(D,)`` input."""
+    return _outputs_as_polys(_eval_jaxpr(closed_jaxpr.jaxpr, closed_jaxpr.consts, [_variables(D)]))
+
+
 def polynomial_form(phi: Callable[[jax.Array], jax.Array], D: int) -> list[Poly]:
     """The exact polynomials φ_1..φ_d of a polynomial JAX map φ: R^D → R^d (flattened output).
 
-    Variables: x_j = θ_j, j = 0..D−1. Raises `InputError` naming the first primitive that is not
-    polynomial (e.g. ``tanh``, ``max``, ``div`` by a variable) or a constant that is not a simple
-    rational.
+    Variables: x_j = θ_j, j = 0..D−1. Float constants are read as the binary rationals they are
+    (module docstring). Raises `InputError` naming the first primitive that is not polynomial
+    (e.g. ``tanh``, ``div`` by a variable; piecewise ones such as ``max`` point to
+    `region_polynomial`).
     """
     D = int(D)
     if D < 1:
         raise InputError("polynomial_form: D must be ≥ 1")
     closed = jax.make_jaxpr(phi)(jax.ShapeDtypeStruct((D,), jnp.float64))
     return jaxpr_polynomials(closed, D)
+
+
+# ---------------------------------------------------------------------------------------------
+# Regions
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    """The activation region of a point θ0 on which φ was replaced by a polynomial.
+
+    Attributes:
+        theta0: θ0, flat (D,), as float64 values.
+        n_switches: equations of φ's jaxpr whose outcome was fixed (one ``max`` on an
+            (N, width) array, as in a network vmapped over N inputs, is one equation).
+        n_decisions: scalar outcomes fixed: one per entry of each switch (N·width for that
+            ``max``; two per entry of a ``clamp``; one winner per output of a ``reduce_max``).
+        n_identical: tied entries at θ0 whose sides are the same polynomial (harmless).
+        by_primitive: ``((primitive, equations, decisions), …)`` sorted by primitive name.
+    """
+
+    theta0: tuple[float, ...] = dataclasses.field(repr=False)
+    n_switches: int
+    n_decisions: int
+    n_identical: int
+    by_primitive: tuple[tuple[str, int, int], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionForm:
+    """`region_polynomial`'s result: the region's polynomials φ_1..φ_d and the `Region`."""
+
+    polys: tuple[Poly, ...] = dataclasses.field(repr=False)
+    region: Region
+
+
+def _check_point(theta0: object, D: int) -> np.ndarray:
+    try:
+        t = np.asarray(theta0, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("region: θ0 must be a flat float array of shape (D,)") from None
+    if t.shape != (D,):
+        raise InputError(f"region: θ0 must have shape ({D},) (flat θ), got {t.shape}")
+    if not np.all(np.isfinite(t)):
+        raise InputError("region: θ0 contains NaN or inf")
+    return t
+
+
+def region_polynomial(phi: Callable[[jax.Array], jax.Array], D: int, theta0: object) -> RegionForm:
+    """The polynomial that φ is on the activation region of θ0 (ReLU, leaky ReLU, max pooling, …).
+
+    φ: R^D → R^d is a JAX function built from polynomial primitives and switches (`SWITCHES`):
+    ``max``/``min`` (ReLU is ``max(x, 0)``; ``jax.nn.relu`` is a ``custom_jvp_call`` around it,
+    which is entered), ``abs``, ``sign``, ``clamp``, comparisons (``jnp.where(x >= 0, x, a·x)``:
+    leaky ReLU, hard tanh), ``reduce_max``/``argmax`` (and min), ``reduce_window_max``/``min``
+    (max pooling); ``cond`` with a predicate computed from θ follows the branch taken at θ0.
+
+    Pass 1 evaluates φ's jaxpr at θ0 in exact arithmetic (θ0's float64 entries and φ's float
+    constants as binary rationals) and records, for every switch, its outcome at θ0 — for
+    ``max(a, b)`` elementwise which operand wins (a mask of the full operand shape), for ``abs`` /
+    ``sign`` the sign of the argument, for a comparison its value, for ``reduce_max`` the winning
+    index. Pass 2 interprets the same jaxpr on polynomials with every switch replaced by its
+    recorded outcome (max(a, b) → a or b elementwise, abs(x) → ±x, a comparison → a constant
+    predicate, …), which gives polynomials P_1..P_d.
+
+    Why P is the right object. Let R be the set of θ where every switch has the outcome it has at
+    θ0 (with strict inequalities). Since no switch is tied at θ0, R is an open neighbourhood of θ0
+    (each argument is continuous), and φ = P on R. So ∂φ = ∂P on R, and so are all brackets of
+    the generators: the Lie algebra of φ's fields on R is that of P's, and P's generic
+    dim Lie(W)(z) (what the exact engine computes, at a random point mod p) is attained on a
+    dense open subset of R^D, which meets R. The count is therefore that of φ at generic points
+    of the region of θ0. For a network sampled on N inputs (`conflow.from_model`: φ_N is the
+    network vmapped over the inputs) one ``max`` equation has an (N, width) mask: every input
+    keeps its own activation pattern, and the generators still come from inputs in many
+    activation regions of input space — P is φ_N near θ0, not "the network on one linear piece".
+
+    A tie — an argument exactly at its switch at θ0 (e.g. a ReLU unit with pre-activation 0) —
+    raises `InputError`, unless its two sides are the same polynomial (e.g. ``max(x, x)``, or a
+    unit whose input is identically 0), where either outcome gives the same P.
+
+    Args:
+        phi: flat θ, shape ``(D,)`` → φ(θ) (any shape, flattened).
+        D: number of parameters.
+        theta0: the point, flat float64 of shape ``(D,)``.
+
+    Returns:
+        `RegionForm`: ``polys`` (P_1..P_d, exact, on variables x_j = θ_j) and ``region``
+        (θ0 and the switches fixed).
+    """
+    D = int(D)
+    if D < 1:
+        raise InputError("region_polynomial: D must be ≥ 1")
+    t = _check_point(theta0, D)
+    closed = jax.make_jaxpr(phi)(jax.ShapeDtypeStruct((D,), jnp.float64))
+    sw = _Switches()
+    x0 = np.empty(D, dtype=object)
+    for j in range(D):
+        x0[j] = binary_rational(float(t[j]), "θ0 entry")
+    _eval_jaxpr(closed.jaxpr, closed.consts, [x0], sw)  # pass 1: outcomes at θ0
+    sw.recording = False
+    polys = _outputs_as_polys(_eval_jaxpr(closed.jaxpr, closed.consts, [_variables(D)], sw))
+    if sw.pos != len(sw.log):
+        raise RuntimeError("exact engine: region replay out of step with its record (bug)")
+    names = sorted(set(sw.eqns) | set(sw.decisions))
+    by = tuple((n, sw.eqns.get(n, 0), sw.decisions.get(n, 0)) for n in names)
+    region = Region(
+        theta0=tuple(float(v) for v in t),
+        n_switches=sum(sw.eqns.values()),
+        n_decisions=sum(sw.decisions.values()),
+        n_identical=sw.n_identical,
+        by_primitive=by,
+    )
+    return RegionForm(polys=tuple(polys), region=region)

@@ -46,6 +46,7 @@ __all__ = [
     "MAX_DEGREE",
     "Poly",
     "PointEvaluator",
+    "binary_rational",
     "bracket",
     "bracket_raw",
     "coef_mod",
@@ -177,17 +178,28 @@ def _norm(c: Coef) -> Coef:
     return c
 
 
+_INV: dict[tuple[int, int], int] = {}  # (denominator, p) → denominator^{-1} mod p
+
+
 def coef_mod(c: Coef, p: int) -> int:
-    """An exact rational reduced mod p (through the inverse of its denominator)."""
+    """An exact rational reduced mod p (through the inverse of its denominator, memoised: float
+    constants are binary rationals, whose few distinct denominators 2^k recur everywhere)."""
     if type(c) is int:
         return c % p
-    c = _exact(c)
-    if isinstance(c, int):
-        return c % p
-    den = c.denominator % p
-    if den == 0:
-        raise InputError(f"coefficient {c} has a denominator divisible by the prime {p}")
-    return c.numerator * pow(den, -1, p) % p
+    if type(c) is not Fraction:
+        c = _exact(c)
+        if isinstance(c, int):
+            return c % p
+    den = c.denominator
+    inv = _INV.get((den, p))
+    if inv is None:
+        if den % p == 0:
+            raise InputError(f"coefficient {c} has a denominator divisible by the prime {p}")
+        inv = pow(den % p, -1, p)
+        if len(_INV) > (1 << 16):
+            _INV.clear()
+        _INV[(den, p)] = inv
+    return c.numerator * inv % p
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,7 +374,11 @@ class Poly:
         return Poly._wrap(out)
 
     def gradient(self, n: int) -> tuple[Poly, ...]:
-        """(∂_0 P, …, ∂_{n−1} P) in one pass over the terms."""
+        """(∂_0 P, …, ∂_{n−1} P) in one pass over the terms.
+
+        For a fixed j, distinct monomials m give distinct m / x_j, so every term of ∂_j P comes
+        from exactly one term of P: coefficients are set, never summed (no cancellation).
+        """
         comps: dict[int, dict[int, Coef]] = {}
         units = _units(n)
         for m, c in self.terms.items():
@@ -371,12 +387,12 @@ class Poly:
                     raise InputError(f"polynomial uses x_{j} but n = {n}")
                 d = comps.get(j)
                 if d is None:
-                    d = comps[j] = defaultdict(int)
-                d[m - units[j]] += c * e
+                    d = comps[j] = {}
+                d[m - units[j]] = c if e == 1 else _norm(c * e)
         zero = Poly()
         out = [zero] * n
         for j, d in comps.items():
-            out[j] = Poly._wrap({m: _norm(c) for m, c in d.items() if c})
+            out[j] = Poly._wrap(d)
         return tuple(out)
 
     # -- evaluation ------------------------------------------------------------------------
@@ -889,8 +905,13 @@ def scale_coordinates(fields: Sequence[Sequence[object]], mask: Sequence[bool]) 
     return out
 
 
-def exact_rational(x: object, what: str = "value") -> Coef:
-    """int / Fraction as is; a float only if it is a simple rational (denominator ≤ 10^6) exactly."""
+def binary_rational(x: object, what: str = "value") -> Coef:
+    """The exact value of a finite number: ints / Fractions as they are, a float as the binary
+    rational m·2^e it is (``Fraction(x)``; e.g. 0.1 ↦ 3602879701896397/2^55, not 1/10).
+
+    The denominator is a power of two, invertible modulo every odd prime, so reducing the
+    coefficient mod p is exact. NaN / ±inf raise `InputError`.
+    """
     if isinstance(x, (numbers.Rational, np.integer, bool)):
         return _exact(x)
     try:
@@ -899,12 +920,23 @@ def exact_rational(x: object, what: str = "value") -> Coef:
         raise InputError(f"{what} {x!r} is not a number") from None
     if not np.isfinite(xf):
         raise InputError(f"{what} {x!r} is not finite")
-    fr = Fraction(xf).limit_denominator(10**6)
-    if float(fr) != xf:
-        raise InputError(
-            f"{what} {x!r} is not a simple rational (denominator ≤ 10^6); the exact engine needs exact coefficients"
-        )
-    return _norm(fr)
+    if xf == int(xf):
+        return int(xf)
+    return Fraction(xf)
+
+
+def exact_rational(x: object, what: str = "value") -> Coef:
+    """A flow constant (τ, Nesterov's c) as an exact rational: ints / Fractions as they are; a
+    float as the simple rational it prints as when there is one (denominator ≤ 10^6 and
+    ``float(r) == x``: 0.35 ↦ 7/20), otherwise as its exact binary value (`binary_rational`).
+    The two readings are the same float, so the numeric engine sees the same flow."""
+    if isinstance(x, (numbers.Rational, np.integer, bool)):
+        return _exact(x)
+    xb = binary_rational(x, what)
+    if isinstance(xb, int):
+        return xb
+    fr = xb.limit_denominator(10**6)
+    return _norm(fr) if float(fr) == float(xb) else xb
 
 
 def momentum_fields(

@@ -12,10 +12,11 @@ and stops when a level keeps nothing (stagnation ⇒ converged) or the rank reac
 Everything is exact: fields are sparse polynomials reduced mod a prime p < 2^61, the point z is
 uniform in {1, …, p−1}^n, and ranks are computed by Gaussian elimination over F_p (reduced row
 echelon form, incremental, blocked). Only kept fields are bracketed symbolically: the value of a
-candidate [χ_i, K] at z is ∂K(z)·χ_i(z) − ∂χ_i(z)·K(z), computed for all candidates of a level at
-once from the sparse Jacobians at z. Products mod p split numbers into three 21-bit limbs so that
-every partial sum is an exact int64 (`matmul_mod`, `mul_mod`). Two independent runs (one per
-prime, each with its own random point) must agree.
+candidate [χ_i, K] at z is ∂K(z)·χ_i(z) − ∂χ_i(z)·K(z), computed from the sparse Jacobians at z
+for all generators and a block of kept fields at a time (memory bounded by `_CAND_ENTRIES`).
+Products mod p split numbers into three 21-bit limbs so that every partial sum is an exact int64
+(`matmul_mod`, `mul_mod`). Two independent runs (one per prime, each with its own random point)
+must agree.
 
 Stagnation shortcut: before evaluating a level's candidates one by one, the single random element
 [Σ_i c_i χ_i, Σ_j b_j K_j](z) (b, c uniform mod p) is tested; if it lies in the span of the kept
@@ -53,7 +54,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InputError
-from .extract import polynomial_form
+from .extract import Region, polynomial_form, region_polynomial
 from .polynomial import (
     PointEvaluator,
     _combine,
@@ -84,6 +85,10 @@ __all__ = [
 DEFAULT_PRIMES: tuple[int, int] = ((1 << 61) - 1, (1 << 61) - 31)
 
 OK, DISAGREE, NOT_CONVERGED = "ok", "disagree", "not_converged"
+
+#: Candidate brackets of a level are evaluated at z in blocks of about this many int64 entries
+#: (d generators × block of kept fields × n), so memory stays bounded for large d·r·n.
+_CAND_ENTRIES = 1 << 22
 
 
 def is_prime(n: int) -> bool:
@@ -321,6 +326,8 @@ class ExactTrace:
         n_brackets: candidate brackets evaluated at a point, summed over runs.
         n_symbolic: brackets computed as polynomials, summed over runs.
         runs: per-run details.
+        region: for a count on the activation region of a point (``exact_count_laws(...,
+            region=θ0)``), the `Region`: θ0 and the switches fixed; ``None`` for a polynomial φ.
     """
 
     dim: int | None
@@ -334,6 +341,7 @@ class ExactTrace:
     n_brackets: int
     n_symbolic: int
     runs: tuple[ExactRun, ...]
+    region: Region | None = None
 
     @property
     def n_laws(self) -> int | None:
@@ -431,14 +439,27 @@ def _single_run(
         cc = nprng.integers(0, p, size=d, dtype=np.int64)
         if _random_residual_zero(cb, cc, Xv, k_val, gstack, kstack, ech, p):
             sel: list[int] = []
-            V = None
+            V: dict[int, np.ndarray] = {}
             bound_num += 2
         else:
-            # values of [χ_i, K_j](z) = ∂K_j(z) χ_i(z) − ∂χ_i(z) K_j(z), candidates ordered (j, i)
-            A = kstack.apply_each(Xv, p)  # (d, r, n): A[i, j] = ∂K_j χ_i
-            B = gstack.apply_each(k_val, p)  # (r, d, n): B[j, i] = ∂χ_i K_j
-            V = _sub_mod(np.ascontiguousarray(A.transpose(1, 0, 2)), B, p).reshape(r * d, n)
-            sel = ech.select(V)
+            # values of [χ_i, K_j](z) = ∂K_j(z) χ_i(z) − ∂χ_i(z) K_j(z), candidates ordered (j, i),
+            # evaluated for a block of kept fields K_j at a time (memory d·block·n), selected
+            # greedily in order (the echelon basis carries over from block to block)
+            sel = []
+            V = {}
+            blk = max(1, _CAND_ENTRIES // max(1, d * n))
+            for j0 in range(0, r, blk):
+                j1 = min(r, j0 + blk)
+                kb = kstack if (j0, j1) == (0, r) else _JacobianStack(k_jac[j0:j1], n)
+                A = kb.apply_each(Xv, p)  # (d, b, n): A[i, j] = ∂K_j χ_i
+                B = gstack.apply_each(k_val[j0:j1], p)  # (b, d, n): B[j, i] = ∂χ_i K_j
+                Vb = _sub_mod(np.ascontiguousarray(A.transpose(1, 0, 2)), B, p)
+                Vb = Vb.reshape((j1 - j0) * d, n)
+                for t in ech.select(Vb):
+                    sel.append(j0 * d + t)
+                    V[j0 * d + t] = Vb[t].copy()
+                if ech.rank == n:
+                    break  # the rest is pruned (and counted in the failure bound as such)
         new, new_val, new_jac, new_deg = [], [], [], []
         for idx in sel:
             j, i = divmod(idx, d)
@@ -563,20 +584,32 @@ METRICS = ("euclidean", "entropy")
 
 
 def model_fields(
-    model, flow: str = "gradient", tau: object = 0, metric: str = "euclidean"
+    model, flow: str = "gradient", tau: object = 0, metric: str = "euclidean", region: object = None
 ) -> tuple[list, int]:
     """Generator fields and state dimension of a `Model` under a flow, from φ's exact polynomials.
 
     ``flow``: ``"gradient"`` (θ, n = D), ``"momentum"`` (constant τ = ``tau``) or ``"nesterov"``
     (τ(t) = 3/t), both on (s, θ, v), n = 2D + 1. ``metric``: ``"euclidean"`` or ``"entropy"``
-    (mirror coordinates = ``model.positive_mask``).
+    (mirror coordinates = ``model.positive_mask``). ``region``: a flat θ0 of shape (D,) to use
+    the polynomial φ is on θ0's activation region (`region_polynomial`) instead of φ itself.
     """
+    _check_flow(flow, metric)
+    if region is None:
+        polys = polynomial_form(model.phi, model.D)
+    else:
+        polys = list(region_polynomial(model.phi, model.D, region).polys)
+    return _flow_fields(model, polys, flow, tau, metric)
+
+
+def _check_flow(flow: str, metric: str) -> None:
     if flow not in FLOWS:
         raise InputError(f"unknown flow {flow!r}; expected one of {FLOWS}")
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; expected one of {METRICS}")
+
+
+def _flow_fields(model, polys: list, flow: str, tau: object, metric: str) -> tuple[list, int]:
     D = model.D
-    polys = polynomial_form(model.phi, D)
     mask = np.asarray(model.positive_mask, dtype=bool) if metric == "entropy" else None
     if flow == "gradient":
         fields = gradient_fields(polys, D)
@@ -604,7 +637,27 @@ def exact_count_laws(
     seed: int = 0,
     max_depth: int = 30,
     primes: Sequence[int] = DEFAULT_PRIMES,
+    region: object = None,
 ) -> ExactTrace:
-    """Extract φ's polynomials, build the flow's fields, run `exact_lie_trace` (``.n_laws``)."""
-    fields, n = model_fields(model, flow, tau, metric)
-    return exact_lie_trace(fields, n, seed=seed, max_depth=max_depth, primes=primes)
+    """Extract φ's polynomials, build the flow's fields, run `exact_lie_trace` (``.n_laws``).
+
+    Float constants of φ are read as the binary rationals they are (the count is that of the
+    model with exactly these coefficients, as the numeric engine sees it).
+
+    ``region``: a flat float64 θ0 of shape ``(D,)`` for a piecewise-polynomial φ (ReLU, leaky
+    ReLU, abs, max pooling, …): φ is replaced by the polynomial it is on the activation region of
+    θ0 (every switch fixed to its outcome at θ0, per input for a sampled model; see
+    `region_polynomial`), and the count is that of φ at generic points of that region. The
+    result's ``region`` records θ0 and the switches fixed. A switch tied at θ0 raises
+    `InputError`.
+    """
+    _check_flow(flow, metric)
+    if region is None:
+        fields, n = _flow_fields(model, polynomial_form(model.phi, model.D), flow, tau, metric)
+        info = None
+    else:
+        form = region_polynomial(model.phi, model.D, region)
+        fields, n = _flow_fields(model, list(form.polys), flow, tau, metric)
+        info = form.region
+    trace = exact_lie_trace(fields, n, seed=seed, max_depth=max_depth, primes=primes)
+    return trace if info is None else dataclasses.replace(trace, region=info)

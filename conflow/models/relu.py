@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _config  # noqa: F401  (float64)
 from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
@@ -67,6 +68,33 @@ def relu_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     return jnp.concatenate([s.ravel(), *reversed(bias_parts)])
 
 
+def relu_pairing(theta: Array, factors: Array, blocks: Sequence[ParamBlock],
+                 dims: Sequence[int]) -> Array:
+    """⟨a(g), φ(θ)⟩ for the structured coefficients a(g) of `relu_phi`, as one forward pass.
+
+    ``factors`` (shape ``(Σ_k n_k,)``) holds g_0 ∈ R^{n_0}, …, g_L ∈ R^{n_L}, and
+
+        a(g) = ( g_0 ⊗ g_1 ⊗ ⋯ ⊗ g_L,  g_1 ⊗ ⋯ ⊗ g_L,  …,  g_{L−1} ⊗ g_L ),
+
+    laid out as φ (the bias parts only with biases). Then ⟨a(g), φ(θ)⟩ is the linear network
+    with input g_0 whose hidden units are gated by g_l:
+
+        h_0 = g_0,   h_l = g_l ⊙ (W_l h_{l−1} + b_l)  (l = 1..L−1),   ⟨a(g), φ(θ)⟩ = g_Lᵀ W_L h_{L−1},
+
+    O(D) work where ∂φ(θ)ᵀa sums over every path. The parts of a(g) have distinct multidegrees in
+    (g_0, …, g_L) and rank-one tensors span each tensor space, so the image of a spans R^d: its
+    θ-gradients at random g are generic elements of the generator span (`Model.pairing`).
+    """
+    weights, biases = _split_relu(theta, blocks)
+    offsets = np.cumsum([0, *dims])
+    g = [factors[offsets[k] : offsets[k + 1]] for k in range(len(dims))]
+    h = g[0]
+    for l in range(1, len(weights)):
+        pre = weights[l - 1] @ h
+        h = g[l] * (pre + biases[l - 1] if biases else pre)
+    return g[-1] @ (weights[-1] @ h)
+
+
 def relu_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     """Per hidden neuron j of layer l (l = 1..L−1, in order): ‖W_l[j,:]‖² + b_l[j]² − ‖W_{l+1}[:,j]‖²."""
     weights, biases = _split_relu(theta, blocks)
@@ -96,6 +124,8 @@ def relu(dims: Sequence[int], bias: bool = False) -> Model:
         blocks=blocks,
         bias=bool(bias),
         closed_form_laws=functools.partial(relu_laws, blocks=blocks),
+        pairing=functools.partial(relu_pairing, blocks=blocks, dims=dims),
+        n_pairing_coeffs=sum(dims),
         closed_form_description=(
             "‖W_l[j,:]‖² + b_l[j]² − ‖W_{l+1}[:,j]‖² per hidden neuron j of layer l"
             if bias

@@ -1,0 +1,136 @@
+"""The rank band (rounding floor, noise ceiling, signal floor), escalation, progress, and the
+structured coefficients that make deep ReLU counts cost a forward pass."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import conflow as cf
+from conflow import trace as trace_module
+from conflow.models.relu import relu_phi
+from conflow.rank import NOISE_FACTOR, UNIT_ROUNDOFF, rank_band, rounding_amplification
+
+
+def test_band_floor_grows_with_the_stack_and_the_basis_error():
+    small, large = rank_band(10, 3), rank_band(1000, 1000)
+    assert small.floor == pytest.approx(UNIT_ROUNDOFF["float64"] * (np.sqrt(10) + np.sqrt(3)))
+    assert large.floor > small.floor
+    assert small.noise == pytest.approx(NOISE_FACTOR * small.floor)
+    assert small.noise < small.cut < small.signal
+    assert rank_band(10, 3, basis_error=1e-10).floor > 1e-10
+    assert rank_band(10, 3, "float32").floor > 1e8 * small.floor
+    assert rank_band(10, 3, rtol=1e-3).cut == 1e-3
+
+
+def test_band_unsettled_values():
+    band = rank_band(10, 3)
+    sigma = np.array([1.0, 1e-12, 1e-17])
+    # cut at the band: 1e-12 is inside the band
+    assert band.unsettled(sigma, 1).tolist() == [1e-12]
+    # a user's cut that keeps rounding noise, or drops a clear direction, is unsettled too
+    assert band.unsettled(np.array([1.0, 1e-17]), 2).tolist() == [1e-17]
+    assert band.unsettled(np.array([1.0, 0.5]), 1).tolist() == [0.5]
+    assert band.unsettled(np.array([1.0, 1e-17]), 1).size == 0
+
+
+def test_rounding_amplification_follows_inner_cancellation():
+    values = jnp.array([[1.0, 0.0], [1e-6, 0.0], [1.0, 1.0]])
+    scales = jnp.array([1.0, 1.0, 2.0])  # row 1 came out of a cancellation by 1e6
+    eps = np.asarray(rounding_amplification(values, scales))
+    assert eps[0] == 1.0 and eps[1] == pytest.approx(2.0)
+    assert eps[2] == pytest.approx(1.0 + 1e6 * 2.0)
+    # an exactly zero inner row makes the rows above it zero: no amplification is invented
+    zero = np.asarray(rounding_amplification(jnp.zeros((3, 2)), jnp.zeros(3)))
+    assert np.all(np.isfinite(zero))
+
+
+def _near_parallel(eps):
+    """φ = (x0 x1, x0 x1 + ε x2): the fields span {(x1, x0, 0), e3} and [X, e3] = 0: 1 law."""
+    return cf.custom(lambda p: jnp.stack([p["x"][0] * p["x"][1],
+                                          p["x"][0] * p["x"][1] + eps * p["x"][2]]),
+                     {"x": np.zeros(3)})
+
+
+@pytest.mark.parametrize("eps", [1e-12, 1e-14])
+def test_near_parallel_generators_are_never_a_wrong_ok(eps):
+    model = _near_parallel(eps)
+    plain = cf.count_laws(model, method="numeric", escalate=False)
+    assert plain.status == "ambiguous" and plain.n_laws is None, plain.summary()
+    assert plain.trace.uncertain and "neither rounding nor clear" in plain.reason
+    settled = cf.count_laws(model, method="numeric")
+    assert settled.status == "ok" and settled.n_laws == 1, settled.summary()
+    assert settled.settled_by.startswith("exact")
+    assert [a.step for a in settled.attempts] == ["numeric", "exact"]
+    assert settled.to_json()["settled_by"] == settled.settled_by
+    assert "settled by exact" in settled.summary()
+
+
+def test_well_separated_generators_need_no_escalation():
+    count = cf.count_laws(_near_parallel(1.0), method="numeric")
+    assert count.status == "ok" and count.n_laws == 1 and not count.attempts
+    assert not count.trace.uncertain
+
+
+def test_an_unsettled_count_names_what_was_tried():
+    # a smooth, non-polynomial φ, cut by a user's rtol below rounding: no exact step
+    # applies, fresh points keep the same cut, so the count stays ambiguous and says so
+    model = cf.custom(lambda p: jnp.tanh(p["w"]) * p["v"], {"w": np.zeros(2), "v": np.zeros(2)})
+    count = cf.count_laws(model, rtol=1e-30)
+    assert count.status == "ambiguous" and count.n_laws is None
+    assert "escalation did not settle it" in count.reason and "fresh points" in count.reason
+    assert [a.step for a in count.attempts][:2] == ["numeric", "fresh points"]
+
+
+def test_relu_pairing_is_the_structured_coefficient_pairing():
+    for dims, bias in [([3, 4, 4, 3], True), ([2, 3, 2], False), ([3, 2, 4, 2, 2], True)]:
+        model = cf.relu(dims, bias=bias)
+        rng = np.random.default_rng(0)
+        theta, f = rng.standard_normal(model.D), rng.standard_normal(sum(dims))
+        g = np.split(f, np.cumsum(dims)[:-1])
+        parts = []
+        for first in range(len(dims) - 1 if bias else 1):
+            t = g[first]
+            for k in range(first + 1, len(dims)):
+                t = np.multiply.outer(t, g[k])
+            parts.append(t.ravel())
+        a = np.concatenate(parts)
+        assert model.n_pairing_coeffs == f.size
+        expected = float(a @ relu_phi(jnp.asarray(theta), model.blocks))
+        assert float(model.pairing(jnp.asarray(theta), jnp.asarray(f))) == pytest.approx(expected)
+
+
+def test_deep_relu_counts_cost_a_forward_pass():
+    # 4·6⁵·2 ≈ 62k input-output paths: the structured coefficients never enumerate them
+    count = cf.count_laws(cf.relu([4, 6, 6, 6, 6, 6, 2], bias=True))
+    assert count.status == "ok" and count.n_laws == 30, count.summary()
+
+
+def test_progress_bar_on_request(capsys, monkeypatch):
+    monkeypatch.setattr(trace_module, "PROGRESS_DELAY", 0.0)
+    cf.count_laws(cf.linear([2, 3, 2]), method="numeric", progress=True)
+    assert "Lie trace" in capsys.readouterr().err
+    cf.count_laws(cf.linear([2, 3, 2]), method="numeric", progress=False)
+    assert "Lie trace" not in capsys.readouterr().err
+
+
+def test_auto_counts_tiny_polynomial_models_exactly():
+    # nearly dependent brackets at 1e-14 sit at rounding level: only the exact engine tells them
+    # apart (φ = (x0, x0 x1 + ε x0² x2 / 2): [X, Y] is ε-close to span{X, Y}, and 0 laws)
+    model = cf.custom(lambda x: jnp.stack([x[0], x[0] * x[1] + 1e-14 * x[0] ** 2 * x[2] / 2]),
+                      np.zeros(3))
+    count = cf.count_laws(model)
+    assert count.method == "exact" and count.status == "ok" and count.n_laws == 0
+    # numeric options ask for the numeric engine
+    assert cf.count_laws(cf.linear([2, 3, 2]), algorithm="dense").method == "numeric"
+    assert cf.count_laws(cf.linear([3, 4, 4, 3])).method == "numeric"
+
+
+def test_method_both_cross_checks_a_relu_network_given_as_code():
+    # the exact engine counts the polynomial φ is on the activation regions of the numeric points
+    eqx = pytest.importorskip("equinox")
+    import jax
+
+    mlp = eqx.nn.MLP(3, 2, 4, 1, activation=jax.nn.relu, key=jax.random.PRNGKey(1))
+    count = cf.count_laws(cf.from_model(mlp, input_shape=(3,)), method="both")
+    assert count.status == "ok" and count.n_laws == 4, count.summary()
+    assert count.exact.region is not None

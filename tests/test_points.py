@@ -1,0 +1,182 @@
+"""Generic points: the well-conditioned draw of `Model.sample_points` and the redraws of degenerate
+points of piecewise models (`conflow.points.generic_points`)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import conflow as cf
+from conflow.errors import InputError
+from conflow.flows import GradientFlow, MomentumFlow
+from conflow.from_model import from_model
+from conflow.models.base import PERTURBATION, ParamBlock, draw_block
+from conflow.points import GenericPoints, generic_points
+
+# --------------------------------------------------------------------------------------------
+# the conditioned draw
+# --------------------------------------------------------------------------------------------
+
+
+def test_sample_points_shapes_determinism_and_keys():
+    m = cf.linear([3, 4, 5, 2])
+    a = np.asarray(m.sample_points(0, 4))
+    assert a.shape == (4, m.D) and a.dtype == np.float64 and np.all(np.isfinite(a))
+    np.testing.assert_array_equal(a, np.asarray(m.sample_points(0, 4)))
+    assert not np.allclose(a, np.asarray(m.sample_points(1, 4)))
+    k = jax.random.PRNGKey(3)
+    np.testing.assert_array_equal(m.sample_points(k, 2), m.sample_points(k, 2))
+    np.testing.assert_array_equal(m.sample_points(np.random.default_rng(5), 2),
+                                  m.sample_points(np.random.default_rng(5), 2))
+    assert len({row.tobytes() for row in a}) == 4  # distinct points
+
+
+def test_positive_blocks_stay_positive():
+    for model in (cf.nmf(2, 3, 4), cf.icnn(3, 4, 2)):
+        z = np.asarray(model.sample_points(jax.random.PRNGKey(0), 50))
+        mask = model.positive_mask
+        assert mask.any() and np.all(z[:, mask] >= 0.1)
+        if not mask.all():
+            assert np.any(z[:, ~mask] < 0)  # the other blocks are not folded
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (3, 7), (7, 3), (1, 5), (5, 1), (4, 2, 3)])
+def test_matrix_blocks_have_singular_values_near_one(shape):
+    block = ParamBlock("A", shape)
+    draws = draw_block(np.random.default_rng(0), block, 200).reshape(200, shape[0], -1)
+    s = np.linalg.svd(draws, compute_uv=False)
+    assert s.min() > 0.25 and s.max() < 2.0
+    # the Gaussian part is there: the draws are not on the Stiefel manifold
+    assert np.abs(s - 1).max() > PERTURBATION / 3
+
+
+def test_vectors_and_scalars():
+    rng = np.random.default_rng(1)
+    v = draw_block(rng, ParamBlock("b", (50,)), 400)
+    assert v.shape == (400, 50) and 0.2 < np.median(np.linalg.norm(v, axis=1)) < 0.4
+    assert abs(np.mean(v)) < 0.01
+    s = draw_block(rng, ParamBlock("c", ()), 400)
+    assert s.shape == (400, 1) and 0.8 < np.std(s) < 1.2
+    assert draw_block(rng, ParamBlock("e", (0, 3)), 2).shape == (2, 0)
+
+
+def test_products_of_ten_blocks_are_well_conditioned():
+    m = cf.linear([8] * 11)
+    gauss = np.random.default_rng(0)
+    conds, conds_gauss = [], []
+    for theta in np.asarray(m.sample_points(0, 5)):
+        mats = [np.asarray(x) for x in m.unflatten(theta).values()]
+        conds.append(np.linalg.cond(functools.reduce(np.matmul, mats)))
+        g = [gauss.standard_normal((8, 8)) for _ in mats]
+        conds_gauss.append(np.linalg.cond(functools.reduce(np.matmul, g)))
+    assert max(conds) < 1e3
+    assert np.median(conds_gauss) > 1e3 * np.median(conds)
+
+
+def test_pytree_leaves_are_drawn_as_matrices():
+    """custom / from_model models inherit the draw: an (out, in) weight leaf is a matrix block."""
+    params = {"W": np.zeros((6, 4)), "b": np.zeros(6), "a": np.zeros(())}
+    model = cf.custom(lambda p: p["W"] @ jnp.ones(4) + p["b"] + p["a"], params)
+    theta = np.asarray(model.sample_points(0, 1)[0])
+    w = np.asarray(model.unflatten(theta)["W"])
+    s = np.linalg.svd(w, compute_uv=False)
+    assert s.min() > 0.25 and s.max() < 2.0
+
+
+# --------------------------------------------------------------------------------------------
+# redraws of degenerate points
+# --------------------------------------------------------------------------------------------
+
+
+def _relu_apply(p, x):
+    """Two hidden ReLU layers with biases: W3 relu(W2 relu(W1 x + b1) + b2)."""
+    h = jax.nn.relu(p["W1"] @ x + p["b1"])
+    return p["W3"] @ jax.nn.relu(p["W2"] @ h + p["b2"])
+
+
+def _small_relu_model():
+    """2-3-3-1 with biases on 32 drawn inputs: about 3 in 4 draws have a second-layer unit
+    constant over the sample (or a weight that moves no output)."""
+    params = {"W1": np.zeros((3, 2)), "b1": np.zeros(3), "W2": np.zeros((3, 3)),
+              "b2": np.zeros(3), "W3": np.zeros((1, 3))}
+    return from_model(_relu_apply, params, input_shape=(2,), n_inputs=32)
+
+
+def test_analytic_models_keep_the_flows_points():
+    for model, flow in ((cf.linear([2, 3, 2]), GradientFlow()), (cf.relu([2, 3, 2]), None),
+                        (cf.linear([2, 2, 2]), MomentumFlow(0.5))):
+        gp = generic_points(model, flow, 4, 3)
+        assert isinstance(gp, GenericPoints)
+        want = (flow or GradientFlow()).sample_points(model, 4, 3)
+        np.testing.assert_array_equal(gp.points, np.asarray(want))
+        assert gp.redrawn == 0 and gp.reasons == () and gp.degenerate == ()
+
+
+def test_degenerate_point_is_redrawn_with_reason():
+    model = _small_relu_model()
+    found = None
+    for seed in range(20):
+        first = np.asarray(model.sample_points(seed, 3))
+        if any(model.degenerate_reason(t) for t in first):
+            found = seed, first
+            break
+    assert found is not None, "no degenerate first draw in 20 seeds"
+    seed, first = found
+    gp = generic_points(model, None, seed, 3)
+    assert gp.points.shape == (3, model.D) and gp.redrawn >= 1 and gp.degenerate == ()
+    assert any("never change" in r or "no output" in r for r in gp.reasons)
+    for i, (p, f) in enumerate(zip(gp.points, first)):
+        assert model.degenerate_reason(p) is None
+        if model.degenerate_reason(f) is None:  # generic first draws are kept as they are
+            np.testing.assert_array_equal(p, f)
+        else:
+            assert not np.array_equal(p, f) and any(r.startswith(f"point {i}:") for r in gp.reasons)
+    again = generic_points(model, None, seed, 3)  # deterministic
+    np.testing.assert_array_equal(again.points, gp.points)
+    assert again.reasons == gp.reasons and again.redrawn == gp.redrawn
+
+
+def test_momentum_states_are_checked_on_their_theta_part():
+    model = _small_relu_model()
+    gp = generic_points(model, MomentumFlow(0.3), 0, 4)
+    assert gp.points.shape == (4, 2 * model.D + 1) and gp.degenerate == ()
+    assert np.all(gp.points[:, 0] > 0)
+    for z in gp.points:
+        assert model.degenerate_reason(z[1 : model.D + 1]) is None
+
+
+def test_unit_dead_by_construction_is_listed_degenerate():
+    def apply(p, x):  # the ReLU's pre-activation is < 0 for every input and every θ
+        return p["W"] @ x + p["v"] * jax.nn.relu(-(x ** 2).sum() - 1.0)
+
+    model = from_model(apply, {"W": np.zeros((2, 3)), "v": np.zeros(2)}, input_shape=(3,),
+                       n_inputs=16)
+    theta = np.asarray(model.sample_points(0, 1)[0])
+    assert model.constant_switches(theta).tolist() == [True]
+    assert model.idle_parameters(theta).tolist() == [False] * 6 + [True, True]
+    reason = model.degenerate_reason(theta)
+    assert "1 of 1 recorded switch never changes" in reason and "v[0]" in reason
+    gp = generic_points(model, None, 0, 2, max_redraws=3)
+    assert gp.degenerate == (0, 1) and gp.redrawn == 6
+    assert len(gp.reasons) == 2 and all("still degenerate after 3 redraws" in r for r in gp.reasons)
+
+
+def test_smooth_sampled_model_is_never_degenerate():
+    model = from_model(lambda p, x: jnp.tanh(p["W"] @ x), {"W": np.zeros((2, 3))},
+                       input_shape=(3,), n_inputs=16)
+    gp = generic_points(model, None, 1, 2)
+    assert gp.redrawn == 0 and gp.degenerate == ()
+    np.testing.assert_array_equal(gp.points, np.asarray(model.sample_points(1, 2)))
+
+
+def test_bad_arguments():
+    model = cf.linear([2, 2, 2])
+    for kwargs in ({"seed": -1, "n": 2}, {"seed": 0, "n": 0}, {"seed": 1.5, "n": 2}):
+        with pytest.raises(InputError):
+            generic_points(model, None, **kwargs)
+    with pytest.raises(InputError):
+        generic_points(model, None, 0, 2, max_redraws=-1)

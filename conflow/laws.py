@@ -62,7 +62,8 @@ class Attempt:
         return dataclasses.asdict(self)
 
     def line(self) -> str:
-        result = f"{self.n_laws} laws" if self.status == OK else f"{self.status}: {self.reason}"
+        result = (f"{self.n_laws} law{'' if self.n_laws == 1 else 's'}" if self.status == OK
+                  else f"{self.status}: {self.reason}")
         return f"{self.step} ({self.detail}): {result} [{self.seconds:.2f} s]"
 
 

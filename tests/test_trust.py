@@ -180,21 +180,14 @@ def test_conv_one_law_per_channel_is_certified(geometry):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", _params(MLPS))
-def test_mlp_count(case):
-    """ReLU / leaky ReLU: one law per hidden neuron; GELU / tanh / softplus: none; identity: the
-    linear / affine formula. For (leaky) ReLU nets with ≥ 2 hidden layers this is the count of
-    the region where every unit switches on its inputs: at some Gaussian θ a deeper unit is dead,
-    always on, or active on a sliver the sample misses, and the local count there differs — the
-    engine must avoid or detect such points (`trust_models` docstring), not count them."""
-    _requires(case)
-    r = tm.count(case, points=3)
-    assert r.model.D == case.D
-    _assert_ok_and_right(case, r)
-
-
-@pytest.mark.parametrize("case", _params(CONVS))
-def test_conv_count(case):
+@pytest.mark.parametrize("case", _params(MLPS + CONVS))
+def test_model_from_code_count(case):
+    """MLPs — ReLU / leaky ReLU: one law per hidden neuron; GELU / tanh / softplus: none;
+    identity: the linear / affine formula — and conv nets (one law per hidden channel). For
+    (leaky) ReLU nets with ≥ 2 hidden layers this is the count of the region where every unit
+    switches on its inputs: at some Gaussian θ a deeper unit is dead, always on, or active on a
+    sliver the sample misses, and the local count there differs — the engine must avoid or detect
+    such points (`trust_models` docstring), not count them."""
     _requires(case)
     r = tm.count(case, points=3)
     assert r.model.D == case.D

@@ -55,7 +55,7 @@ import json, sys, time
 t0 = time.perf_counter()
 import conflow as cf
 from conflow.flows import MomentumFlow
-from conflow.laws import count_laws
+from conflow.laws.count import count_laws
 t1 = time.perf_counter()
 r = count_laws(cf.linear({dims!r}), MomentumFlow({tau!r}), method={method!r})
 j = r.to_json()
@@ -65,7 +65,7 @@ print(json.dumps(j))
 
 PROTOCOL_SCRIPT = """
 import json, time
-from conflow import reproduce as R
+from conflow.reference import reproduce as R
 t0 = time.perf_counter()
 p = [x for x in R.PROTOCOLS["momentum"] if x.name == {name!r}][0]
 rows = list(R._run([p], None, 3, 0, "auto"))
@@ -142,7 +142,7 @@ def attach_known(rows: list[dict]) -> None:
     sys.path.insert(0, str(ROOT))
     import conflow as cf
     from conflow.flows import MomentumFlow
-    from conflow.models import closed_forms
+    from conflow.reference import closed_forms
 
     cache: dict = {}
     for row in rows:

@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import conflow as cf  # noqa: E402  (float64)
-from conflow.integrate import cross_entropy_loss, mlp_forward  # noqa: E402
+from conflow.training.simulate import cross_entropy_loss, mlp_forward  # noqa: E402
 
 SIZES = (784, 128, 10)
 

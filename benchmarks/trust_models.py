@@ -36,7 +36,7 @@ Expected counts (MATH.md §2.2–2.5):
 - conv + ReLU + dense: one law per hidden CHANNEL (the rescaling symmetry of a channel is shared by
   all its positions; MATH.md §2.5). Checked in the tests against the exact engine on the
   path-lifting φ of the same net, and by eye on the numeric spectrum (see `test_trust.py`).
-- ``linear``: `linear_formula` (checked against ``Model.closed_form_count()``); ``relu``: hidden
+- ``linear``: `linear_formula` (checked against `conflow.reference.closed_forms.known_count`); ``relu``: hidden
   neurons.
 """
 

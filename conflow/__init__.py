@@ -16,21 +16,15 @@ Public API (float64 is enabled on import):
 
 import importlib
 
-from . import _config  # noqa: F401  (float64 before anything is traced)
-from .brackets import bracket_chain, lie_bracket
-from .errors import InputError
-from .expressions import LawExpression, compile_law
-from .flows import GradientFlow, MomentumFlow, mirror_metric
-from .from_model import (
-    FromModelCount,
-    FromModelReport,
-    InputsWarning,
-    SampledModel,
-    count_laws_from_model,
-    from_model,
-)
-from .laws import LawCount, count_laws
-from .models import (
+from conflow import precision  # noqa: F401  (float64 before anything is traced)
+from conflow.engine.brackets import bracket_chain, lie_bracket
+from conflow.errors import InputError
+from conflow.laws.expressions import LawExpression, compile_law
+from conflow.flows import AbstractFlow, GradientFlow, MomentumFlow, mirror_metric, parse_flow
+from conflow.laws.from_model_count import FromModelCount, FromModelReport, count_laws_from_model
+from conflow.models.from_model import InputsWarning, SampledModel, from_model
+from conflow.laws.count import LawCount, count_laws
+from conflow.models import (
     Model,
     ParamBlock,
     attention,
@@ -49,23 +43,23 @@ from .models import (
     softmax_layer,
     transformer,
 )
-from .polynomial_laws import Law, LawBasis, polynomial_laws
-from .rank import RankCut, numerical_rank
-from .trace import LieTrace, VectorFamily, lie_trace
-from .verify import EmpiricalReport, Verdict, check_complete, simulate_drift, verify_law
+from conflow.laws.find import Law, LawBasis, polynomial_laws
+from conflow.engine.rank import RankCut, numerical_rank
+from conflow.engine.trace import LieTrace, VectorFamily, lie_trace
+from conflow.laws.verify import EmpiricalReport, Verdict, check_complete, simulate_drift, verify_law
 
 
 # Integrators, optimizers and plots import diffrax / optax / matplotlib (~0.4 s): they load on
 # first attribute access, so that `conflow count` does not pay for them.
 _LAZY = {
-    "drift": ("DriftReport", "LawDrift", "drift_report", "loglog_slope"),
-    "integrate": ("FlowState", "Monitor", "SimResult", "Simulator", "forward_fn", "init_mlp",
-                  "init_params", "make_loss", "make_simulator", "mlp_forward", "model_laws",
-                  "simulate"),
-    "optimizers": ("Trainer", "TrainResult", "gd", "heavy_ball", "heavy_ball_flow",
+    "training.drift": ("DriftReport", "LawDrift", "drift_report", "loglog_slope"),
+    "training.simulate": ("FlowState", "Monitor", "SimResult", "Simulator", "forward_fn",
+                          "init_mlp", "init_params", "make_loss", "make_simulator", "mlp_forward",
+                          "simulate"),
+    "training.optimizers": ("Trainer", "TrainResult", "gd", "heavy_ball", "heavy_ball_flow",
                    "make_optimizer", "make_trainer", "mirror_descent", "mirror_heavy_ball",
                    "momentum_coefficients", "nesterov", "train"),
-    "plots": ("plot_drift", "plot_drift_vs_step"),
+    "training.plots": ("plot_drift", "plot_drift_vs_step"),
 }
 _LAZY_OWNER = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -106,13 +100,13 @@ __all__ = [
     "mirror_descent",
     "mirror_heavy_ball",
     "mlp_forward",
-    "model_laws",
     "momentum_coefficients",
     "nesterov",
     "plot_drift",
     "plot_drift_vs_step",
     "simulate",
     "train",
+    "AbstractFlow",
     "GradientFlow",
     "EmpiricalReport",
     "FromModelCount",
@@ -145,6 +139,7 @@ __all__ = [
     "lie_bracket",
     "lie_trace",
     "mirror_metric",
+    "parse_flow",
     "linear",
     "bracket_chain",
     "mlp",

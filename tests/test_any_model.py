@@ -12,15 +12,11 @@ import numpy as np
 import pytest
 
 import conflow as cf
-from conflow.cli import main
+from conflow.cli.main import main
 from conflow.errors import InputError
 from conflow.flows import GradientFlow
-from conflow.from_model import (
-    InputsWarning,
-    SampledModel,
-    count_laws_from_model,
-    from_model,
-)
+from conflow.laws.from_model_count import count_laws_from_model
+from conflow.models.from_model import InputsWarning, SampledModel, from_model
 from conflow.models import (
     MODEL_NAMES,
     attention,
@@ -35,7 +31,9 @@ from conflow.models import (
     residual,
     softmax_layer,
 )
-from conflow.models.attention import expected_count
+from conflow.reference.gradient_laws import expected_count
+from conflow.reference.closed_forms import known_count
+from conflow.reference.gradient_laws import gradient_laws
 
 
 def _max_cosine(model, laws, n_points=3, n_coeffs=4, seed=0):
@@ -62,7 +60,7 @@ def test_attention_laws_orthogonal_and_count(dim, d1, heads):
     m = attention(dim, d1, heads)
     assert [b.name for b in m.blocks] == ["Q", "K", "V", "O"]
     assert m.D == 4 * heads * d1 * dim and m.d == 2 * heads * dim * dim
-    assert _max_cosine(m, m.closed_form_laws) < 1e-12
+    assert _max_cosine(m, gradient_laws(m)) < 1e-12
     # a wrong law (QQᵀ + KKᵀ) is not orthogonal: the check can fail
     def wrong(t):
         p = m.unflatten(t)
@@ -71,7 +69,7 @@ def test_attention_laws_orthogonal_and_count(dim, d1, heads):
     assert _max_cosine(m, wrong) > 1e-3
     r = cf.count_laws(m)
     assert r.status == "ok"
-    assert r.n_laws == expected_count(dim, d1, heads) == m.closed_form_count()
+    assert r.n_laws == expected_count(dim, d1, heads) == known_count(m)
     if d1 <= 2 * dim:
         assert r.n_laws == heads * d1 * (d1 + 1)
 
@@ -90,11 +88,11 @@ def test_softmax_column_sums():
     m = softmax_layer(3, 4)
     assert isinstance(m, SampledModel) and m.label == "softmax[3,4] on 6 inputs"
     assert m.D == 12 and m.param_names[:2] == ["W[0,0]", "W[0,1]"]
-    assert _max_cosine(m, m.closed_form_laws) < 1e-12
+    assert _max_cosine(m, gradient_laws(m)) < 1e-12
     row_sums = lambda t: t.reshape(3, 4).sum(axis=1)  # noqa: E731  (not laws)
     assert _max_cosine(m, row_sums) > 1e-3
     r = cf.count_laws(m)
-    assert r.status == "ok" and r.n_laws == 4 == m.closed_form_count()  # MATH §8 row 27: m
+    assert r.status == "ok" and r.n_laws == 4 == known_count(m)  # MATH §8 row 27: m
     # too few inputs (2 < m = 4) span too little: more laws, caught by the doubled sample
     with pytest.warns(InputsWarning, match="changed with more inputs"):
         res = count_laws_from_model(softmax_layer(3, 4, n_inputs=2), patterns=False)
@@ -106,9 +104,9 @@ def test_conv_block_has_c1_laws(bias):
     m = conv(2, 3, 2, 3, 2, bias=bias)
     assert [(b.name, b.shape) for b in m.blocks] == (
         [("V", (3, 2, 3))] + ([("b", (3,))] if bias else []) + [("U", (2, 3, 2))])
-    assert _max_cosine(m, m.closed_form_laws) < 1e-12
+    assert _max_cosine(m, gradient_laws(m)) < 1e-12
     r = cf.count_laws(m)
-    assert r.status == "ok" and r.n_laws == 3 == m.closed_form_count()
+    assert r.status == "ok" and r.n_laws == 3 == known_count(m)
 
 
 def test_conv_path_lifting_matches_the_block():
@@ -128,7 +126,7 @@ def test_residual_keeps_the_block_laws():
     np.testing.assert_allclose(res.apply(theta, x), x + block.apply(theta, x))
     counted = cf.count_laws(res)
     assert base.status == counted.status == "ok" and counted.n_laws == base.n_laws == 4
-    assert _max_cosine(res, block.closed_form_laws) < 1e-12
+    assert _max_cosine(res, gradient_laws(block)) < 1e-12
     # the function form, and the φ form (same φ, relabelled)
     fn = residual(lambda p, x: p["W"] @ x)
     np.testing.assert_allclose(fn({"W": np.eye(2) * 2.0}, np.ones(2)), 3 * np.ones(2))
@@ -214,7 +212,7 @@ def test_low_input_dimension_differs_from_path_lifting():
 @pytest.mark.parametrize("activation", ["tanh", "gelu", "softplus", "silu"])
 def test_smooth_activations_are_counted_not_assumed(activation):
     m = mlp([3, 3, 2], activation)
-    assert m.closed_form_laws is None and m.label == f"mlp-{activation}[3,3,2] on 60 inputs"
+    assert gradient_laws(m) is None and m.label == f"mlp-{activation}[3,3,2] on 60 inputs"
     res = count_laws_from_model(m, check_inputs=False)
     assert res.status == "ok" and res.n_laws == 0  # no rescaling symmetry left
     assert res.report.patterns[0].n_switches == 0
@@ -251,7 +249,7 @@ def test_registry_and_cli(capsys):
     assert get_model("attention", "3,2,2").D == 48
     assert get_model("conv", "2,3,2").dims == (2, 3, 2, 3, 3)
     assert get_model("conv", "2,3,2,4,2", bias=True).D == 3 * (2 * 4 + 1) + 2 * 3 * 2
-    assert get_model("softmax", "3,4").closed_form_count() == 4
+    assert known_count(get_model("softmax", "3,4")) == 4
     for bad in (("attention", "3"), ("attention", "3,2,1,1"), ("conv", "1,2"),
                 ("softmax", "1,3"), ("transformer", "3,2")):
         with pytest.raises(InputError):

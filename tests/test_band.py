@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import conflow as cf
-from conflow import trace as trace_module
+from conflow.engine import trace as trace_module
 from conflow.models.relu import relu_phi
-from conflow.rank import NOISE_FACTOR, UNIT_ROUNDOFF, rank_band, rounding_amplification
+from conflow.engine.rank import NOISE_FACTOR, UNIT_ROUNDOFF, rank_band, rounding_amplification
 
 
 def test_band_floor_grows_with_the_stack_and_the_basis_error():

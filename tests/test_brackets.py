@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import conflow  # noqa: F401  (float64)
-from conflow.brackets import bracket_chain, lie_bracket
+from conflow.engine.brackets import bracket_chain, lie_bracket
 
 
 def test_linear_fields_bracket_is_commutator():

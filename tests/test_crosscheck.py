@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 import conflow as cf
 from conflow.exact import Poly, exact_lie_trace
 from conflow.flows import GradientFlow, MomentumFlow
-from conflow.trace import VectorFamily, lie_trace
+from conflow.engine.trace import VectorFamily, lie_trace
 
 # A polynomial is {exponent tuple (length n): nonzero int coefficient}; a field is a tuple of n of
 # them. The helpers below are deliberately independent of `conflow.exact.polynomial`.

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conflow.cli import main
+from conflow.cli.main import main
 
 
 def _free_port() -> int:

@@ -18,7 +18,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conflow import _config  # noqa: F401  (float64)
 from conflow.errors import InputError
 from conflow.exact import (
     DEFAULT_PRIMES,
@@ -528,11 +527,12 @@ def test_entropy_metric_nmf(dims, flow, laws):
 
 def test_exact_count_laws_on_models():
     models = pytest.importorskip("conflow.models")
-    from conflow.exact import exact_count_laws
+    from conflow.flows import GradientFlow, MomentumFlow
+    from conflow.laws.exact_count import exact_count_laws
 
     assert exact_count_laws(models.linear((2, 3, 2))).n_laws == 6
-    assert exact_count_laws(models.nmf(2, 3, 2), metric="entropy").n_laws == 3
-    assert exact_count_laws(models.linear((2, 3, 2)), flow="momentum", tau=1).n_laws == 3
+    assert exact_count_laws(models.nmf(2, 3, 2), GradientFlow("entropy")).n_laws == 3
+    assert exact_count_laws(models.linear((2, 3, 2)), MomentumFlow(1)).n_laws == 3
 
 
 def test_small_examples():

@@ -17,20 +17,19 @@ import numpy as np
 import pytest
 
 import conflow as cf
-from conflow import _config  # noqa: F401  (float64)
 from conflow.errors import InputError
 from conflow.exact import (
     DEFAULT_PRIMES,
     Poly,
     binary_rational,
-    exact_count_laws,
     polynomial_form,
     region_polynomial,
 )
 from conflow.exact.polynomial import coef_mod
-from conflow.flows import GradientFlow
-from conflow.from_model import from_model
-from conflow.trace import lie_trace
+from conflow.flows import GradientFlow, MomentumFlow
+from conflow.laws.exact_count import exact_count_laws
+from conflow.models.from_model import from_model
+from conflow.engine.trace import lie_trace
 
 X = [Poly.var(j) for j in range(8)]
 
@@ -232,9 +231,9 @@ def test_level_evaluation_in_blocks_gives_the_same_trace(monkeypatch):
     from conflow.exact import trace as exact_trace
 
     model = cf.linear([2, 3, 2])
-    want = exact_count_laws(model, flow="momentum", tau=0.5)
+    want = exact_count_laws(model, MomentumFlow(0.5))
     monkeypatch.setattr(exact_trace, "_CAND_ENTRIES", 30)  # one kept field per block
-    got = exact_count_laws(model, flow="momentum", tau=0.5)
+    got = exact_count_laws(model, MomentumFlow(0.5))
     assert want.status == got.status == "ok" and len(want.ranks) > 2
     assert (got.ranks, got.n_laws, [r.kept for r in got.runs]) == (
         want.ranks,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import conflow as cf
-from conflow.cli import main
+from conflow.cli.main import main
 from conflow.errors import InputError
-from conflow.expressions import compile_law, expression_names, identifier
+from conflow.laws.expressions import compile_law, expression_names, identifier
 from conflow.flows import GradientFlow, MomentumFlow
 
 LIN = cf.linear([2, 3, 2])  # U1 (2×3), U2 (3×2)

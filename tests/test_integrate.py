@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 
 import conflow as cf
-from conflow import drift, integrate
-from conflow.cli import main
+from conflow.training import drift
+from conflow.training import simulate as integrate
+from conflow.cli.main import main
 from conflow.errors import InputError
 from conflow.flows import GradientFlow, MomentumFlow
-from conflow.integrate import simulate
+from conflow.training.simulate import simulate
+from conflow.reference.closed_forms import model_laws
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -55,7 +57,7 @@ def heavy_ball_run(lin):
         "balancedness": lambda p: p["U"].T @ p["U"] - p["V"].T @ p["V"],
         "momentum": lambda p, v, t: jnp.exp(tau * t) * antisym(p, v),
         "raw": lambda p, v, t: antisym(p, v),
-        "closed_form": integrate.model_laws(model, MomentumFlow(tau)),
+        "closed_form": model_laws(model, MomentumFlow(tau)),
     }
     return simulate(model, MomentumFlow(tau), p0, data, 4.0, saveat=41, monitors=monitors,
                     velocity0=v0, rtol=RTOL, atol=ATOL)
@@ -94,7 +96,7 @@ def test_forward_functions_agree_with_phi():
 
 def test_gradient_flow_keeps_balancedness_to_solver_tolerance(lin):
     model, data, p0, _ = lin
-    law = integrate.model_laws(model)  # upper triangle of UᵀU − VᵀV
+    law = model_laws(model)  # upper triangle of UᵀU − VᵀV
     res = simulate(model, "gradient", p0, data, 5.0, saveat=26, monitors={"H": law,
                    "U_norm": lambda p: jnp.sum(p["U"] ** 2)}, rtol=RTOL, atol=ATOL,
                    estimate_error=True)
@@ -130,7 +132,7 @@ def test_heavy_ball_breaks_balancedness_and_keeps_the_momentum_law(heavy_ball_ru
 def test_nesterov_keeps_the_t_cubed_law(lin):
     model, data, p0, v0 = lin
     monitors = {"t3": lambda p, v, t: t**3 * antisym(p, v), "raw": lambda p, v, t: antisym(p, v),
-                "closed_form": integrate.model_laws(model, "nesterov")}
+                "closed_form": model_laws(model, "nesterov")}
     res = simulate(model, "nesterov", p0, data, 3.0, t0=0.5, saveat=31, monitors=monitors,
                    velocity0=v0, rtol=RTOL, atol=ATOL)
     assert res.times[0] == 0.5
@@ -145,7 +147,7 @@ def test_mirror_flow_nmf_in_log_coordinates(lin):
     rng = np.random.default_rng(5)
     X = jnp.asarray(rng.uniform(0.1, 1.0, (3, 4)))
     p0 = integrate.init_params(nmf, 2)
-    law = integrate.model_laws(nmf, "mirror")  # Σ_i U_ik − Σ_j V_kj
+    law = model_laws(nmf, "mirror")  # Σ_i U_ik − Σ_j V_kj
     euclid = lambda p: p["U"].T @ p["U"] - p["V"] @ p["V"].T  # noqa: E731
     res = simulate(nmf, "mirror", p0, X, 30.0, saveat=16, monitors={"h": law, "e": euclid},
                    rtol=RTOL, atol=ATOL)
@@ -173,7 +175,7 @@ def test_mirror_momentum_matches_a_direct_second_order_integration():
     p0 = integrate.init_params(nmf, 3)
     tau, t1 = 0.8, 6.0
     res = simulate(nmf, "mirror-momentum", p0, X, t1, tau=tau, saveat=2, rtol=RTOL, atol=ATOL,
-                   monitors={"h": integrate.model_laws(nmf, "mirror")})
+                   monitors={"h": model_laws(nmf, "mirror")})
     loss = integrate.make_loss(nmf)
 
     def field(t, y, args):  # θ'' + τθ' = −(τθ + θ') ⊙ ∇L, written out
@@ -308,7 +310,7 @@ def test_drift_report_floor_scales_and_unmoved_trajectories():
 
 def test_plots_write_png_files(tmp_path):
     pytest.importorskip("matplotlib")
-    from conflow import plots
+    from conflow.training import plots
 
     T = 6
     values = {"a": np.linspace(1, 1.1, T), "b": np.full(T, 1.0) + np.arange(T) * 1e-12}

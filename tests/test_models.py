@@ -25,6 +25,9 @@ from conflow.models import (
     product,
     relu,
 )
+from conflow.reference.closed_forms import known_count
+from conflow.reference.gradient_laws import gradient_laws
+from conflow.flows import GradientFlow
 
 
 def _arr(x):
@@ -108,7 +111,7 @@ def test_linear_phi_by_hand():
     np.testing.assert_allclose(m.phi(th), (u1 @ u2 @ u3).ravel())
     # laws: U1ᵀU1 − U2U2ᵀ for U1 = [[1,2],[3,4]], U2 = [[5],[6]]:  [[10,14],[14,20]] − [[25,30],[30,36]]
     # then U2ᵀU2 − U3U3ᵀ = 61 − (7² + 8²) = −52; upper triangles in triu order
-    np.testing.assert_allclose(m.closed_form_laws(th), [10 - 25, 14 - 30, 20 - 36, -52])
+    np.testing.assert_allclose(gradient_laws(m)(th), [10 - 25, 14 - 30, 20 - 36, -52])
 
 
 def test_relu_phi_by_hand_bias():
@@ -118,7 +121,7 @@ def test_relu_phi_by_hand_bias():
     th = jnp.arange(1.0, 7.0)
     np.testing.assert_allclose(m.phi(th), [1 * 5, 2 * 6, 3 * 5, 4 * 6])
     # laws: a_j² + c_j² − e_j²
-    np.testing.assert_allclose(m.closed_form_laws(th), [1 + 9 - 25, 4 + 16 - 36])
+    np.testing.assert_allclose(gradient_laws(m)(th), [1 + 9 - 25, 4 + 16 - 36])
 
 
 def test_relu_phi_by_hand_no_bias():
@@ -126,7 +129,7 @@ def test_relu_phi_by_hand_no_bias():
     m = relu([2, 2, 1])
     th = jnp.arange(1.0, 7.0)
     np.testing.assert_allclose(m.phi(th), [1 * 5, 3 * 6, 2 * 5, 4 * 6])
-    np.testing.assert_allclose(m.closed_form_laws(th), [1 + 4 - 25, 9 + 16 - 36])
+    np.testing.assert_allclose(gradient_laws(m)(th), [1 + 4 - 25, 9 + 16 - 36])
 
 
 def test_relu_phi_by_hand_deep_bias():
@@ -137,7 +140,7 @@ def test_relu_phi_by_hand_deep_bias():
     expected = [a * c * g, a * d * h, beta * c * g, beta * d * h, e * g, f * h]
     np.testing.assert_allclose(m.phi(th), expected)
     laws = [a**2 + beta**2 - (c**2 + d**2), c**2 + e**2 - g**2, d**2 + f**2 - h**2]
-    np.testing.assert_allclose(m.closed_form_laws(th), laws)
+    np.testing.assert_allclose(gradient_laws(m)(th), laws)
 
 
 def _relu_paths_reference(m: Model, th) -> np.ndarray:
@@ -168,24 +171,24 @@ def test_factorization_nmf_icnn_product_by_hand():
     f = factorization(1, 2, 1)  # U = [a b], V = [c d]: φ = ac + bd, laws a²−c², ab−cd, b²−d²
     np.testing.assert_allclose(f.phi(jnp.array([2.0, 3.0, 5.0, 7.0])), [31])
     np.testing.assert_allclose(
-        f.closed_form_laws(jnp.array([2.0, 3.0, 5.0, 7.0])), [4 - 25, 6 - 35, 9 - 49]
+        gradient_laws(f)(jnp.array([2.0, 3.0, 5.0, 7.0])), [4 - 25, 6 - 35, 9 - 49]
     )
 
     n = nmf(2, 2, 1)  # U = [[1,2],[3,4]], V = [[5],[6]]
     th = jnp.arange(1.0, 7.0)
     np.testing.assert_allclose(n.phi(th), [1 * 5 + 2 * 6, 3 * 5 + 4 * 6])
-    np.testing.assert_allclose(n.closed_form_laws(th), [1 + 3 - 5, 2 + 4 - 6])
+    np.testing.assert_allclose(gradient_laws(n)(th), [1 + 3 - 5, 2 + 4 - 6])
 
     c = icnn(1, 2, 1, bias=True)  # U = [u1 u2], V = [v1; v2], b = [b1, b2]
     th = jnp.arange(1.0, 7.0)  # u = (1, 2), v = (3, 4), b = (5, 6)
     np.testing.assert_allclose(c.phi(th), [1 * 3, 1 * 5, 2 * 4, 2 * 6])
-    np.testing.assert_allclose(c.closed_form_laws(th), [1 - 0.5 * (9 + 25), 2 - 0.5 * (16 + 36)])
+    np.testing.assert_allclose(gradient_laws(c)(th), [1 - 0.5 * (9 + 25), 2 - 0.5 * (16 + 36)])
     c0 = icnn(2, 1, 2)  # U = [[1],[2]], V = [[3, 4]]: φ = u vᵀ
     np.testing.assert_allclose(c0.phi(jnp.array([1.0, 2.0, 3.0, 4.0])), [3, 4, 6, 8])
 
     p = product(3)
     np.testing.assert_allclose(p.phi(jnp.array([2.0, 3.0, -4.0])), [-24])
-    np.testing.assert_allclose(p.closed_form_laws(jnp.array([2.0, 3.0, -4.0])), [4 - 9, 4 - 16])
+    np.testing.assert_allclose(gradient_laws(p)(jnp.array([2.0, 3.0, -4.0])), [4 - 9, 4 - 16])
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,7 +237,7 @@ def _law_and_generator_jacobians(m: Model, thetas) -> tuple[np.ndarray, np.ndarr
     def one(theta):
         gens = jax.jacrev(m.phi)(theta) * jnp.where(mask, theta, 1.0)[None, :]
         value, tangent = jax.jvp(m.phi, (theta,), (jnp.ones_like(theta),))
-        return jax.jacfwd(m.closed_form_laws)(theta), gens, value, tangent
+        return jax.jacfwd(gradient_laws(m))(theta), gens, value, tangent
 
     grad_h, gens, value, tangent = jax.jit(jax.vmap(one))(thetas)
     assert value.dtype == gens.dtype == jnp.float64 and value.shape == (len(thetas), m.d)
@@ -299,7 +302,7 @@ def _linear_count(dims) -> int:
 )
 def test_linear_closed_form_count(dims, expected):
     assert _linear_count(dims) == expected
-    assert linear(dims).closed_form_count() == expected
+    assert known_count(linear(dims)) == expected
 
 
 def test_linear_closed_form_count_random():
@@ -308,34 +311,34 @@ def test_linear_closed_form_count_random():
         dims = rng.integers(1, 5, size=int(rng.integers(3, 5))).tolist()
         if any(dims[i] > dims[i - 1] + dims[i + 1] for i in range(1, len(dims) - 1)):
             continue
-        assert linear(dims).closed_form_count() == sum(n * (n + 1) // 2 for n in dims[1:-1])
+        assert known_count(linear(dims)) == sum(n * (n + 1) // 2 for n in dims[1:-1])
 
 
 @pytest.mark.parametrize(
     "dims,bias", [([2, 3, 2], True), ([3, 2, 2, 2], False), ([2, 4, 3, 1], True)]
 )
 def test_relu_closed_form_count(dims, bias):
-    assert relu(dims, bias=bias).closed_form_count() == sum(dims[1:-1])
+    assert known_count(relu(dims, bias=bias)) == sum(dims[1:-1])
 
 
 @pytest.mark.parametrize("n,r,m,expected", [(2, 2, 2, 3), (2, 5, 2, 14), (1, 3, 1, 5)])
 def test_factorization_closed_form_count(n, r, m, expected):
-    assert factorization(n, r, m).closed_form_count() == expected
+    assert known_count(factorization(n, r, m)) == expected
 
 
 @pytest.mark.parametrize("dims", [(2, 2, 2), (2, 5, 2), (3, 7, 1)])
 def test_nmf_closed_form_count(dims):
-    assert nmf(*dims).closed_form_count() == dims[1]
+    assert known_count(nmf(*dims), GradientFlow("entropy")) == dims[1]
 
 
 @pytest.mark.parametrize("dims,bias", [((2, 2, 2), False), ((2, 3, 2), True), ((3, 2, 1), True)])
 def test_icnn_closed_form_count(dims, bias):
-    assert icnn(*dims, bias=bias).closed_form_count() == dims[1]
+    assert known_count(icnn(*dims, bias=bias), GradientFlow("entropy")) == dims[1]
 
 
 @pytest.mark.parametrize("D", [1, 5])
 def test_product_closed_form_count(D):
-    assert product(D).closed_form_count() == D - 1
+    assert known_count(product(D)) == D - 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,7 +352,7 @@ def test_custom_dict_matches_linear():
     assert m.name == "custom" and m.D == ref.D == 12 and m.d == ref.d == 4 and m.dims == (12,)
     assert [b.name for b in m.blocks] == ["U1", "U2"]  # dict keys sorted, as ravel_pytree does
     assert m.param_names == ref.param_names
-    assert m.closed_form_laws is None and m.closed_form_count() is None
+    assert gradient_laws(m) is None and known_count(m) is None
     th = ref.sample_points(jax.random.PRNGKey(2), 1)[0]
     np.testing.assert_allclose(m.phi(th), ref.phi(th), rtol=1e-14)
     jac = jax.jit(lambda t: (jax.jacrev(m.phi)(t), jax.jacrev(ref.phi)(t)))

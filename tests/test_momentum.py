@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import conflow as cf
-from conflow import reproduce
+from conflow.reference import reproduce
 from conflow.errors import InputError
 from conflow.flows import GradientFlow, MomentumFlow
-from conflow.models import closed_forms
+from conflow.reference import closed_forms
 
 DAMPINGS = [0.0, 1.0, "nesterov"]  # MATH.md §8: counts hold for τ = 0, τ > 0 and Nesterov
 DAMPING_IDS = ["tau0", "tau1", "nesterov"]

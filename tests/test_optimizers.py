@@ -15,10 +15,12 @@ import optax
 import pytest
 
 import conflow as cf
-from conflow import integrate, optimizers
-from conflow.drift import loglog_slope
+from conflow.training import optimizers
+from conflow.training import simulate as integrate
+from conflow.training.drift import loglog_slope
 from conflow.errors import InputError
-from conflow.optimizers import batch_indices, train
+from conflow.training.optimizers import batch_indices, train
+from conflow.reference.closed_forms import model_laws
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def test_one_gd_step_on_a_relu_neuron_law():
     data = (jnp.asarray(rng.standard_normal((16, 3))), jnp.asarray(rng.standard_normal((16, 2))))
     p0 = integrate.init_params(model, 1)
     p0 = {**p0, "b1": jnp.asarray(rng.standard_normal(4) * 0.3)}
-    law = integrate.model_laws(model)  # ‖W1[j,:]‖² + b1[j]² − ‖W2[:,j]‖²
+    law = model_laws(model)  # ‖W1[j,:]‖² + b1[j]² − ‖W2[:,j]‖²
     eta = 0.05
     g = jax.grad(integrate.make_loss(model))(p0, data)
     res = train(model, optimizers.gd(eta), p0, data, 1, monitors={"h": law})
@@ -133,7 +135,7 @@ def test_mirror_step_keeps_the_nmf_law_exactly():
     rng = np.random.default_rng(9)
     X = jnp.asarray(rng.uniform(0.1, 1.0, (4, 5)))
     p0 = integrate.init_params(model, 2)
-    law = integrate.model_laws(model, "mirror")
+    law = model_laws(model, "mirror")
     res = train(model, optimizers.mirror_descent(0.2), p0, X, 100, every=10,
                 monitors={"h": law})
     h = res.values["h"]
@@ -159,7 +161,7 @@ def test_mirror_step_keeps_the_nmf_law_exactly():
 
 def test_gd_drift_slopes_one_at_fixed_time_two_per_step(fac):
     model, data, p0, _ = fac
-    law = integrate.model_laws(model)
+    law = model_laws(model)
     lrs = [0.0025, 0.005, 0.01]
 
     def drift(lr, steps):

@@ -13,9 +13,9 @@ import pytest
 import conflow as cf
 from conflow.errors import InputError
 from conflow.flows import GradientFlow, MomentumFlow
-from conflow.from_model import from_model
+from conflow.models.from_model import from_model
 from conflow.models.base import PERTURBATION, ParamBlock, draw_block
-from conflow.points import GenericPoints, generic_points
+from conflow.laws.points import GenericPoints, generic_points
 
 # --------------------------------------------------------------------------------------------
 # the conditioned draw

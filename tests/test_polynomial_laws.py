@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 
 import conflow as cf
-from conflow.cli import main
+from conflow.cli.main import main
 from conflow.errors import InputError
 from conflow.flows import GradientFlow, MomentumFlow
-from conflow.models import closed_forms
+from conflow.reference import closed_forms
+from conflow.reference.closed_forms import known_count
+from conflow.reference.gradient_laws import gradient_laws
 
 # the package attribute `conflow.polynomial_laws` is the function; this is the module
-pl = importlib.import_module("conflow.polynomial_laws")
+pl = importlib.import_module("conflow.laws.find")
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,8 +91,8 @@ def test_degree2_gradient_laws_match_known_counts_and_span(label, n_ind, n_basis
     model, flow = _case(label, "gf")
     assert basis.status == "ok", basis.reason
     assert basis.n_independent == n_ind and basis.n_laws == n_basis
-    assert basis.n_independent == model.closed_form_count()
-    rb, rk, rbk = _same_span(basis, model.closed_form_laws, model, flow, n_basis)
+    assert basis.n_independent == known_count(model)
+    rb, rk, rbk = _same_span(basis, gradient_laws(model), model, flow, n_basis)
     assert rb == rbk == rk == n_basis  # the basis spans exactly the known laws
     assert basis.gap > 1e8 and basis.validation_residual < 1e-12
     assert all(law.exact for law in basis.laws)
@@ -157,7 +159,7 @@ def test_icnn_laws_mixed_degree_with_half_coefficients():
     fam = basis.families[0]
     assert fam.family == "(colsum(U) − 1/2·diag(VVᵀ) − 1/2·b²)"
     assert basis.laws[0].coefficients[-1] == Fraction(-1, 2)
-    rb, rk, rbk = _same_span(basis, model.closed_form_laws, model, flow, 2)
+    rb, rk, rbk = _same_span(basis, gradient_laws(model), model, flow, 2)
     assert rk == 2 and rbk == rb  # the closed forms Σ U − ½(‖v‖² + b²) lie in the span
 
 

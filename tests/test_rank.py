@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from conflow.rank import cut_spectrum, gap_ratio, numerical_rank
+from conflow.engine.rank import cut_spectrum, gap_ratio, numerical_rank
 
 
 def test_cut_and_gap_on_a_constructed_spectrum():

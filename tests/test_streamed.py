@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import conflow as cf
-from conflow.trace import lie_trace
+from conflow.engine.trace import lie_trace
 
 
 def _trace(model, flow, algorithm, **kw):

@@ -6,7 +6,7 @@ import pytest
 
 import conflow  # noqa: F401
 from conflow.errors import InputError
-from conflow.trace import VectorFamily, lie_trace
+from conflow.engine.trace import VectorFamily, lie_trace
 
 rng = np.random.default_rng(0)
 POINTS3 = jnp.asarray(rng.standard_normal((3, 3)))

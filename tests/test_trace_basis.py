@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from conflow.trace_basis import TraceBasis
+from conflow.engine.streamed_basis import TraceBasis
 
 rng = np.random.default_rng(0)
 

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import conflow as cf
+from conflow.reference.closed_forms import known_count
 import trust_models as tm
 
 SEED = 2026
@@ -84,17 +85,17 @@ def test_draw_is_fixed_and_covers_the_kinds():
 
 
 def test_closed_forms_agree_with_the_literature_values():
-    """`linear_formula` and `hidden_neurons` against `Model.closed_form_count()` (the rank of the
+    """`linear_formula` and `hidden_neurons` against `known_count(Model)` (the rank of the
     known laws' gradients, the reference notebooks' comparison value)."""
     assert [tm.layer_laws(r, p) for r, p in [(3, 4), (5, 4), (8, 4), (2, 2)]] == [6, 14, 26, 3]
     dims_list = [[2, 5, 2], [2, 4, 1, 2]]  # saturated hidden layers: 14 (not 15), 10 (not 11)
     dims_list += [list(c.dims) for c in BUILTINS if c.kind == "linear"]
     dims_list += [list(c.dims) for c in MLPS if c.activation == "identity" and not c.bias]
     for dims in dims_list:
-        assert tm.linear_formula(dims) == cf.linear(dims).closed_form_count(), dims
+        assert tm.linear_formula(dims) == known_count(cf.linear(dims)), dims
     for c in BUILTINS:
         if c.kind == "relu":
-            assert c.expected == cf.relu(list(c.dims), bias=c.bias).closed_form_count(), c.id
+            assert c.expected == known_count(cf.relu(list(c.dims), bias=c.bias)), c.id
     with pytest.raises(ValueError, match="scalar"):
         tm.linear_formula([1, 2, 3, 1])  # D − 1 laws, not the per-layer count (MATH.md §2.3)
 

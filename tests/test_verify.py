@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import conflow as cf
-from conflow.cli import main
+from conflow.cli.main import main
 from conflow.errors import InputError
 from conflow.flows import GradientFlow, MomentumFlow
-from conflow.polynomial_laws import generator_evaluator
-from conflow.verify import (
+from conflow.laws.find import generator_evaluator
+from conflow.laws.verify import (
     CONSERVED,
     INCONCLUSIVE,
     NOT_CONSERVED,
@@ -51,7 +51,7 @@ def test_true_laws_are_conserved(model, flow, text):
 
 def _breaks(model, flow, v):
     """⟨∇h, χ_g⟩ at the reported point, recomputed, relative to its terms."""
-    from conflow.verify import state_function
+    from conflow.laws.verify import state_function
     import jax
 
     h = state_function(model, flow, v.expression)
@@ -143,7 +143,8 @@ def test_independence_and_completeness():
 
 def test_simulation_separates_true_and_false_laws():
     model = cf.linear([2, 2, 2])
-    true = verify_law(model, None, f"{BAL}[0,1]", points=4, empirical=True, inits=1, steps=40)
+    true = verify_law(model, None, f"{BAL}[0,1]", points=4, empirical=True, inits=1, steps=40,
+                      reference=f"{BAL}[0,0]")
     false = verify_law(model, None, f"{BAL}[0,1] + 0.05 * U1[0,0]**2", points=4,
                        empirical=True, inits=1, steps=40)
     assert true.empirical.verdict == CONSERVED, true.empirical.summary()

@@ -6,11 +6,11 @@ Lie-trace engine that ranks brackets modulo 61-bit primes at random points (Schw
 - `region_polynomial(phi, D, theta0)`: for a piecewise-polynomial φ (ReLU, leaky ReLU, abs, max
   pooling, …) the polynomial it is on the activation region of θ0;
 - fields: `gradient_fields`, `scale_coordinates` (entropy metric), `momentum_fields` (phase space);
-- `exact_lie_trace(fields, n)` → `ExactTrace`; `exact_count_laws(model, ...)` does all three steps
-  (``region=θ0``: on the activation region of θ0).
+- `exact_lie_trace(fields, n)` → `ExactTrace`. Counting a model under a flow (φ's polynomials →
+  the flow's fields → the trace) is `conflow.laws.exact_count.exact_count_laws`.
 """
 
-from .extract import (
+from conflow.exact.extract import (
     SWITCHES,
     Region,
     RegionForm,
@@ -18,7 +18,7 @@ from .extract import (
     polynomial_form,
     region_polynomial,
 )
-from .polynomial import (
+from conflow.exact.polynomial import (
     MAX_DEGREE,
     Poly,
     binary_rational,
@@ -36,13 +36,11 @@ from .polynomial import (
     scale_coordinates,
     shift_variables,
 )
-from .trace import (
+from conflow.exact.trace import (
     DEFAULT_PRIMES,
     ExactRun,
     ExactTrace,
-    exact_count_laws,
     exact_lie_trace,
-    model_fields,
 )
 
 __all__ = [
@@ -57,7 +55,6 @@ __all__ = [
     "binary_rational",
     "bracket",
     "evaluate_field",
-    "exact_count_laws",
     "exact_lie_trace",
     "field_add",
     "field_degree",
@@ -65,7 +62,6 @@ __all__ = [
     "field_scale",
     "gradient_fields",
     "jaxpr_polynomials",
-    "model_fields",
     "momentum_fields",
     "monomial",
     "monomial_degree",

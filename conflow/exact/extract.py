@@ -38,9 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Literal
 
-from .. import _config  # noqa: F401  (float64)
-from ..errors import InputError, PiecewiseError
-from .polynomial import Poly, binary_rational
+from conflow.errors import InputError, PiecewiseError
+from conflow.exact.polynomial import Poly, binary_rational
 
 __all__ = [
     "SWITCHES",

@@ -40,7 +40,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..errors import InputError
+from conflow.errors import InputError
 
 __all__ = [
     "MAX_DEGREE",

@@ -53,9 +53,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from .extract import Region, polynomial_form, region_polynomial
-from .polynomial import (
+from conflow.errors import InputError
+from conflow.exact.extract import Region
+from conflow.exact.polynomial import (
     PointEvaluator,
     _combine,
     _limbs,
@@ -63,11 +63,8 @@ from .polynomial import (
     _raw_degree,
     _sub_mod,
     bracket_raw,
-    gradient_fields,
     matmul_mod,
-    momentum_fields,
     mul_mod,
-    scale_coordinates,
     to_raw,
 )
 
@@ -75,10 +72,8 @@ __all__ = [
     "DEFAULT_PRIMES",
     "ExactRun",
     "ExactTrace",
-    "exact_count_laws",
     "exact_lie_trace",
     "matmul_mod",
-    "model_fields",
 ]
 
 #: Two 61-bit primes: the Mersenne prime 2^61 − 1 and 2^61 − 31.
@@ -573,91 +568,3 @@ def exact_lie_trace(
         n_symbolic=sum(r.n_symbolic for r in runs),
         runs=tuple(runs),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Models
-# ---------------------------------------------------------------------------------------------
-
-FLOWS = ("gradient", "momentum", "nesterov")
-METRICS = ("euclidean", "entropy")
-
-
-def model_fields(
-    model, flow: str = "gradient", tau: object = 0, metric: str = "euclidean", region: object = None
-) -> tuple[list, int]:
-    """Generator fields and state dimension of a `Model` under a flow, from φ's exact polynomials.
-
-    ``flow``: ``"gradient"`` (θ, n = D), ``"momentum"`` (constant τ = ``tau``) or ``"nesterov"``
-    (τ(t) = 3/t), both on (s, θ, v), n = 2D + 1. ``metric``: ``"euclidean"`` or ``"entropy"``
-    (mirror coordinates = ``model.positive_mask``). ``region``: a flat θ0 of shape (D,) to use
-    the polynomial φ is on θ0's activation region (`region_polynomial`) instead of φ itself.
-    """
-    _check_flow(flow, metric)
-    if region is None:
-        polys = polynomial_form(model.phi, model.D)
-    else:
-        polys = list(region_polynomial(model.phi, model.D, region).polys)
-    return _flow_fields(model, polys, flow, tau, metric)
-
-
-def _check_flow(flow: str, metric: str) -> None:
-    if flow not in FLOWS:
-        raise InputError(f"unknown flow {flow!r}; expected one of {FLOWS}")
-    if metric not in METRICS:
-        raise InputError(f"unknown metric {metric!r}; expected one of {METRICS}")
-
-
-def _flow_fields(model, polys: list, flow: str, tau: object, metric: str) -> tuple[list, int]:
-    D = model.D
-    mask = np.asarray(model.positive_mask, dtype=bool) if metric == "entropy" else None
-    if flow == "gradient":
-        fields = gradient_fields(polys, D)
-        if mask is not None:
-            fields = scale_coordinates(fields, mask)
-        return fields, D
-    return (
-        momentum_fields(
-            polys,
-            D,
-            None if flow == "nesterov" else tau,
-            metric_mask=mask,
-            nesterov=flow == "nesterov",
-        ),
-        2 * D + 1,
-    )
-
-
-def exact_count_laws(
-    model,
-    *,
-    flow: str = "gradient",
-    tau: object = 0,
-    metric: str = "euclidean",
-    seed: int = 0,
-    max_depth: int = 30,
-    primes: Sequence[int] = DEFAULT_PRIMES,
-    region: object = None,
-) -> ExactTrace:
-    """Extract φ's polynomials, build the flow's fields, run `exact_lie_trace` (``.n_laws``).
-
-    Float constants of φ are read as the binary rationals they are (the count is that of the
-    model with exactly these coefficients, as the numeric engine sees it).
-
-    ``region``: a flat float64 θ0 of shape ``(D,)`` for a piecewise-polynomial φ (ReLU, leaky
-    ReLU, abs, max pooling, …): φ is replaced by the polynomial it is on the activation region of
-    θ0 (every switch fixed to its outcome at θ0, per input for a sampled model; see
-    `region_polynomial`), and the count is that of φ at generic points of that region. The
-    result's ``region`` records θ0 and the switches fixed. A switch tied at θ0 raises
-    `InputError`.
-    """
-    _check_flow(flow, metric)
-    if region is None:
-        fields, n = _flow_fields(model, polynomial_form(model.phi, model.D), flow, tau, metric)
-        info = None
-    else:
-        form = region_polynomial(model.phi, model.D, region)
-        fields, n = _flow_fields(model, list(form.polys), flow, tau, metric)
-        info = form.region
-    trace = exact_lie_trace(fields, n, seed=seed, max_depth=max_depth, primes=primes)
-    return trace if info is None else dataclasses.replace(trace, region=info)

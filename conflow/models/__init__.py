@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .. import _config  # noqa: F401  (float64)
-from ..errors import InputError
-from .attention import attention, attention_apply, attention_from_dims, attention_params
-from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
-from .conv import conv, conv_apply, conv_from_dims, conv_params
-from .custom import custom
-from .factorization import factorization, nmf
-from .icnn import icnn
-from .linear import linear
-from .product import product
-from .relu import relu
-from .residual import (
+from conflow.errors import InputError
+from conflow.models.attention import attention, attention_apply, attention_from_dims, attention_params
+from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.models.conv import conv, conv_apply, conv_from_dims, conv_params
+from conflow.models.custom import custom
+from conflow.models.factorization import factorization, nmf
+from conflow.models.icnn import icnn
+from conflow.models.linear import linear
+from conflow.models.product import product
+from conflow.models.relu import relu
+from conflow.models.residual import (
     ACTIVATIONS,
     mlp,
     residual,
@@ -29,7 +28,7 @@ from .residual import (
     transformer,
     transformer_from_dims,
 )
-from .softmax import softmax_apply, softmax_layer
+from conflow.models.softmax import softmax_apply, softmax_layer
 
 __all__ = [
     "MODEL_NAMES",

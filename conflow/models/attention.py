@@ -20,9 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _config  # noqa: F401  (float64)
-from ..errors import InputError
-from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.errors import InputError
+from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
 
 Array = jax.Array
 
@@ -35,7 +34,7 @@ def attention_blocks(dim: int, d1: int, heads: int) -> tuple[ParamBlock, ...]:
     return blocks_from_shapes([(n, shape) for n in NAMES])
 
 
-def _heads(theta: Array, blocks: Sequence[ParamBlock]) -> list[Array]:
+def attention_heads(theta: Array, blocks: Sequence[ParamBlock]) -> list[Array]:
     """θ ↦ [Q, K, V, O], each of shape (H, d1, dim)."""
     arrs = split_flat(theta, blocks)
     return [a if a.ndim == 3 else a[None] for a in arrs]
@@ -43,27 +42,10 @@ def _heads(theta: Array, blocks: Sequence[ParamBlock]) -> list[Array]:
 
 def attention_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     """φ = (vec Q_hᵀK_h, vec V_hᵀO_h) for h = 1..H, head-major; d = 2·H·dim²."""
-    q, k, v, o = _heads(theta, blocks)
+    q, k, v, o = attention_heads(theta, blocks)
     qk = jnp.einsum("hia,hib->hab", q, k)
     vo = jnp.einsum("hia,hib->hab", v, o)
     return jnp.concatenate([qk, vo], axis=1).ravel()
-
-
-def attention_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
-    """Per head: upper triangles (i ≤ j) of Q_hQ_hᵀ − K_hK_hᵀ, then of V_hV_hᵀ − O_hO_hᵀ."""
-    q, k, v, o = _heads(theta, blocks)
-    d1 = q.shape[1]
-    iu = np.triu_indices(d1)
-    gram = lambda a: jnp.einsum("hia,hja->hij", a, a)  # noqa: E731
-    parts = [(gram(q) - gram(k))[:, iu[0], iu[1]], (gram(v) - gram(o))[:, iu[0], iu[1]]]
-    return jnp.stack(parts, axis=1).ravel()
-
-
-def expected_count(dim: int, d1: int, heads: int = 1) -> int:
-    """The count derived from MATH.md §2.7 (two factorizations per head, §2.2 with p = 2·dim)."""
-    p = 2 * dim
-    per_factor = d1 * (d1 + 1) // 2 if d1 <= p else p * d1 - p * (p - 1) // 2
-    return 2 * heads * per_factor
 
 
 def attention(dim: int, d1: int, heads: int = 1) -> Model:
@@ -80,10 +62,6 @@ def attention(dim: int, d1: int, heads: int = 1) -> Model:
         dims=dims if heads > 1 else (dim, d1),
         phi=functools.partial(attention_phi, blocks=blocks),
         blocks=blocks,
-        closed_form_laws=functools.partial(attention_laws, blocks=blocks),
-        closed_form_description=(
-            "Q_hQ_hᵀ − K_hK_hᵀ and V_hV_hᵀ − O_hO_hᵀ per head (upper triangles)"
-        ),
     )
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import InputError
+from conflow.errors import InputError
 
 Array = jax.Array
 
@@ -59,9 +59,6 @@ class Model:
         phi: flat parameters θ, shape ``(D,)`` → φ(θ), shape ``(d,)``. Must be a JAX function.
         blocks: the layout of θ: consecutive named blocks, row-major.
         bias: whether the architecture has biases (reported only).
-        closed_form_laws: θ ↦ (h_1(θ), …, h_K(θ)), the laws known from the literature. Used
-            **only** to compare with computed counts (tests, reports); never by the engine.
-        closed_form_description: the same laws as a short formula, for reports.
         pairing: optional ``(θ (D,), f (n_pairing_coeffs,)) -> scalar`` equal to ⟨a(f), φ(θ)⟩
             for structured coefficient vectors a(f) ∈ R^d whose image spans R^d (see
             `conflow.trace.VectorFamily.sample_field`). Its θ-gradient is a generic element of
@@ -75,8 +72,6 @@ class Model:
     phi: Callable[[Array], Array]
     blocks: tuple[ParamBlock, ...]
     bias: bool = False
-    closed_form_laws: Callable[[Array], Array] | None = None
-    closed_form_description: str = ""
     pairing: Callable[[Array, Array], Array] | None = None
     n_pairing_coeffs: int = 0
 
@@ -147,21 +142,6 @@ class Model:
         """
         return None
 
-    def closed_form_count(self, key: Array | None = None) -> int | None:
-        """Number of independent closed-form laws: rank of their gradients at a generic point.
-
-        This is how the reference notebooks obtain the "known" count (MATH.md §1.5, §2.3). It is a
-        comparison value only; `count_laws` never uses it.
-        """
-        if self.closed_form_laws is None:
-            return None
-        key = jax.random.PRNGKey(12345) if key is None else key
-        theta = self.sample_points(key, 1)[0]
-        jac = np.asarray(jax.jit(jax.jacfwd(self.closed_form_laws))(theta))  # jit: 5x faster
-        if jac.size == 0:
-            return 0
-        s = np.linalg.svd(jac, compute_uv=False)
-        return int(np.sum(s > s[0] * 1e-9)) if s[0] > 0 else 0
 
 
 #: Relative Frobenius size ε of the Gaussian perturbation of a matrix block's orthonormal part.

@@ -25,9 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _config  # noqa: F401  (float64)
-from ..errors import InputError
-from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.errors import InputError
+from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
 
 Array = jax.Array
 
@@ -46,7 +45,7 @@ def _split(theta: Array, blocks: Sequence[ParamBlock]) -> tuple[Array, Array | N
     return arrs["V"], arrs.get("b"), arrs["U"]
 
 
-def _neurons(theta: Array, blocks: Sequence[ParamBlock]) -> tuple[Array, Array]:
+def conv_neurons(theta: Array, blocks: Sequence[ParamBlock]) -> tuple[Array, Array]:
     """Per hidden channel j: outgoing u_j ∈ R^{c2 n_u}, incoming v_j ∈ R^{c0 n_v (+1)}."""
     v, b, u = _split(theta, blocks)
     c1 = v.shape[0]
@@ -59,14 +58,8 @@ def _neurons(theta: Array, blocks: Sequence[ParamBlock]) -> tuple[Array, Array]:
 
 def conv_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     """φ = (vec u_j v_jᵀ)_{j=1..c1}; d = c1 · c2 n_u · (c0 n_v (+1))."""
-    outgoing, incoming = _neurons(theta, blocks)
+    outgoing, incoming = conv_neurons(theta, blocks)
     return jnp.einsum("ja,jb->jab", outgoing, incoming).ravel()
-
-
-def conv_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
-    """h_j = Σ_k ‖u_{k,j}‖² − Σ_i ‖v_{j,i}‖² (− b_j²), j = 1..c1."""
-    outgoing, incoming = _neurons(theta, blocks)
-    return jnp.sum(outgoing**2, axis=1) - jnp.sum(incoming**2, axis=1)
 
 
 def conv(c0: int, c1: int, c2: int, n_v: int = DEFAULT_FILTER, n_u: int | None = None,
@@ -86,11 +79,6 @@ def conv(c0: int, c1: int, c2: int, n_v: int = DEFAULT_FILTER, n_u: int | None =
         phi=functools.partial(conv_phi, blocks=blocks),
         blocks=blocks,
         bias=bool(bias),
-        closed_form_laws=functools.partial(conv_laws, blocks=blocks),
-        closed_form_description=(
-            "Σ_k ‖u_{k,j}‖² − Σ_i ‖v_{j,i}‖²" + (" − b_j²" if bias else "")
-            + " per hidden channel j"
-        ),
     )
 
 

@@ -30,9 +30,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 
-from .. import _config  # noqa: F401  (float64)
-from ..errors import InputError
-from .base import Model, ParamBlock, split_flat
+from conflow.errors import InputError
+from conflow.models.base import Model, ParamBlock, split_flat
 
 Array = jax.Array
 
@@ -61,7 +60,7 @@ def path_name(path: Sequence[Any]) -> str:
     return "".join(out)
 
 
-def _brief(exc: BaseException, limit: int = 160) -> str:
+def brief_error(exc: BaseException, limit: int = 160) -> str:
     """``Type: first line of the message``, shortened, for one-line errors."""
     lines = str(exc).strip().splitlines()
     msg = lines[0] if lines else ""
@@ -183,9 +182,9 @@ def custom(
         except Exception as e_jit:  # noqa: BLE001
             raise InputError(
                 "custom: phi cannot be traced by jax.jit (use jax.numpy only, no Python control "
-                f"flow on values): {_brief(e_jit)}"
+                f"flow on values): {brief_error(e_jit)}"
             ) from e_jit
-        raise InputError(f"custom: phi is not differentiable (jax.jvp failed): {_brief(e)}") from e
+        raise InputError(f"custom: phi is not differentiable (jax.jvp failed): {brief_error(e)}") from e
     _check_output(ys[0], "at a generic point")
     if not all(bool(jnp.all(jnp.isfinite(y))) for y in ys):
         raise InputError("custom: φ returned NaN/inf at a generic point")
@@ -199,7 +198,7 @@ def _diagnose_example(phi: Callable[[Any], Any], params: Any, trace_error: BaseE
     try:
         out = phi(params)
     except Exception as e:  # noqa: BLE001 - any user error becomes one line
-        raise InputError(f"custom: phi raised {_brief(e)} on the example params") from e
+        raise InputError(f"custom: phi raised {brief_error(e)} on the example params") from e
     try:
         y = _ravel_output(out)
     except Exception as e:  # noqa: BLE001
@@ -207,7 +206,7 @@ def _diagnose_example(phi: Callable[[Any], Any], params: Any, trace_error: BaseE
     _check_output(y, "on the example params")
     raise InputError(
         "custom: phi cannot be traced by JAX (use jax.numpy only, no Python control flow on "
-        f"values): {_brief(trace_error)}"
+        f"values): {brief_error(trace_error)}"
     ) from trace_error
 
 

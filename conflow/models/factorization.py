@@ -7,11 +7,8 @@ import functools
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from .. import _config  # noqa: F401  (float64)
-from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
 
 Array = jax.Array
 
@@ -20,14 +17,6 @@ def factorization_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     """φ(θ) = vec(U Vᵀ), row-major, shape ``(n m,)``; U ∈ R^{n×r}, V ∈ R^{m×r}."""
     u, v = split_flat(theta, blocks)
     return (u @ v.T).ravel()
-
-
-def factorization_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
-    """Upper triangle (diagonal included) of UᵀU − VᵀV, shape ``(r(r+1)/2,)``."""
-    u, v = split_flat(theta, blocks)
-    m = u.T @ u - v.T @ v
-    rows, cols = np.triu_indices(m.shape[0])  # static: cheaper to trace than jnp
-    return m[rows, cols]
 
 
 def factorization(n: int, r: int, m: int) -> Model:
@@ -42,8 +31,6 @@ def factorization(n: int, r: int, m: int) -> Model:
         dims=(n, r, m),
         phi=functools.partial(factorization_phi, blocks=blocks),
         blocks=blocks,
-        closed_form_laws=functools.partial(factorization_laws, blocks=blocks),
-        closed_form_description="UᵀU − VᵀV (upper triangle)",
     )
 
 
@@ -51,12 +38,6 @@ def nmf_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     """φ(θ) = vec(U V), row-major, shape ``(n1 n3,)``; U ∈ R^{n1×r}, V ∈ R^{r×n3}."""
     u, v = split_flat(theta, blocks)
     return (u @ v).ravel()
-
-
-def nmf_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
-    """h_k = Σ_i U[i,k] − Σ_j V[k,j], k = 1..r, shape ``(r,)`` (laws of the entropy mirror flow)."""
-    u, v = split_flat(theta, blocks)
-    return jnp.sum(u, axis=0) - jnp.sum(v, axis=1)
 
 
 def nmf(n1: int, r: int, n3: int) -> Model:
@@ -72,6 +53,4 @@ def nmf(n1: int, r: int, n3: int) -> Model:
         dims=(n1, r, n3),
         phi=functools.partial(nmf_phi, blocks=blocks),
         blocks=blocks,
-        closed_form_laws=functools.partial(nmf_laws, blocks=blocks),
-        closed_form_description="Σ_i U[i,k] − Σ_j V[k,j], k = 1..r (entropy metric)",
     )

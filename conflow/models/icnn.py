@@ -11,13 +11,12 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from .. import _config  # noqa: F401  (float64)
-from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
 
 Array = jax.Array
 
 
-def _split_icnn(theta: Array, blocks: Sequence[ParamBlock]) -> tuple[Array, Array, Array | None]:
+def split_icnn(theta: Array, blocks: Sequence[ParamBlock]) -> tuple[Array, Array, Array | None]:
     """θ ↦ (U (n3, n2), V (n2, n1), b (n2,) or None)."""
     arrs = split_flat(theta, blocks)
     return arrs[0], arrs[1], (arrs[2] if len(arrs) == 3 else None)
@@ -27,18 +26,11 @@ def icnn_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     """φ = (vec(u_k [v_k; b_k]ᵀ))_{k=1..n2}, shape ``(n2 n3 (n1 [+1]),)``.
 
     u_k = U[:,k] ∈ R^{n3}, v_k = V[k,:] ∈ R^{n1}; with bias, b_k is appended to v_k. Row-major over
-    [k, i, j]: φ[k, i, j] = U[i,k] · [V | b][k, j].
+    [k, i, j]: ``φ[k, i, j] = U[i,k] · [V | b][k, j]``.
     """
-    u, v, b = _split_icnn(theta, blocks)
+    u, v, b = split_icnn(theta, blocks)
     vb = v if b is None else jnp.concatenate([v, b[:, None]], axis=1)
     return jnp.einsum("ik,kj->kij", u, vb).ravel()
-
-
-def icnn_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
-    """h_k = Σ_i U[i,k] − ½(‖V[k,:]‖² + b_k²), k = 1..n2, shape ``(n2,)``."""
-    u, v, b = _split_icnn(theta, blocks)
-    sq = jnp.sum(v**2, axis=1) if b is None else jnp.sum(v**2, axis=1) + b**2
-    return jnp.sum(u, axis=0) - 0.5 * sq
 
 
 def icnn(n1: int, n2: int, n3: int, bias: bool = False) -> Model:
@@ -54,10 +46,4 @@ def icnn(n1: int, n2: int, n3: int, bias: bool = False) -> Model:
         phi=functools.partial(icnn_phi, blocks=blocks),
         blocks=blocks,
         bias=bool(bias),
-        closed_form_laws=functools.partial(icnn_laws, blocks=blocks),
-        closed_form_description=(
-            "Σ_i U[i,k] − ½(‖V[k,:]‖² + b_k²), k = 1..n2 (entropy metric on U)"
-            if bias
-            else "Σ_i U[i,k] − ½‖V[k,:]‖², k = 1..n2 (entropy metric on U)"
-        ),
     )

@@ -7,10 +7,8 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from .. import _config  # noqa: F401  (float64)
-from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
 
 Array = jax.Array
 
@@ -22,20 +20,6 @@ def linear_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     """
     mats = split_flat(theta, blocks)
     return functools.reduce(jnp.matmul, mats).ravel()
-
-
-def balancedness_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
-    """Upper triangles (diagonal included) of U_iᵀU_i − U_{i+1}U_{i+1}ᵀ, i = 1..q−1, concatenated.
-
-    Each hidden width n_i contributes n_i(n_i+1)/2 entries, in `jnp.triu_indices` order.
-    """
-    mats = split_flat(theta, blocks)
-    parts = []
-    for u_in, u_out in zip(mats[:-1], mats[1:]):
-        m = u_in.T @ u_in - u_out @ u_out.T  # (n_i, n_i)
-        rows, cols = np.triu_indices(m.shape[0])  # static: cheaper to trace than jnp
-        parts.append(m[rows, cols])
-    return jnp.concatenate(parts)
 
 
 def linear(dims: Sequence[int]) -> Model:
@@ -54,6 +38,4 @@ def linear(dims: Sequence[int]) -> Model:
         phi=functools.partial(linear_phi, blocks=blocks),
         blocks=blocks,
         bias=False,
-        closed_form_laws=functools.partial(balancedness_laws, blocks=blocks),
-        closed_form_description="U_iᵀU_i − U_{i+1}U_{i+1}ᵀ (upper triangle), i = 1..q−1",
     )

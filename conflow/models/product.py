@@ -5,8 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .. import _config  # noqa: F401  (float64)
-from .base import Model, blocks_from_shapes, check_dims
+from conflow.models.base import Model, blocks_from_shapes, check_dims
 
 Array = jax.Array
 
@@ -14,11 +13,6 @@ Array = jax.Array
 def product_phi(theta: Array) -> Array:
     """φ(x) = [x_1 x_2 ⋯ x_D], shape ``(1,)``."""
     return jnp.prod(theta, keepdims=True)
-
-
-def product_laws(theta: Array) -> Array:
-    """x_1² − x_j², j = 2..D, shape ``(D−1,)``."""
-    return theta[0] ** 2 - theta[1:] ** 2
 
 
 def product(D: int) -> Model:
@@ -29,6 +23,4 @@ def product(D: int) -> Model:
         dims=(D,),
         phi=product_phi,
         blocks=blocks_from_shapes([("x", (D,))]),
-        closed_form_laws=product_laws,
-        closed_form_description="x_1² − x_j², j = 2..D",
     )

@@ -13,8 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _config  # noqa: F401  (float64)
-from .base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
 
 Array = jax.Array
 
@@ -33,7 +32,7 @@ def relu_blocks(dims: Sequence[int], bias: bool) -> tuple[ParamBlock, ...]:
     return blocks_from_shapes(shapes)
 
 
-def _split_relu(theta: Array, blocks: Sequence[ParamBlock]) -> tuple[list[Array], list[Array]]:
+def split_relu(theta: Array, blocks: Sequence[ParamBlock]) -> tuple[list[Array], list[Array]]:
     """θ ↦ ([W_1, …, W_L], [b_1, …, b_{L−1}] or [])."""
     arrs = dict(zip((b.name for b in blocks), split_flat(theta, blocks)))
     weights = [arrs[b.name] for b in blocks if b.name.startswith("W")]
@@ -58,7 +57,7 @@ def relu_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     for each hidden layer l = 1..L−1 (if biased) b_l[j] × (path product from j to the output).
     d = Π_{k=0}^{L} n_k + Σ_{l=1}^{L−1} Π_{k=l}^{L} n_k (second term only with biases).
     """
-    weights, biases = _split_relu(theta, blocks)
+    weights, biases = split_relu(theta, blocks)
     s = weights[-1].T  # S_{L−1}: (n_{L−1}, n_L)
     bias_parts = []
     for l in range(len(weights) - 1, 0, -1):  # hidden layer l; s = S_l, shape (n_l, …, n_L)
@@ -85,7 +84,7 @@ def relu_pairing(theta: Array, factors: Array, blocks: Sequence[ParamBlock],
     (g_0, …, g_L) and rank-one tensors span each tensor space, so the image of a spans R^d: its
     θ-gradients at random g are generic elements of the generator span (`Model.pairing`).
     """
-    weights, biases = _split_relu(theta, blocks)
+    weights, biases = split_relu(theta, blocks)
     offsets = np.cumsum([0, *dims])
     g = [factors[offsets[k] : offsets[k + 1]] for k in range(len(dims))]
     h = g[0]
@@ -93,18 +92,6 @@ def relu_pairing(theta: Array, factors: Array, blocks: Sequence[ParamBlock],
         pre = weights[l - 1] @ h
         h = g[l] * (pre + biases[l - 1] if biases else pre)
     return g[-1] @ (weights[-1] @ h)
-
-
-def relu_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
-    """Per hidden neuron j of layer l (l = 1..L−1, in order): ‖W_l[j,:]‖² + b_l[j]² − ‖W_{l+1}[:,j]‖²."""
-    weights, biases = _split_relu(theta, blocks)
-    parts = []
-    for l in range(1, len(weights)):
-        h = jnp.sum(weights[l - 1] ** 2, axis=1) - jnp.sum(weights[l] ** 2, axis=0)
-        if biases:
-            h = h + biases[l - 1] ** 2
-        parts.append(h)
-    return jnp.concatenate(parts)
 
 
 def relu(dims: Sequence[int], bias: bool = False) -> Model:
@@ -123,12 +110,6 @@ def relu(dims: Sequence[int], bias: bool = False) -> Model:
         phi=functools.partial(relu_phi, blocks=blocks),
         blocks=blocks,
         bias=bool(bias),
-        closed_form_laws=functools.partial(relu_laws, blocks=blocks),
         pairing=functools.partial(relu_pairing, blocks=blocks, dims=dims),
         n_pairing_coeffs=sum(dims),
-        closed_form_description=(
-            "‖W_l[j,:]‖² + b_l[j]² − ‖W_{l+1}[:,j]‖² per hidden neuron j of layer l"
-            if bias
-            else "‖W_l[j,:]‖² − ‖W_{l+1}[:,j]‖² per hidden neuron j of layer l"
-        ),
     )

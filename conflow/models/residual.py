@@ -26,12 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _config  # noqa: F401  (float64)
-from ..errors import InputError
-from ..from_model import SampledModel, from_model
-from .attention import NAMES as ATTENTION_NAMES
-from .attention import attention_apply, attention_laws, attention_blocks
-from .base import Model, check_dims
+from conflow.errors import InputError
+from conflow.models.from_model import SampledModel, from_model
+from conflow.models.attention import attention_apply, attention_blocks
+from conflow.models.base import Model, check_dims
 
 Array = jax.Array
 
@@ -75,8 +73,7 @@ def residual(block: Any) -> Any:
                            name=f"residual-{block.name}", seed=block.seed,
                            input_radius=block.input_radius)
         return dataclasses.replace(
-            model, dims=block.dims, bias=block.bias, closed_form_laws=block.closed_form_laws,
-            closed_form_description=block.closed_form_description,
+            model, dims=block.dims, bias=block.bias,
             input_source=block.input_source, kind=f"residual-{block.kind}",
         )
     if isinstance(block, Model):
@@ -120,18 +117,6 @@ class MLPApply:
         return params[f"W{self.depth}"] @ x
 
 
-def _neuron_laws(params: dict[str, Array], depth: int, prefix: str = "") -> list[Array]:
-    """‖W_l[j,:]‖² + b_l[j]² − ‖W_{l+1}[:,j]‖² per hidden neuron (MATH.md §2.4)."""
-    parts = []
-    for l in range(1, depth):
-        h = jnp.sum(params[f"{prefix}W{l}"] ** 2, axis=1) - jnp.sum(
-            params[f"{prefix}W{l + 1}"] ** 2, axis=0)
-        if f"{prefix}b{l}" in params:
-            h = h + params[f"{prefix}b{l}"] ** 2
-        parts.append(h)
-    return parts
-
-
 def mlp(dims: Sequence[int], activation: str = "relu", bias: bool = False, *,
         n_inputs: int | None = None, seed: int = 0) -> SampledModel:
     """MLP ``[n_in, h_1, …, n_out]`` with ``activation``, counted on generic inputs.
@@ -148,14 +133,7 @@ def mlp(dims: Sequence[int], activation: str = "relu", bias: bool = False, *,
     depth = len(dims) - 1
     model = from_model(MLPApply(depth, activation), mlp_params(dims, bias), n_inputs=n_inputs,
                        input_shape=(dims[0],), seed=seed, name=family)
-    laws = None
-    if activation == "relu":
-        laws = lambda t: jnp.concatenate(_neuron_laws(model.unravel(t), depth))  # noqa: E731
-    return dataclasses.replace(
-        model.as_family(family, dims, laws, "‖W_l[j,:]‖² + b_l[j]² − ‖W_{l+1}[:,j]‖² per hidden "
-                        "neuron" if laws else ""),
-        bias=bool(bias),
-    )
+    return dataclasses.replace(model.as_family(family, dims), bias=bool(bias))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -198,20 +176,7 @@ def resnet(dim: int, hidden: int, n_blocks: int = 2, bias: bool = False, *,
                       meaning="(dim, hidden, blocks)")
     model = from_model(ResNetApply(), resnet_params(*dims, bias=bias), n_inputs=n_inputs,
                        input_shape=(dim,), seed=seed, name="resnet")
-
-    def laws(theta):
-        p = model.unravel(theta)
-        parts = []
-        for blk in p["blocks"]:
-            h = jnp.sum(blk["V"] ** 2, axis=1) - jnp.sum(blk["U"] ** 2, axis=0)
-            parts.append(h + blk["b"] ** 2 if "b" in blk else h)
-        return jnp.concatenate(parts)
-
-    return dataclasses.replace(
-        model.as_family("resnet", dims, laws,
-                        "‖V_i[j,:]‖² + b_i[j]² − ‖U_i[:,j]‖² per block i, hidden neuron j"),
-        bias=bool(bias),
-    )
+    return dataclasses.replace(model.as_family("resnet", dims), bias=bool(bias))
 
 
 def resnet_from_dims(dims: Sequence[int], bias: bool = False) -> SampledModel:
@@ -258,17 +223,8 @@ def transformer(dim: int, d1: int, hidden: int, heads: int = 1, *,
     model = from_model(TransformerApply(), transformer_params(dim, d1, hidden, heads),
                        n_inputs=n_inputs, input_shape=(tokens, dim), seed=seed,
                        name="transformer")
-    attn_blocks = attention_blocks(dim, d1, heads)
-
-    def laws(theta):
-        p = model.unravel(theta)
-        flat_attn = jnp.concatenate([jnp.ravel(p["attn"][n]) for n in ATTENTION_NAMES])
-        mlp_law = jnp.sum(p["mlp"]["V"] ** 2, axis=1) - jnp.sum(p["mlp"]["U"] ** 2, axis=0)
-        return jnp.concatenate([attention_laws(flat_attn, attn_blocks), mlp_law])
-
     shown = (dim, d1, hidden) if heads == 1 else (dim, d1, hidden, heads)
-    return model.as_family("transformer", shown, laws,
-                           "attention laws per head + ‖V[j,:]‖² − ‖U[:,j]‖² per MLP neuron")
+    return model.as_family("transformer", shown)
 
 
 def transformer_from_dims(dims: Sequence[int]) -> SampledModel:

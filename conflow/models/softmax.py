@@ -17,10 +17,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from .. import _config  # noqa: F401  (float64)
-from ..errors import InputError
-from ..from_model import SampledModel, draw_inputs, from_model
-from .base import check_dims
+from conflow.errors import InputError
+from conflow.models.from_model import SampledModel, draw_inputs, from_model
+from conflow.models.base import check_dims
 
 Array = jax.Array
 
@@ -28,11 +27,6 @@ Array = jax.Array
 def softmax_apply(params: dict[str, Array], x: Array) -> Array:
     """softmax(W x), W ∈ R^{n×m}, x ∈ R^m."""
     return jax.nn.softmax(params["W"] @ x)
-
-
-def softmax_laws(theta: Array, n: int, m: int) -> Array:
-    """The m column sums Σ_i W[i, j] (flat θ is W row-major)."""
-    return theta.reshape(n, m).sum(axis=0)
 
 
 def softmax_layer(n: int, m: int, *, n_inputs: int | None = None, seed: int = 0) -> SampledModel:
@@ -50,5 +44,4 @@ def softmax_layer(n: int, m: int, *, n_inputs: int | None = None, seed: int = 0)
     inputs = draw_inputs(np.random.default_rng(seed), N, (m,), radius=1.0)  # no saturation
     model = from_model(softmax_apply, {"W": np.zeros((n, m))}, inputs, name="softmax", seed=seed,
                        input_radius=1.0)
-    return model.as_family("softmax", (n, m), lambda t: softmax_laws(t, n, m),
-                           "column sums Σ_i W[i,j] (one per input feature)")
+    return model.as_family("softmax", (n, m))

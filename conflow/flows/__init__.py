@@ -1,0 +1,26 @@
+"""Training flows: one `AbstractFlow` interface, consumed by the numeric and exact engines, law
+discovery and verification, and the integrators.
+
+- `GradientFlow`: θ' = −M(θ)^{-1}∇L (Euclidean, entropy / mirror, or a callable metric);
+- `MomentumFlow`: θ'' + τ(t)θ' = −M(τθ + θ')^{-1}∇L (heavy ball, Nesterov, mirror momentum);
+- `parse_flow`: names (`FLOW_NAMES`) to flow objects; `mirror_metric`: the metric of a potential.
+"""
+
+from conflow.flows.base import AbstractFlow, FlowDynamics
+from conflow.flows.gradient import GradientFlow
+from conflow.flows.metrics import METRICS, InverseMetric, mirror_metric
+from conflow.flows.momentum import NESTEROV, MomentumFlow
+from conflow.flows.names import FLOW_NAMES, parse_flow
+
+__all__ = [
+    "FLOW_NAMES",
+    "METRICS",
+    "NESTEROV",
+    "AbstractFlow",
+    "FlowDynamics",
+    "GradientFlow",
+    "InverseMetric",
+    "MomentumFlow",
+    "mirror_metric",
+    "parse_flow",
+]

@@ -1,0 +1,57 @@
+"""The one place that turns flow names into flow objects (CLI ``--flow``, ``simulate("mirror")``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conflow.errors import InputError
+from conflow.flows.base import AbstractFlow
+from conflow.flows.gradient import GradientFlow
+from conflow.flows.momentum import NESTEROV, MomentumFlow
+
+#: name -> (metric, damped?, Nesterov?)
+_NAMED = {
+    "gradient": ("euclidean", False, False),
+    "mirror": ("entropy", False, False),
+    "heavy-ball": ("euclidean", True, False),
+    "momentum": ("euclidean", True, False),
+    "nesterov": ("euclidean", False, True),
+    "mirror-momentum": ("entropy", True, False),
+    "mirror-nesterov": ("entropy", False, True),
+}
+FLOW_NAMES = tuple(_NAMED)
+
+
+def parse_flow(flow: Any = None, *, tau: float | None = None, metric: str | None = None,
+               default_tau: float = 0.0) -> AbstractFlow:
+    """A flow object from a flow object (returned as is) or a name in `FLOW_NAMES`.
+
+    Args:
+        flow: an `AbstractFlow`, a name, or None (Euclidean gradient flow).
+        tau: the damping τ ≥ 0 of ``"heavy-ball"`` / ``"momentum"`` / ``"mirror-momentum"``;
+            an error for the other names and for flow objects.
+        metric: ``"euclidean"`` or ``"entropy"`` to override a name's metric (``--metric``).
+        default_tau: τ of a damped name when ``tau`` is None (the CLI counts τ = 0; the
+            integrators default to 1).
+    """
+    if isinstance(flow, AbstractFlow):
+        if tau is not None:
+            raise InputError("tau is given by the flow object itself")
+        if metric is not None and metric != flow.metric:
+            raise InputError("metric is given by the flow object itself")
+        return flow
+    flow = "gradient" if flow is None else flow
+    if not isinstance(flow, str) or flow not in _NAMED:
+        raise InputError(f"unknown flow {flow!r}; known: {', '.join(FLOW_NAMES)} or a flow "
+                         "object (GradientFlow, MomentumFlow)")
+    named_metric, damped, nesterov = _NAMED[flow]
+    if tau is not None and not damped:
+        raise InputError(f"tau applies to heavy-ball / momentum flows, not {flow!r}")
+    if metric is not None and named_metric == "entropy" and metric != "entropy":
+        raise InputError(f"flow {flow!r} has the entropy metric; metric {metric!r} contradicts it")
+    metric = named_metric if metric is None else metric
+    if nesterov:
+        return MomentumFlow(NESTEROV, metric)
+    if damped:
+        return MomentumFlow(default_tau if tau is None else float(tau), metric)
+    return GradientFlow(metric)

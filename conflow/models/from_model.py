@@ -1,0 +1,639 @@
+"""Models from code: a network given as ``apply_fn(params, x)``, counted through its outputs.
+
+For a loss with V_ℓ = R^n (square loss, KL, cross-entropy; MATH.md §1.2), the gradient flow of a
+network g(θ, x) moves in
+
+    W_θ = span{ ∂_θ g_k(θ, x) : x an input, k an output coordinate } ⊆ R^D,
+
+so the *output gradients* are generators. Over a finite sample x_1..x_N of inputs they are exactly
+the rows of the Jacobian of
+
+    φ_N(θ) = ( g(θ, x_1), …, g(θ, x_N) ) ∈ R^{nN},
+
+and `from_model` returns that φ_N as an ordinary conflow `Model` (a `SampledModel`), so
+`count_laws`, every flow and the exact / numeric engines work unchanged. Parameter names come from
+the pytree paths (`conflow.models.custom.path_name`): ``layers[0].weight``, ``l1.kernel``, ...
+
+Accepted models:
+
+- plain JAX: ``apply_fn(params, x)`` with ``params`` a pytree of float arrays;
+- Equinox: ``from_model(module, inputs=...)`` (calls ``module(x)``) or ``from_model(fn, module)``
+  (calls ``fn(module, x)``). The parameters are ``eqx.filter(module, eqx.is_inexact_array)``; the
+  rest of the module is static (``eqx.combine``);
+- Flax NNX: the same two forms with an ``nnx.Module``. The parameters are its ``nnx.Param``
+  variables (``nnx.split(module, nnx.Param, ...)``, names without the trailing ``.value``); other
+  variables (batch statistics, RNG state) are held fixed (``nnx.merge``).
+
+``apply_fn`` acts on ONE input (no batch axis); conflow ``vmap``s it over the sample.
+
+How this relates to the φ-based count of the built-in families (MATH.md §1.3). A built-in model's φ
+(path products, UVᵀ, QᵀK, …) satisfies W_θ ⊆ range ∂φ(θ)ᵀ, with equality when the inputs are
+"rich enough" (P1 Thm 2.14 / P3 Thm 3.4: e.g. the hidden neurons of a ReLU net define pairwise
+distinct hyperplanes). The sampled φ_N instead satisfies W_θ(sample) ⊆ W_θ. Hence
+
+    laws(φ-based) ≤ laws(true model) ≤ laws(sampled φ_N)        (counts, near generic θ),
+
+and the two counts agree when the sample covers the model's behaviour and the distinguished-φ
+theorem applies. They differ when
+
+- the sample is too small or misses activation regions: the sampled count is too HIGH (some
+  generators are missing). `count_laws_from_model` reruns with twice the inputs and warns if the
+  count moves, and reports the branch patterns the sample covers;
+- the theorem behind φ does not apply: e.g. a bias-free ReLU net with ONE input coordinate has
+  all neuron hyperplanes equal to {0}; every input falls in one of two regions, g is
+  x·(Σ_{v_j>0} u_j v_j) or x·(Σ_{v_j<0} u_j v_j), and the network really has D − 2 laws, more than
+  the one per neuron of the path-lifting count. Here the sampled count is right and stable under
+  doubling; the φ-based count is a lower bound;
+- hidden units are (almost) never active on the inputs that reach them: deeper ReLU layers see
+  only the non-negative outputs of the layer before, so at a generic θ a unit can be dead, or
+  active on a sliver of input space. Measured: for ReLU nets [3,4,4,2], at about half of the
+  Gaussian θ the output gradients of 720 generic inputs span fewer than D − #hidden directions.
+  Where a unit is truly dead the network has more laws there than the path-lifting count; where
+  it is merely rare, the sample misses it. Either way the generic points then usually disagree:
+  the count is reported ``ambiguous``, with a warning about switches that never change. Such
+  points are flagged by `SampledModel.degenerate_reason` (a recorded switch constant over the
+  sample, or a parameter whose generator vanishes on it) and redrawn by
+  `conflow.points.generic_points`.
+
+Smooth activations (tanh, GELU, softplus, SiLU) go through exactly the same path; conflow does not
+assume their counts.
+
+Branch patterns ("activation patterns covered"). With no ``patterns_fn``, conflow replays the
+network's jaxpr and records, per input, the outcome of every data-dependent switch it can see:
+``max``/``min`` (which operand wins; ReLU is ``max(x, 0)``), ``abs``/``sign`` (sign of the
+argument), ``select_n`` (``jnp.where``), ``clamp``, ``cond`` (branch index). Library functions with
+a custom derivative other than ReLU/ReLU6 (``logaddexp`` inside softplus, …) are treated as smooth
+and not looked into; ``scan``/``while`` bodies are not looked into either (both are listed in the
+report). Switches that are pure numerical guards (``max(-inf, ·)``) are skipped. A ``patterns_fn(
+params, x) -> array`` replaces this with your own notion of pattern.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from conflow.errors import InputError
+from conflow.models.base import Model
+from conflow.models.custom import brief_error, _ravel_output, custom
+
+Array = jax.Array
+
+#: Custom-derivative functions whose inside is recorded (they are piecewise-linear).
+PIECEWISE_CUSTOM = ("relu", "relu6")
+_CALLS = ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call",
+          "custom_vjp_call", "custom_vjp_call_jaxpr", "custom_lin")
+_CUSTOM = ("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
+_OPAQUE_LOOPS = ("scan", "while")
+
+
+#: `SampledModel.generator_rank` runs up to this many Jacobian entries (nN × D).
+GENERATOR_RANK_MAX = 1 << 22
+
+
+class InputsWarning(UserWarning):
+    """The count of a sampled model changed when the input sample was doubled."""
+
+
+# ------------------------------------------------------------------------------------------------
+# parameters: plain pytrees, Equinox modules, Flax NNX modules
+# ------------------------------------------------------------------------------------------------
+
+
+def _is_equinox(obj: Any) -> bool:
+    eqx = sys.modules.get("equinox")
+    return eqx is not None and isinstance(obj, eqx.Module)
+
+
+def _is_nnx(obj: Any) -> bool:
+    nnx_mod = sys.modules.get("flax.nnx")
+    return nnx_mod is not None and isinstance(obj, nnx_mod.Module)
+
+
+def _call_module(module: Any, x: Any) -> Any:
+    return module(x)
+
+
+def split_params(params: Any) -> tuple[Any, Callable[[Any], Any], str]:
+    """``params`` ↦ (θ-pytree of float arrays, rebuild: θ-pytree → what apply_fn takes, kind).
+
+    kind is ``"pytree"``, ``"equinox"`` or ``"nnx"`` (see the module docstring).
+    """
+    if _is_equinox(params):
+        import equinox as eqx
+
+        arrays, static = eqx.partition(params, eqx.is_inexact_array)
+        return arrays, (lambda p: eqx.combine(p, static)), "equinox"
+    if _is_nnx(params):
+        from flax import nnx
+
+        graphdef, state, rest = nnx.split(params, nnx.Param, ...)
+        to_pure = getattr(nnx, "to_pure_dict", None)
+        pure = to_pure(state) if to_pure is not None else state.to_pure_dict()
+        state_def = jax.tree_util.tree_structure(state)
+        want = [np.shape(x) for x in jax.tree_util.tree_leaves(state)]
+        if [np.shape(x) for x in jax.tree_util.tree_leaves(pure)] != want:
+            raise RuntimeError("conflow bug: nnx pure-dict leaves differ from the state's")
+
+        def rebuild(p):
+            st = jax.tree_util.tree_unflatten(state_def, jax.tree_util.tree_leaves(p))
+            return nnx.merge(graphdef, st, rest)
+
+        return pure, rebuild, "nnx"
+    return params, (lambda p: p), "pytree"
+
+
+# ------------------------------------------------------------------------------------------------
+# branch patterns: replay a jaxpr and record the outcome of each data-dependent switch
+# ------------------------------------------------------------------------------------------------
+
+
+def _sub_jaxpr(eqn: Any) -> Any:
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        if key in eqn.params:
+            return eqn.params[key]
+    return None
+
+
+def _func_name(closed: Any) -> str:
+    jaxpr = getattr(closed, "jaxpr", closed)
+    info = getattr(jaxpr, "debug_info", None)
+    return str(getattr(info, "func_name", "") or "")
+
+
+def _is_guard_literal(v: Any) -> bool:
+    from jax.extend.core import Literal
+
+    return isinstance(v, Literal) and not bool(np.all(np.isfinite(np.asarray(v.val))))
+
+
+def _interpret(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], deps: Sequence[bool],
+               records: list, notes: set, smooth: bool) -> tuple[list, list]:
+    """Evaluate ``jaxpr`` like `jax.core.eval_jaxpr`, appending switch outcomes to ``records``.
+
+    ``deps`` marks the arguments that depend on the data (θ or x); only switches on such values
+    are recorded (index arithmetic on constants is not a switch). Returns (outputs, their deps).
+    """
+    from jax.extend.core import Literal
+
+    env: dict[Any, Any] = {}
+    dep: dict[Any, bool] = {}
+
+    def read(v):
+        return v.val if isinstance(v, Literal) else env[v]
+
+    def is_dep(v):
+        return False if isinstance(v, Literal) else dep.get(v, False)
+
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v], dep[v] = c, False
+    for v, a, d in zip(jaxpr.invars, args, deps):
+        env[v], dep[v] = a, bool(d)
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        invals = [read(v) for v in eqn.invars]
+        indeps = [is_dep(v) for v in eqn.invars]
+        sub = _sub_jaxpr(eqn)
+        if name in _CALLS and sub is not None:
+            closed = sub if hasattr(sub, "consts") else None
+            inner = closed.jaxpr if closed is not None else sub
+            inner_consts = closed.consts if closed is not None else ()
+            inner_smooth = smooth
+            if name in _CUSTOM:
+                fname = _func_name(sub)
+                if fname not in PIECEWISE_CUSTOM:
+                    inner_smooth = True
+                    notes.add(f"custom-derivative function {fname or '?'} taken as smooth")
+            outs, outdeps = _interpret(inner, inner_consts, invals, indeps, records, notes,
+                                       inner_smooth)
+        else:
+            outs = _bind(eqn, invals)
+            if not eqn.primitive.multiple_results:
+                outs = [outs]
+            outdeps = [any(indeps)] * len(outs)
+            if name in _OPAQUE_LOOPS:
+                notes.add(f"{name} body not inspected")
+            elif name == "cond":
+                notes.add("cond branch index recorded, branch bodies not inspected")
+            if not smooth:
+                _record(name, eqn, invals, indeps, outs, records)
+        for v, o, d in zip(eqn.outvars, outs, outdeps):
+            env[v], dep[v] = o, d
+    return [read(v) for v in jaxpr.outvars], [is_dep(v) for v in jaxpr.outvars]
+
+
+def _bind(eqn: Any, invals: list) -> Any:
+    """``eqn.primitive.bind`` as `jax.core.eval_jaxpr` does it (old JAX: with subfuns)."""
+    bound = eqn.primitive.get_bind_params(eqn.params)
+    if isinstance(bound, tuple) and len(bound) == 2 and isinstance(bound[1], dict):
+        subfuns, params = bound
+    else:
+        subfuns, params = (), bound
+    ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
+    if ctx is None:
+        return eqn.primitive.bind(*subfuns, *invals, **params)
+    with ctx:
+        return eqn.primitive.bind(*subfuns, *invals, **params)
+
+
+def _record(name: str, eqn: Any, invals: list, deps: list, outs: list, records: list) -> None:
+    shape = jnp.shape(outs[0]) if outs else ()
+    if name in ("max", "min"):
+        if not any(deps) or any(_is_guard_literal(v) for v in eqn.invars):
+            return
+        a, b = invals
+        records.append(jnp.broadcast_to(jnp.greater(a, b), shape))
+    elif name in ("abs", "sign") and deps[0]:
+        records.append(jnp.broadcast_to(jnp.greater(invals[0], 0), shape))
+    elif name == "select_n" and deps[0]:
+        records.append(jnp.broadcast_to(jnp.asarray(invals[0]).astype(jnp.int32), shape))
+    elif name == "clamp" and deps[1]:
+        lo, x, hi = invals
+        records.append(jnp.broadcast_to(
+            jnp.less(x, lo).astype(jnp.int32) - jnp.greater(x, hi).astype(jnp.int32), shape))
+    elif name == "cond" and deps[0]:
+        records.append(jnp.asarray(invals[0]).astype(jnp.int32).reshape(()))
+
+
+def branch_recorder(fn: Callable[[Any, Any], Any], params: Any, x_example: Any
+                    ) -> tuple[Callable[[Any, Any], Array], tuple[str, ...]]:
+    """``(p, x) -> int32 vector`` of the switch outcomes of ``fn(p, x)`` (see module docstring),
+    and notes on what was not inspected. Traced once at (``params``, ``x_example``)."""
+    closed = jax.make_jaxpr(fn)(params, x_example)
+    notes: set = set()
+    n_args = len(closed.jaxpr.invars)
+    jax.eval_shape(lambda p, x: _interpret(closed.jaxpr, closed.consts,
+                                           jax.tree_util.tree_leaves((p, x)), [True] * n_args,
+                                           [], notes, False)[0],
+                   params, x_example)  # abstract pass: collects the notes, computes nothing
+
+    def record(p, x):
+        records: list = []
+        _interpret(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves((p, x)),
+                   [True] * n_args, records, set(), False)
+        if not records:
+            return jnp.zeros(0, jnp.int32)
+        return jnp.concatenate([jnp.ravel(r).astype(jnp.int32) for r in records])
+
+    return record, tuple(sorted(notes))
+
+
+# ------------------------------------------------------------------------------------------------
+# the sampled model
+# ------------------------------------------------------------------------------------------------
+
+
+#: Seed of the fixed random cotangent of `SampledModel.idle_parameters`.
+IDLE_PROBE_SEED = 0x1D1E
+#: Radii of the drawn inputs are log-uniform in [1/R, R] (module docstring of `draw_inputs`).
+INPUT_RADIUS_RANGE = 8.0
+
+
+def draw_inputs(rng: np.random.Generator, n: int, shape: Sequence[int],
+                radius: float = INPUT_RADIUS_RANGE) -> np.ndarray:
+    """``n`` generic inputs of ``shape``: a standard Gaussian vector times an independent radius,
+    log-uniform in [1/R, R], R = ``radius`` (default `INPUT_RADIUS_RANGE` = 8; 1: plain Gaussian).
+
+    Mixed scales cross more activation boundaries than a plain Gaussian: a ReLU unit with a bias
+    has its kink at distance |b|/‖w‖ from the origin, often 2–3 for Gaussian weights, where few
+    standard Gaussian inputs reach; small radii keep smooth nets out of saturation. (Measured on
+    2-layer ReLU nets with biases, e.g. [3,4,2]: the output gradients of 96 such inputs miss
+    directions at 0–1% of generic θ, against 19% for 24 standard Gaussian inputs.) Saturating
+    models (softmax layers) prefer ``radius=1``: at radius 8 their output gradients are ~e^{-16}.
+    """
+    if not radius >= 1:
+        raise InputError(f"input radius range must be >= 1, got {radius}")
+    shape = tuple(shape)
+    g = rng.standard_normal((n, *shape))
+    r = np.exp(rng.uniform(-np.log(radius), np.log(radius), n))
+    return g * r.reshape((n,) + (1,) * len(shape))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SampledModel(Model):
+    """A `Model` whose φ is the network's output on a fixed input sample (see module docstring).
+
+    Extra attributes (the `Model` ones are as usual; ``dims`` is ``(D,)`` unless a built-in family
+    sets its own):
+        apply_fn: the per-input function of the θ-pytree, ``(tree, x) -> output``.
+        params: the θ-pytree (float64), whose paths name the blocks.
+        inputs: the sample, shape ``(N, *input_shape)``.
+        n_outputs: output size per input (n).
+        kind: ``"pytree"``, ``"equinox"``, ``"nnx"`` or a built-in family's name.
+        patterns_fn: ``(tree, x) -> array`` given by the user, or ``None`` (jaxpr recorder).
+        seed: the seed the inputs were drawn with (if drawn).
+        input_source: ``"gaussian"`` (drawn by `draw_inputs`) or ``"given"``.
+        input_radius: the radius range R the inputs were (or would be) drawn with.
+    """
+
+    apply_fn: Callable[[Any, Any], Any] | None = None
+    params: Any = None
+    inputs: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    n_outputs: int = 0
+    kind: str = "pytree"
+    patterns_fn: Callable[[Any, Any], Any] | None = None
+    seed: int = 0
+    input_source: str = "given"
+    input_radius: float = INPUT_RADIUS_RANGE
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.inputs.shape[1:])
+
+    @property
+    def label(self) -> str:
+        return super().label + f" on {self.n_inputs} inputs"
+
+    def as_family(self, name: str, dims: Sequence[int], drawn: bool = True) -> SampledModel:
+        """This model relabelled as a built-in family (``name[dims]``, closed forms for
+        comparison); ``drawn``: its inputs came from `draw_inputs` (the doubled-sample check
+        then draws more the same way)."""
+        return dataclasses.replace(
+            self, name=name, dims=tuple(int(d) for d in dims), kind=name,
+            input_source="gaussian" if drawn else self.input_source,
+        )
+
+    def unravel(self, theta: Array) -> Any:
+        """Flat θ, shape ``(D,)`` → the θ-pytree."""
+        return ravel_pytree(self.params)[1](theta)
+
+    def apply(self, theta: Array, x: Any) -> Any:
+        """The network's output at flat θ on one input ``x``."""
+        return self.apply_fn(self.unravel(theta), x)
+
+    def with_inputs(self, inputs: Any) -> SampledModel:
+        """The same model on another input sample (names, closed forms and dims kept)."""
+        inputs = as_inputs(inputs, self.input_shape)
+        phi = _sampled_phi(self.apply_fn, ravel_pytree(self.params)[1], inputs)
+        return dataclasses.replace(self, phi=phi, inputs=inputs)
+
+    def patterns(self, theta: Array) -> np.ndarray:
+        """Branch patterns at flat θ, shape ``(N, S)``: one row per input (module docstring)."""
+        return np.asarray(self._pattern_eval()[0](self.unravel(jnp.asarray(theta)),
+                                                  jnp.asarray(self.inputs)))
+
+    def pattern_notes(self) -> tuple[str, ...]:
+        return self._pattern_eval()[1]
+
+    def constant_switches(self, theta: Array) -> np.ndarray:
+        """Which recorded switches never change over the N inputs at flat θ: bool, shape ``(S,)``
+        (`constant_columns` of `patterns`; S = 0 for a model without switches)."""
+        return constant_columns(self.patterns(theta))
+
+    def idle_parameters(self, theta: Array) -> np.ndarray:
+        """Which parameters have a zero generator on the whole sample at flat θ: bool, ``(D,)``.
+
+        Column p of ∂φ_N(θ) is zero iff (∂φ_Nᵀ c)_p = Σ_i c_i ∂_p φ_i is, for almost every c; one
+        VJP with a fixed Gaussian c tests all p. ReLU zeros are exact (a unit off on every input
+        where its weight's input is on), so only exact zeros count: a saturated but smooth unit
+        (gradient ~1e-16) is not idle. An idle θ_p is conserved near θ: a law of this region
+        that the generic one does not have.
+        """
+        return np.asarray(self._idle_eval()(jnp.asarray(theta))) == 0.0
+
+    def degeneracy(self, theta: Array) -> tuple[int, str | None]:
+        """(severity, reason): the number of constant switches plus idle parameters at flat θ
+        (`constant_switches`, `idle_parameters`), and a one-line reason (``None`` if 0)."""
+        const = self.constant_switches(theta)
+        idle = self.idle_parameters(theta)
+        k, q = int(const.sum()), int(idle.sum())
+        parts = []
+        if k:
+            parts.append(f"{k} of {const.size} recorded switch{'es' if const.size != 1 else ''} "
+                         f"never change{'s' if k == 1 else ''} over the {self.n_inputs} inputs "
+                         "(a unit always off or on there?)")
+        if q:
+            names = [n for n, i in zip(self.param_names, idle) if i]
+            shown = ", ".join(names[:4]) + (", …" if q > 4 else "")
+            verb = "moves" if q == 1 else "move"
+            parts.append(f"{q} parameter{'s' if q != 1 else ''} ({shown}) {verb} no output on "
+                         f"the {self.n_inputs} inputs")
+        return k + q, ("; ".join(parts) or None)
+
+    def generator_rank(self, theta: Array) -> int | None:
+        """dim W_0(θ): the rank of the output gradients ∂φ_N(θ), shape (nN, D), at flat θ
+        (singular values above 1e-10 × the largest), or ``None`` above `GENERATOR_RANK_MAX`
+        entries (`conflow.points` then skips its rank pass)."""
+        d = self.n_inputs * self.n_outputs
+        if d * self.D > GENERATOR_RANK_MAX:
+            return None
+        cache = self.__dict__.setdefault("_patterns_cache", {})
+        if "jacobian" not in cache:
+            jac = jax.jacfwd if self.D <= d else jax.jacrev
+            cache["jacobian"] = jax.jit(jac(self.phi))
+        s = np.linalg.svd(np.asarray(cache["jacobian"](jnp.asarray(theta))), compute_uv=False)
+        return int(np.sum(s > 1e-10 * s[0])) if s.size and s[0] > 0 else 0
+
+    def degenerate_reason(self, theta: np.ndarray) -> str | None:
+        """θ is degenerate when some recorded switch has the same outcome on all N inputs, or some
+        parameter has a zero generator on all of them (`degeneracy`).
+
+        A ReLU unit off (or on) for the whole sample at θ: on the open set of θ where this holds,
+        the unit's generators are missing (off: its weights are conserved) or it acts linearly
+        (on), and the count is that of a degenerate region, not the generic one (module
+        docstring); likewise a weight whose input unit is off wherever its output unit is on.
+        Switches constant for every θ by construction (a unit dead whatever θ, a guard) make
+        every θ degenerate: `conflow.points.generic_points` then lists the point after its
+        redraws. ``None`` if nothing is degenerate (or nothing is recorded).
+        """
+        return self.degeneracy(theta)[1]
+
+    def _idle_eval(self):
+        cache = self.__dict__.setdefault("_patterns_cache", {})
+        if "idle" not in cache:
+            phi = self.phi
+            d = int(jax.eval_shape(phi, jax.ShapeDtypeStruct((self.D,), jnp.float64)).shape[0])
+            c = jnp.asarray(np.random.default_rng(IDLE_PROBE_SEED).standard_normal(d))
+            cache["idle"] = jax.jit(lambda t: jax.vjp(phi, t)[1](c)[0])
+        return cache["idle"]
+
+    def _pattern_eval(self):
+        cache = self.__dict__.setdefault("_patterns_cache", {})
+        if "fn" not in cache:
+            if self.patterns_fn is not None:
+                fn, notes = (lambda p, x: jnp.ravel(jnp.asarray(self.patterns_fn(p, x)))), ()
+            else:
+                fn, notes = branch_recorder(self.apply_fn, self.params, jnp.asarray(self.inputs[0]))
+            cache["fn"] = (jax.jit(jax.vmap(fn, in_axes=(None, 0))), notes)
+        return cache["fn"]
+
+
+def constant_columns(pat: np.ndarray) -> np.ndarray:
+    """Columns of a pattern matrix (N inputs × S switches; other shapes are flattened per input)
+    that hold one value on all N rows: bool, shape ``(S,)``."""
+    pat = np.asarray(pat)
+    pat = pat.reshape(pat.shape[0], -1) if pat.ndim != 2 else pat
+    return np.all(pat == pat[:1], axis=0)
+
+
+def as_inputs(inputs: Any, input_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    try:
+        arr = np.asarray(inputs)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"from_model: inputs must be an array (N, *input_shape): {brief_error(e)}")
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"from_model: inputs must be real or integer, got dtype {arr.dtype}")
+    if arr.ndim < 1 or arr.shape[0] < 1:
+        raise InputError(f"from_model: inputs must have shape (N, *input_shape), N ≥ 1, got "
+                         f"{arr.shape}")
+    if input_shape is not None and tuple(arr.shape[1:]) != tuple(input_shape):
+        raise InputError(f"from_model: inputs have shape {arr.shape[1:]} per item, expected "
+                         f"{tuple(input_shape)}")
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float64)
+        if not np.all(np.isfinite(arr)):
+            raise InputError("from_model: inputs contain NaN or inf")
+    return arr
+
+
+def _sampled_phi(apply_fn: Callable, unravel: Callable, inputs: np.ndarray) -> Callable:
+    xs = jnp.asarray(inputs)
+
+    def phi(theta: Array) -> Array:
+        """θ (D,) ↦ (g(θ, x_1), …, g(θ, x_N)) raveled, shape (nN,)."""
+        p = unravel(theta)
+        return _ravel_output(jax.vmap(lambda x: apply_fn(p, x))(xs))
+
+    return phi
+
+
+def default_n_inputs(D: int, n_outputs: int) -> int:
+    """max(16, ⌈8D / n⌉): 8× the fewest inputs whose n output gradients could span R^D.
+
+    Spanning needs more than ⌈D/n⌉ inputs: each ReLU unit must be active on enough inputs to
+    span its incoming weights (see `draw_inputs` for measured coverage)."""
+    return max(16, math.ceil(8 * D / max(n_outputs, 1)))
+
+
+def _rewrite(e: InputError) -> InputError:
+    msg = str(e).replace("custom: phi", "from_model: the model", 1).replace(
+        "custom:", "from_model:", 1)
+    return InputError(msg)
+
+
+def from_model(
+    apply_fn: Any,
+    params: Any = None,
+    inputs: Any = None,
+    *,
+    n_inputs: int | None = None,
+    input_shape: Sequence[int] | None = None,
+    seed: int = 0,
+    name: str = "from_model",
+    patterns_fn: Callable[[Any, Any], Any] | None = None,
+    input_radius: float = INPUT_RADIUS_RANGE,
+) -> SampledModel:
+    """A conflow `Model` from ``apply_fn(params, x)``: φ(θ) = (g(θ, x_1), …, g(θ, x_N)).
+
+    Args:
+        apply_fn: ``(params, x) -> output`` on ONE input x (any output pytree), or an Equinox /
+            Flax NNX module called as ``module(x)`` (then leave ``params`` out).
+        params: a pytree of float arrays, an Equinox module or an NNX module (module docstring);
+            its values are only an example (generic points are drawn by the engine).
+        inputs: the sample, shape ``(N, *input_shape)``. Default: N inputs of ``input_shape``
+            drawn with ``seed`` by `draw_inputs` (Gaussian directions, radii log-uniform in
+            [1/8, 8]).
+        n_inputs: N when ``inputs`` is not given; default `default_n_inputs` (max(16, ⌈8D/n⌉)).
+        input_shape: shape of one input, needed when ``inputs`` is not given.
+        seed: seed for the drawn inputs.
+        input_radius: radius range R of the drawn inputs (`draw_inputs`; 1 for plain Gaussian).
+        name: family name for reports (``label`` is ``name[D] on N inputs``).
+        patterns_fn: ``(params, x) -> array``: your activation pattern of one input; default: the
+            jaxpr branch recorder (module docstring).
+
+    Returns a `SampledModel` (a `Model`); count it with `count_laws` or, with the input checks,
+    `count_laws_from_model`. Raises `InputError` (one line) on bad arguments or a model that fails
+    on the inputs.
+    """
+    if params is None:
+        if _is_equinox(apply_fn) or _is_nnx(apply_fn):
+            apply_fn, params = _call_module, apply_fn
+        else:
+            raise InputError("from_model: params is required (or pass an Equinox / Flax NNX "
+                             "module as the first argument)")
+    if not callable(apply_fn):
+        raise InputError(f"from_model: apply_fn is not callable (got {type(apply_fn).__name__})")
+    tree, rebuild, kind = split_params(params)
+
+    def tree_apply(p, x):
+        return apply_fn(rebuild(p), x)
+
+    user_patterns = None
+    if patterns_fn is not None:
+        if not callable(patterns_fn):
+            raise InputError("from_model: patterns_fn must be callable (params, x) -> array")
+        user_patterns = lambda p, x: patterns_fn(rebuild(p), x)  # noqa: E731
+
+    if inputs is not None:
+        if n_inputs is not None and np.shape(inputs)[0] != n_inputs:
+            raise InputError(f"from_model: n_inputs={n_inputs} but {np.shape(inputs)[0]} inputs "
+                             "given")
+        inputs = as_inputs(inputs)
+        shape = tuple(inputs.shape[1:])
+        x0 = jax.ShapeDtypeStruct(shape, inputs.dtype)
+    else:
+        if input_shape is None:
+            raise InputError("from_model: give inputs=(N, *input_shape) or input_shape=")
+        try:
+            shape = tuple(int(s) for s in input_shape)
+        except (TypeError, ValueError):
+            raise InputError(f"from_model: input_shape must be a tuple of ints, got "
+                             f"{input_shape!r}") from None
+        if any(s < 0 for s in shape):
+            raise InputError(f"from_model: input_shape must be non-negative, got {shape}")
+        x0 = jax.ShapeDtypeStruct(shape, jnp.float64)
+    if n_inputs is not None and (not isinstance(n_inputs, (int, np.integer)) or n_inputs < 1):
+        raise InputError(f"from_model: n_inputs must be a positive integer, got {n_inputs!r}")
+
+    # Output size on one input, abstractly (no compilation).
+    tree64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64)
+                                    if np.asarray(a).dtype.kind == "f" else a, tree)
+    try:
+        out = jax.eval_shape(lambda p, x: _ravel_output(tree_apply(p, x)), tree64, x0)
+        n_out = int(out.shape[0])
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - one line for any user error
+        raise InputError(f"from_model: the model fails on one input of shape {shape}: "
+                         f"{brief_error(e)}") from e
+    source = "given"
+    if inputs is None:
+        source = "gaussian"
+        D = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(tree))
+        n = default_n_inputs(D, n_out) if n_inputs is None else int(n_inputs)
+        inputs = draw_inputs(np.random.default_rng(seed), n, shape, input_radius)
+
+    phi_tree = lambda p: jax.vmap(lambda x: tree_apply(p, x))(jnp.asarray(inputs))  # noqa: E731
+    try:
+        base = custom(phi_tree, tree, name=name)
+    except InputError as e:
+        raise _rewrite(e) from e
+    params64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tree)
+    unravel = ravel_pytree(params64)[1]
+    return SampledModel(
+        name=base.name,
+        dims=base.dims,
+        phi=_sampled_phi(tree_apply, unravel, inputs),
+        blocks=base.blocks,
+        apply_fn=tree_apply,
+        params=params64,
+        inputs=inputs,
+        n_outputs=n_out,
+        kind=kind,
+        patterns_fn=user_patterns,
+        seed=seed,
+        input_source=source,
+        input_radius=float(input_radius),
+    )

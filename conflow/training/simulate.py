@@ -1,0 +1,660 @@
+"""Continuous training flows, integrated with diffrax, recording conservation laws on the fly.
+
+One entry point, `simulate` (or `make_simulator` to compile once and call many times), integrates
+one of the flows of MATH.md §1.1, §3.1 and §4.1 on a **parameter pytree**:
+
+====================  ==========================================  ==================================
+flow                  ODE                                         state integrated by diffrax
+====================  ==========================================  ==================================
+``"gradient"``        θ' = −∇L(θ)                                 θ
+``"mirror"``          θ' = −θ ⊙ ∇L(θ) on positive leaves          ξ = log θ on positive leaves
+                      (entropy metric, MATH.md §4.1)              (θ = e^ξ stays > 0), θ elsewhere
+``GradientFlow(f)``   θ' = −f(θ, ∇L(θ)), f a callable on pytrees  θ
+``"heavy-ball"``      θ'' + τθ' = −∇L(θ), constant τ ≥ 0          (θ, v = θ')
+``"nesterov"``        θ'' + (3/t)θ' = −∇L(θ), from t0 > 0         (θ, v)
+``"mirror-momentum"`` θ'' + τθ' = −(τθ + θ') ⊙ ∇L(θ) on positive  (log θ, log w), w = θ' + τθ > 0
+                      leaves (MATH.md §3.1), heavy ball elsewhere (d/dt log w = −∇L, θ' = w − τθ)
+``"mirror-nesterov"`` the same with τ = 3/t                       (log θ, log w)
+====================  ==========================================  ==================================
+
+The convention is conflow's (`conflow.flows`): **τ multiplies θ'**, so momentum laws carry e^{τt}
+(t³ for Nesterov). Mirror Nesterov starts with w(t0) = θ'(t0) + 3θ(t0)/t0, which is large for a
+small t0 (θ then grows like 3θ(t0)·t/t0 until the gradient term shrinks w): start it at t0 ≈ 1.
+`conflow.flows.GradientFlow` and `conflow.flows.MomentumFlow` objects are accepted as flows too
+(``MomentumFlow(τ, "entropy")`` is mirror momentum).
+
+The problem is either a **loss function** of the parameter pytree — ``loss(params)`` when no data
+is given, ``loss(params, data)`` otherwise — or a conflow `Model` with data and a loss name, for
+which this module supplies the network's forward function g(θ, x) (`forward_fn`) on the model's
+unflattened blocks (`Model.unflatten`): an MLP with ReLU (or tanh) and biases for ``relu``, the
+linear net U_1⋯U_q x, the factorisation U Vᵀ x, NMF X ≈ U V, the ICNN U σ(V x + b) and the product
+model. Losses: ``"square"`` (mean of squared errors), ``"cross-entropy"`` (integer labels or
+probability rows); NMF uses the mean square error mean((UV − X)²) on data X.
+
+Monitors (the laws) are plain JAX functions of the state, recorded at the save times through
+``diffrax.SaveAt(ts=..., fn=...)`` — the trajectory itself is never stored. A monitor with one
+positional argument is called as ``h(params)``; one with two or more as ``h(params, velocity, t)``
+with velocity θ'(t) (for gradient flows the field −M⁻¹∇L, evaluated only if some monitor asks) and
+the time t. `Monitor` makes this explicit. The loss and ‖θ(t) − θ(0)‖ are always recorded too, so a
+drift report (`conflow.drift`) can check that the trajectory moved.
+
+Steps are adaptive (Tsit5 by default, or Dopri5 / Dopri8, with a PID controller on rtol, atol),
+float64, ``max_steps`` raised to 10⁶ by default; the whole solve is one ``jax.jit``-compiled call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from conflow.errors import InputError
+from conflow.flows import FlowDynamics, parse_flow
+from conflow.models.base import Model, as_generator
+
+Array = jax.Array
+PyTree = Any
+
+# ---------------------------------------------------------------------------------------------
+# Forward models g(θ, x) on parameter pytrees and losses
+# ---------------------------------------------------------------------------------------------
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "identity": lambda z: z,
+}
+
+
+def _activation(name: str | Callable[[Array], Array]) -> Callable[[Array], Array]:
+    if callable(name):
+        return name
+    if name not in ACTIVATIONS:
+        raise InputError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def mlp_forward(params: Mapping[str, Array], x: Array,
+                activation: str | Callable = "relu") -> Array:
+    """MLP on the layout of `conflow.relu` blocks: ``W1, b1, …, W_{L−1}, b_{L−1}, W_L``.
+
+    W_l has shape (n_l, n_{l−1}); the biases b_l (hidden layers, optional) shape (n_l,); an output
+    bias ``b{L}`` is used if present. ``x``: shape (N, n_0) → output (N, n_L); a single input
+    (n_0,) → (n_L,).
+    """
+    act = _activation(activation)
+    L = sum(1 for k in params if k.startswith("W"))
+    if L == 0:
+        raise InputError("mlp_forward: params need weights named W1, W2, ...")
+    h = x
+    for l in range(1, L + 1):
+        h = h @ params[f"W{l}"].T
+        if f"b{l}" in params:
+            h = h + params[f"b{l}"]
+        if l < L:
+            h = act(h)
+    return h
+
+
+def init_mlp(key: Array | int, sizes: Sequence[int], bias: bool = True, scale: float = 1.0,
+             ) -> dict[str, Array]:
+    """He-initialised MLP parameters for `mlp_forward`: W_l ~ N(0, 2 scale²/n_{l−1}), b_l = 0
+    (hidden layers only, as in `conflow.relu`)."""
+    key = jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
+    params = {}
+    for l in range(1, len(sizes)):
+        key, sub = jax.random.split(key)
+        fan_in = sizes[l - 1]
+        params[f"W{l}"] = (scale * math.sqrt(2.0 / fan_in)
+                           * jax.random.normal(sub, (sizes[l], fan_in), jnp.float64))
+        if bias and l < len(sizes) - 1:
+            params[f"b{l}"] = jnp.zeros(sizes[l], jnp.float64)
+    return params
+
+
+def linear_forward(params: Mapping[str, Array], x: Array) -> Array:
+    """Deep linear net of `conflow.linear`: g(x) = U_1 U_2 ⋯ U_q x, U_i of shape (n_{i−1}, n_i);
+    ``x`` (N, n_q) → (N, n_0)."""
+    q = sum(1 for k in params if k.startswith("U"))
+    h = x
+    for i in range(q, 0, -1):
+        h = h @ params[f"U{i}"].T
+    return h
+
+
+def factorization_forward(params: Mapping[str, Array], x: Array) -> Array:
+    """Two-layer linear net of `conflow.factorization`: g(x) = U Vᵀ x; ``x`` (N, m) → (N, n)."""
+    return (x @ params["V"]) @ params["U"].T
+
+
+def nmf_forward(params: Mapping[str, Array], x: Array | None = None) -> Array:
+    """NMF of `conflow.nmf`: the reconstruction U V (n1, n3); ``x`` is ignored."""
+    return params["U"] @ params["V"]
+
+
+def icnn_forward(params: Mapping[str, Array], x: Array, activation: str | Callable = "relu",
+                 ) -> Array:
+    """ICNN of `conflow.icnn`: g(x) = U σ(V x + b), U (n3, n2), V (n2, n1); ``x`` (N, n1)."""
+    h = x @ params["V"].T
+    if "b" in params:
+        h = h + params["b"]
+    return _activation(activation)(h) @ params["U"].T
+
+
+def forward_fn(model: Model, activation: str | Callable | None = None,
+               ) -> Callable[[PyTree, Array], Array]:
+    """The network function g(params, x) of a built-in conflow model, on ``model.unflatten(θ)``.
+
+    ``activation`` applies to ``relu`` (default ReLU) and ``icnn`` (default ReLU) only.
+    """
+    name = model.name
+    if activation is not None and name not in ("relu", "icnn"):
+        raise InputError(f"activation applies to relu and icnn models, not {name}")
+    act = "relu" if activation is None else activation
+    if name == "relu":
+        return lambda p, x: mlp_forward(p, x, act)
+    if name == "icnn":
+        return lambda p, x: icnn_forward(p, x, act)
+    table = {"linear": linear_forward, "factorization": factorization_forward,
+             "nmf": nmf_forward, "product": lambda p, x: jnp.prod(p["x"]) * x}
+    if name not in table:
+        raise InputError(f"no forward function for model {model.label}; pass a loss function "
+                         "of the parameter pytree instead")
+    return table[name]
+
+
+def square_loss(pred: Array, target: Array) -> Array:
+    """Mean of the squared errors over all entries, mean((pred − target)²)."""
+    return jnp.mean((pred - target) ** 2)
+
+
+def cross_entropy_loss(logits: Array, target: Array) -> Array:
+    """Mean cross-entropy; ``target`` is integer labels (N,) or probability rows (N, n)."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    if jnp.issubdtype(target.dtype, jnp.integer):
+        return -jnp.mean(jnp.take_along_axis(logp, target[..., None], axis=-1))
+    return -jnp.mean(jnp.sum(target * logp, axis=-1))
+
+
+LOSSES: dict[str, Callable[[Array, Array], Array]] = {
+    "square": square_loss,
+    "cross-entropy": cross_entropy_loss,
+}
+
+
+def make_loss(model: Model, loss: str | Callable = "square",
+              activation: str | Callable | None = None) -> Callable[[PyTree, Any], Array]:
+    """``loss(params, data)`` for a conflow model: data ``(x, y)`` for networks, the target
+    matrix X for ``nmf`` (loss mean((UV − X)²)). ``loss`` is a name in `LOSSES` or a callable
+    ``(prediction, target) -> scalar``."""
+    g = forward_fn(model, activation)
+    if callable(loss):
+        ell = loss
+    elif loss in LOSSES:
+        ell = LOSSES[loss]
+    else:
+        raise InputError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+    if model.name == "nmf":
+        return lambda p, data: ell(g(p, None), data)
+
+    def network_loss(p, data):
+        x, y = data
+        return ell(g(p, x), y)
+
+    return network_loss
+
+
+def init_params(model: Model, key: Array | int = 0, scale: float = 1.0) -> dict[str, Array]:
+    """Initial parameters for a conflow model, as ``model.unflatten`` blocks.
+
+    Weight matrices N(0, scale²/fan_in) (He-style 2/fan_in for ``relu``), biases 0, positive
+    blocks (NMF, ICNN's U) uniform in [0.1, 1.1)·scale. The product model: N(1, 0.1²)·scale.
+    """
+    rng = as_generator(key)
+    out = {}
+    for b in model.blocks:
+        if b.positive:
+            arr = scale * rng.uniform(0.1, 1.1, b.shape)
+        elif model.name == "product":
+            arr = scale * (1.0 + 0.1 * rng.standard_normal(b.shape))
+        elif len(b.shape) < 2:
+            arr = np.zeros(b.shape)
+        else:
+            # relu: W_l is (n_l, n_{l-1}); linear / factorization: fan-in is the column count.
+            fan_in = b.shape[1] if model.name in ("relu", "icnn") else b.shape[0]
+            gain = 2.0 if model.name == "relu" else 1.0
+            arr = scale * math.sqrt(gain / fan_in) * rng.standard_normal(b.shape)
+        out[b.name] = jnp.asarray(arr, jnp.float64)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Monitors
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Monitor:
+    """A quantity recorded along a run. ``fn(params)`` or, if ``needs_state``,
+    ``fn(params, velocity, t)`` (velocity θ' or x_k − x_{k−1}; t the time or step index)."""
+
+    name: str
+    fn: Callable
+    needs_state: bool = False
+
+    def __call__(self, params, velocity, t):
+        return self.fn(params, velocity, t) if self.needs_state else self.fn(params)
+
+
+def _positional_arity(fn: Callable) -> int:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 1
+    n = 0
+    for p in sig.parameters.values():
+        if p.kind == p.VAR_POSITIONAL:
+            return 3
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty:
+            n += 1
+    return n
+
+
+def as_monitors(monitors: Any) -> tuple[Monitor, ...]:
+    """Normalise monitors: a callable, a sequence of callables / `Monitor`s, or a mapping
+    name → callable. Names default to the function's ``__name__`` (made unique)."""
+    if monitors is None:
+        return ()
+    if callable(monitors) or isinstance(monitors, Monitor):
+        monitors = [monitors]
+    items = list(monitors.items()) if isinstance(monitors, Mapping) else [(None, m)
+                                                                           for m in monitors]
+    out: list[Monitor] = []
+    seen: set[str] = set()
+    for name, m in items:
+        if isinstance(m, Monitor):
+            mon = m if name is None else dataclasses.replace(m, name=str(name))
+        elif callable(m):
+            base = name or getattr(m, "__name__", None) or getattr(
+                getattr(m, "func", None), "__name__", "law")
+            if base == "<lambda>":
+                base = "law"
+            arity = _positional_arity(m)
+            if arity == 0:
+                raise InputError(f"monitor {base!r} takes no positional argument")
+            mon = Monitor(str(base), m, needs_state=arity >= 2)
+        else:
+            raise InputError(f"a monitor must be callable, got {type(m).__name__}")
+        if mon.name in ("loss", "distance"):
+            raise InputError(f"monitor name {mon.name!r} is reserved")
+        name_u, i = mon.name, 2
+        while name_u in seen:
+            name_u, i = f"{mon.name}_{i}", i + 1
+        seen.add(name_u)
+        out.append(dataclasses.replace(mon, name=name_u))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Problem: loss, parameters, positive mask
+# ---------------------------------------------------------------------------------------------
+
+
+def _tree_norm(tree: PyTree) -> Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves)) if leaves else jnp.zeros(())
+
+
+def _to_float(tree: PyTree) -> PyTree:
+    def conv(x):
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.float64)
+        return x
+    return jax.tree_util.tree_map(conv, tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """A loss ``fn(params, data)`` on a parameter pytree, and which entries are positive."""
+
+    loss: Callable[[PyTree, Any], Array]
+    model: Model | None = None
+    positive: PyTree = None  # pytree of bools (per leaf, or per entry) or None = every leaf
+
+    def params(self, theta0: PyTree) -> PyTree:
+        """θ0 as the problem's pytree (a model's flat (D,) vector is unflattened)."""
+        if self.model is not None and not isinstance(theta0, Mapping):
+            arr = jnp.asarray(theta0, jnp.float64)
+            if arr.shape != (self.model.D,):
+                raise InputError(f"θ0 for {self.model.label} must be a dict of blocks or a flat "
+                                 f"vector of shape ({self.model.D},), got shape {arr.shape}")
+            return self.model.unflatten(arr)
+        params = _to_float(theta0)
+        if self.model is not None:
+            names = [b.name for b in self.model.blocks]
+            if set(params) != set(names):
+                raise InputError(f"θ0 for {self.model.label} needs blocks {names}, got "
+                                 f"{sorted(params)}")
+            for b in self.model.blocks:
+                if params[b.name].shape != b.shape:
+                    raise InputError(f"block {b.name} of {self.model.label} has shape {b.shape}, "
+                                     f"got {params[b.name].shape}")
+        return params
+
+    def mask(self, params: PyTree) -> PyTree:
+        """Boolean pytree (leaf-shaped) of the positive (mirror) coordinates."""
+        if self.model is not None and self.positive is None:
+            pos = {b.name: b.positive for b in self.model.blocks}
+            return {k: jnp.full(jnp.shape(v), pos[k]) for k, v in params.items()}
+        if self.positive is None:
+            return jax.tree_util.tree_map(lambda x: jnp.ones(jnp.shape(x), bool), params)
+        try:
+            return jax.tree_util.tree_map(
+                lambda m, x: jnp.broadcast_to(jnp.asarray(m, bool), jnp.shape(x)),
+                self.positive, params)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"positive must be a pytree of bools shaped like the parameters: "
+                             f"{exc}") from None
+
+
+def as_problem(problem: Any, *, loss: str | Callable = "square",
+               activation: str | Callable | None = None, positive: PyTree = None) -> Problem:
+    """A `Problem` from a conflow `Model` (+ loss name) or a loss function of the pytree."""
+    if isinstance(problem, Problem):
+        return problem
+    if isinstance(problem, Model):
+        return Problem(make_loss(problem, loss, activation), problem, positive)
+    if callable(problem):
+        if activation is not None:
+            raise InputError("activation applies to conflow models, not to a loss function")
+        fn = problem
+        return Problem(lambda p, data: fn(p) if data is None else fn(p, data), None, positive)
+    raise InputError(f"expected a conflow Model or a loss function, got {type(problem).__name__}")
+
+
+def _check_data(problem: Problem, data: Any) -> None:
+    if problem.model is not None and data is None:
+        raise InputError(f"{problem.model.label}: data is required ("
+                         + ("the target matrix X" if problem.model.name == "nmf" else "(x, y)")
+                         + ")")
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowState:
+    """The state at the end of a run: time (or step), parameters, velocity (None for gradient
+    flows and plain optimizers)."""
+
+    t: float
+    params: PyTree
+    velocity: PyTree | None = None
+
+
+@dataclasses.dataclass
+class SimResult:
+    """What `simulate` returns.
+
+    Attributes:
+        times: save times, shape (T,).
+        values: monitor name → values at the save times, shape (T, …).
+        loss: the loss at the save times, (T,).
+        distance: ‖θ(t) − θ(0)‖, (T,).
+        final: the state at t1 (parameters, and velocity for momentum flows).
+        scale: ‖θ(0)‖.
+        error: monitor name → |values − values of a run at tolerances / ``error_factor``|, an
+            estimate of the integrator's error on each law (``estimate_error=True``), else None.
+        stats: diffrax step counts: num_steps, num_accepted_steps, num_rejected_steps.
+        flow: the flow's label (`AbstractFlow.label`); solver, rtol, atol; seconds (wall, compile included).
+        notes: warnings (e.g. the error-estimate rerun failed).
+    """
+
+    times: np.ndarray
+    values: dict[str, np.ndarray]
+    loss: np.ndarray
+    distance: np.ndarray
+    final: FlowState
+    scale: float
+    error: dict[str, np.ndarray] | None
+    stats: dict[str, int]
+    flow: str
+    solver: str
+    rtol: float
+    atol: float
+    seconds: float
+    kind: str = "continuous"
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        names = ", ".join(self.values) or "(no monitor)"
+        return (f"{self.flow}: t = {self.times[0]:g} → {self.times[-1]:g}, "
+                f"{self.stats.get('num_accepted_steps', 0)} steps ({self.solver}, rtol "
+                f"{self.rtol:g}, atol {self.atol:g}), loss {self.loss[0]:.4g} → "
+                f"{self.loss[-1]:.4g}, monitors: {names}, {self.seconds:.2f} s")
+
+
+SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+}
+
+
+def _solver(solver: str | diffrax.AbstractSolver) -> tuple[diffrax.AbstractSolver, str]:
+    if isinstance(solver, diffrax.AbstractSolver):
+        return solver, type(solver).__name__.lower()
+    if solver not in SOLVERS:
+        raise InputError(f"unknown solver {solver!r}; known: {', '.join(SOLVERS)}")
+    return SOLVERS[solver](), solver
+
+
+class Simulator:
+    """A compiled continuous-flow run; see `make_simulator`. Call it as
+    ``sim(theta0, data=None, velocity0=None, *, rtol=None, atol=None)``."""
+
+    def __init__(self, problem: Problem, flow, *, monitors, t0, t1, ts, solver, rtol, atol,
+                 dt0, max_steps, progress, estimate_error, error_factor):
+        self.problem, self.flow = problem, flow
+        self.monitors = monitors
+        self.t0, self.t1, self.ts = t0, t1, ts
+        self.solver, self.solver_name = _solver(solver)
+        self.rtol, self.atol, self.dt0 = rtol, atol, dt0
+        self.max_steps, self.progress = max_steps, progress
+        self.estimate_error, self.error_factor = estimate_error, error_factor
+        self._run = self._build()
+
+    def _build(self):
+        monitors, need_state = self.monitors, any(m.needs_state for m in self.monitors)
+        problem, flow = self.problem, self.flow
+        grad = jax.grad(problem.loss)
+
+        def dynamics(mask) -> FlowDynamics:
+            return flow.dynamics(grad, mask)
+
+        def record(t, y, args):
+            data, theta0, mask = args
+            dyn = dynamics(mask)
+            params = dyn.params(y)
+            vel = dyn.velocity(t, y, data) if need_state else None
+            out = {m.name: m(params, vel, t) for m in monitors}
+            diff = jax.tree_util.tree_map(jnp.subtract, params, theta0)
+            return out, problem.loss(params, data), _tree_norm(diff)
+
+        def final(t, y, args):
+            data, _, mask = args
+            dyn = dynamics(mask)
+            return dyn.params(y), (dyn.velocity(t, y, data) if flow.has_velocity else None)
+
+        def field(t, y, args):
+            data, _, mask = args
+            return dynamics(mask)(t, y, data)
+
+        term = diffrax.ODETerm(field)
+        saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=self.ts, fn=record),
+                                      diffrax.SubSaveAt(t1=True, fn=final)])
+        meter = diffrax.TqdmProgressMeter() if self.progress else diffrax.NoProgressMeter()
+
+        def run(params0, velocity0, data, mask, rtol, atol):
+            y0 = dynamics(mask).to_state(params0, velocity0, self.t0)
+            sol = diffrax.diffeqsolve(
+                term, self.solver, self.t0, self.t1, self.dt0, y0, args=(data, params0, mask),
+                saveat=saveat,
+                stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+                max_steps=self.max_steps, progress_meter=meter, throw=False)
+            recorded, (pf, vf) = sol.ys
+            pf, vf = jax.tree_util.tree_map(lambda a: a[0], (pf, vf))  # t1 is saved once
+            stats = {k: sol.stats[k] for k in ("num_steps", "num_accepted_steps",
+                                                "num_rejected_steps")}
+            return recorded, pf, vf, stats, sol.result == diffrax.RESULTS.successful
+
+        return jax.jit(run)
+
+    def _check_initial(self, params, velocity, mask):
+        leaves = jax.tree_util.tree_leaves(params)
+        if not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves):
+            raise InputError("θ0 has non-finite entries")
+        self.flow.check_initial(params, velocity, mask, self.t0)
+
+    def __call__(self, theta0: PyTree, data: Any = None, velocity0: PyTree = None, *,
+                 rtol: float | None = None, atol: float | None = None) -> SimResult:
+        start = time.perf_counter()
+        _check_data(self.problem, data)
+        params = self.problem.params(theta0)
+        if velocity0 is None:
+            velocity = jax.tree_util.tree_map(jnp.zeros_like, params)
+        else:
+            if not self.flow.has_velocity:
+                raise InputError("velocity0 applies to momentum flows only")
+            velocity = (self.problem.params(velocity0) if self.problem.model is not None
+                        else _to_float(velocity0))
+            if jax.tree_util.tree_structure(velocity) != jax.tree_util.tree_structure(params):
+                raise InputError("velocity0 must have the structure of θ0")
+        mask = self.problem.mask(params)
+        self._check_initial(params, velocity, mask)
+        run = self._run
+        rtol = self.rtol if rtol is None else rtol
+        atol = self.atol if atol is None else atol
+        data = jax.tree_util.tree_map(jnp.asarray, data)
+        recorded, pf, vf, stats, ok = run(params, velocity, data, mask, rtol, atol)
+        if not bool(ok):
+            raise InputError(f"the solver stopped before t1 = {self.t1} (max_steps = "
+                             f"{self.max_steps} reached, or a non-finite state); raise max_steps "
+                             "or check the step size / data scale")
+        values, loss, dist = recorded
+        values = {m.name: values[m.name] for m in self.monitors}  # jit sorts dict keys
+        error, notes = None, []
+        if self.estimate_error:
+            fine, _, _, _, fine_ok = run(params, velocity, data, mask,
+                                                  rtol / self.error_factor,
+                                                  atol / self.error_factor)
+            if bool(fine_ok):
+                error = {k: np.abs(np.asarray(values[k]) - np.asarray(fine[0][k]))
+                         for k in values}
+            else:
+                notes.append(f"no error estimate: the rerun at rtol {rtol / self.error_factor:g} "
+                             f"did not reach t1 within {self.max_steps} steps (a non-smooth field,"
+                             " e.g. ReLU kinks, makes tight tolerances expensive)")
+        return SimResult(
+            times=np.asarray(self.ts), values={k: np.asarray(v) for k, v in values.items()},
+            loss=np.asarray(loss), distance=np.asarray(dist),
+            final=FlowState(self.t1, pf, vf), scale=float(_tree_norm(params)),
+            error=error, stats={k: int(v) for k, v in stats.items()}, flow=self.flow.label,
+            solver=self.solver_name, rtol=float(rtol), atol=float(atol),
+            seconds=time.perf_counter() - start, notes=notes)
+
+
+def make_simulator(problem: Any, flow: Any = "gradient", *, t1: float = 1.0,
+                   t0: float | None = None, saveat: int | Sequence[float] | Array = 101,
+                   monitors: Any = (), loss: str | Callable = "square",
+                   activation: str | Callable | None = None, positive: PyTree = None,
+                   tau: float | None = None, solver: str | diffrax.AbstractSolver = "tsit5",
+                   rtol: float = 1e-8, atol: float = 1e-10, dt0: float | None = None,
+                   max_steps: int = 1_000_000, progress: bool = False,
+                   estimate_error: bool = False, error_factor: float = 10.0) -> Simulator:
+    """Set up (and compile on first call) a continuous-flow run; see `simulate` for arguments."""
+    prob = as_problem(problem, loss=loss, activation=activation, positive=positive)
+    flow = parse_flow(flow, tau=tau, default_tau=1.0)
+    if prob.model is not None:
+        flow.validate(prob.model)
+    flow.dynamics(jax.grad(prob.loss), None)  # a flow that cannot integrate says so now
+    t0 = flow.default_t0() if t0 is None else t0
+    t0, t1 = float(t0), float(t1)
+    if not (np.isfinite(t0) and np.isfinite(t1)) or t1 <= t0:
+        raise InputError(f"need finite t0 < t1, got t0 = {t0}, t1 = {t1}")
+    if flow.has_velocity and flow.tau is None and t0 <= 0:
+        raise InputError(f"Nesterov's τ(t) = 3/t needs t0 > 0, got t0 = {t0}")
+    if isinstance(saveat, (int, np.integer)) and not isinstance(saveat, bool):
+        if saveat < 2:
+            raise InputError(f"saveat must be >= 2 points or an array of times, got {saveat}")
+        ts = jnp.linspace(t0, t1, int(saveat))
+    else:
+        ts = jnp.asarray(saveat, jnp.float64)
+        if ts.ndim != 1 or ts.size < 1 or bool(jnp.any(jnp.diff(ts) < 0)) or float(ts[0]) < t0 \
+                or float(ts[-1]) > t1:
+            raise InputError("saveat times must be a non-decreasing 1-D array inside [t0, t1]")
+    if not (rtol > 0 and atol > 0):
+        raise InputError(f"rtol and atol must be > 0, got {rtol}, {atol}")
+    if max_steps < 1:
+        raise InputError(f"max_steps must be >= 1, got {max_steps}")
+    return Simulator(prob, flow, monitors=as_monitors(monitors), t0=t0, t1=t1, ts=ts,
+                     solver=solver, rtol=float(rtol), atol=float(atol), dt0=dt0,
+                     max_steps=int(max_steps), progress=progress,
+                     estimate_error=estimate_error, error_factor=float(error_factor))
+
+
+def simulate(problem: Any, flow: Any, theta0: PyTree, data: Any = None, t1: float = 1.0, *,
+             saveat: int | Sequence[float] | Array = 101, monitors: Any = (),
+             velocity0: PyTree = None, t0: float | None = None, tau: float | None = None,
+             loss: str | Callable = "square", activation: str | Callable | None = None,
+             positive: PyTree = None, solver: str | diffrax.AbstractSolver = "tsit5",
+             rtol: float = 1e-8, atol: float = 1e-10, dt0: float | None = None,
+             max_steps: int = 1_000_000, progress: bool = False, estimate_error: bool = False,
+             error_factor: float = 10.0) -> SimResult:
+    """Integrate a training flow from θ0 over [t0, t1] and record monitors at the save times.
+
+    Args:
+        problem: a loss function of the parameter pytree (``loss(params)`` if ``data`` is None,
+            else ``loss(params, data)``), or a conflow `Model` (with ``data`` and ``loss``).
+        flow: a name in `conflow.flows.FLOW_NAMES` or a flow object (`GradientFlow`,
+            `MomentumFlow`).
+        theta0: the initial parameter pytree (for a `Model`: a dict of blocks or flat θ).
+        data: the data passed to the loss (a model: ``(x, y)``, or the matrix X for NMF).
+        t1: end time. ``t0`` defaults to 0 (1e-3 for Nesterov, which needs t0 > 0).
+        saveat: number of equispaced save times in [t0, t1], or the times themselves.
+        monitors: laws to record (see `as_monitors`): ``h(params)`` or ``h(params, v, t)``.
+        velocity0: θ'(t0) for momentum flows (default 0).
+        tau: damping for the named momentum flows (default 1).
+        loss: the loss name or callable, for a `Model` (see `make_loss`).
+        activation: the activation, for a `Model` (see `make_loss`).
+        positive: which leaves / entries are mirror coordinates (default: a model's positive
+            blocks; every leaf for a loss function).
+        solver: ``"tsit5"`` (default), ``"dopri5"``, ``"dopri8"`` or a diffrax solver.
+        rtol: relative tolerance of the PID step-size controller.
+        atol: absolute tolerance of the PID step-size controller.
+        dt0: first step (None: automatic).
+        max_steps: solver step budget; exceeding it raises `InputError`.
+        progress: a tqdm progress bar (diffrax's TqdmProgressMeter).
+        estimate_error: rerun at rtol, atol / ``error_factor`` and report the difference of
+            every monitor as the integrator's error estimate (`SimResult.error`).
+
+    Returns:
+        A `SimResult`.
+    """
+    sim = make_simulator(problem, flow, t1=t1, t0=t0, saveat=saveat, monitors=monitors,
+                         loss=loss, activation=activation, positive=positive, tau=tau,
+                         solver=solver, rtol=rtol, atol=atol, dt0=dt0, max_steps=max_steps,
+                         progress=progress, estimate_error=estimate_error,
+                         error_factor=error_factor)
+    return sim(theta0, data, velocity0)

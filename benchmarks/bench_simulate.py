@@ -42,8 +42,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-import conflow as cf  # noqa: E402  (float64)
-from conflow.training.simulate import cross_entropy_loss, mlp_forward  # noqa: E402
+import conflow as cf  # noqa: E402
+from conflow.models.relu import mlp_forward  # noqa: E402
+from conflow.training.simulate import cross_entropy_loss  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)  # this script's own arrays in float64 too
 
 SIZES = (784, 128, 10)
 

@@ -1,11 +1,12 @@
 """conflow: conservation laws of training flows (gradient, metric and momentum flows), with JAX.
 
-Public API (float64 is enabled on import):
+Public API. Every computation runs in float64 (`float64_mode`, scoped to conflow's own calls:
+importing conflow leaves the process's ``jax_enable_x64`` alone; see `conflow.precision`):
 
 - models: `linear`, `relu`, `factorization`, `nmf`, `icnn`, `product`, `attention`, `conv`,
   `softmax_layer`, `mlp`, `resnet`, `transformer`, `residual`, `custom`, `get_model`;
 - models from code: `from_model` → `SampledModel`; `count_laws_from_model` → `FromModelCount`;
-- flows: `GradientFlow`, `MomentumFlow`;
+- flows: `AbstractFlow`, `GradientFlow`, `MomentumFlow`, `mirror_metric`, `parse_flow`;
 - counting: `count_laws` → `LawCount`; the engine `lie_trace` → `LieTrace` on a `VectorFamily`;
 - which laws: `polynomial_laws` → `LawBasis` of `Law`s; `verify_law` → `Verdict`;
 - training experiments: `simulate`, `train`, optimizers (`gd`, `heavy_ball`, `nesterov`,
@@ -16,14 +17,32 @@ Public API (float64 is enabled on import):
 
 import importlib
 
-from conflow import precision  # noqa: F401  (float64 before anything is traced)
 from conflow.engine.brackets import bracket_chain, lie_bracket
+from conflow.engine.rank import RankCut, numerical_rank
+from conflow.engine.trace import LieTrace, VectorFamily, lie_trace
 from conflow.errors import InputError
-from conflow.laws.expressions import LawExpression, compile_law
-from conflow.flows import AbstractFlow, GradientFlow, MomentumFlow, mirror_metric, parse_flow
-from conflow.laws.from_model_count import FromModelCount, FromModelReport, count_laws_from_model
-from conflow.models.from_model import InputsWarning, SampledModel, from_model
+from conflow.flows import (
+    AbstractFlow,
+    GradientFlow,
+    MomentumFlow,
+    mirror_metric,
+    parse_flow,
+)
 from conflow.laws.count import LawCount, count_laws
+from conflow.laws.expressions import LawExpression, compile_law
+from conflow.laws.find import Law, LawBasis, polynomial_laws
+from conflow.laws.from_model_count import (
+    FromModelCount,
+    FromModelReport,
+    count_laws_from_model,
+)
+from conflow.laws.verify import (
+    EmpiricalReport,
+    Verdict,
+    check_complete,
+    simulate_drift,
+    verify_law,
+)
 from conflow.models import (
     Model,
     ParamBlock,
@@ -43,19 +62,16 @@ from conflow.models import (
     softmax_layer,
     transformer,
 )
-from conflow.laws.find import Law, LawBasis, polynomial_laws
-from conflow.engine.rank import RankCut, numerical_rank
-from conflow.engine.trace import LieTrace, VectorFamily, lie_trace
-from conflow.laws.verify import EmpiricalReport, Verdict, check_complete, simulate_drift, verify_law
-
+from conflow.models.from_model import InputsWarning, SampledModel, from_model
+from conflow.models.relu import init_mlp, mlp_forward
+from conflow.precision import float64_mode
 
 # Integrators, optimizers and plots import diffrax / optax / matplotlib (~0.4 s): they load on
 # first attribute access, so that `conflow count` does not pay for them.
 _LAZY = {
     "training.drift": ("DriftReport", "LawDrift", "drift_report", "loglog_slope"),
     "training.simulate": ("FlowState", "Monitor", "SimResult", "Simulator", "forward_fn",
-                          "init_mlp", "init_params", "make_loss", "make_simulator", "mlp_forward",
-                          "simulate"),
+                          "init_params", "make_loss", "make_simulator", "simulate"),
     "training.optimizers": ("Trainer", "TrainResult", "gd", "heavy_ball", "heavy_ball_flow",
                    "make_optimizer", "make_trainer", "mirror_descent", "mirror_heavy_ball",
                    "momentum_coefficients", "nesterov", "train"),
@@ -145,6 +161,7 @@ __all__ = [
     "mlp",
     "nmf",
     "numerical_rank",
+    "float64_mode",
     "polynomial_laws",
     "product",
     "relu",

@@ -17,7 +17,8 @@ import warnings
 
 import conflow as cf
 from conflow.models import attention_apply, attention_params
-from conflow.models.attention import expected_count
+from conflow.reference.closed_forms import known_count
+from conflow.reference.gradient_laws import expected_count
 
 TOKENS = 3
 
@@ -38,7 +39,7 @@ def main() -> None:
         t_layer = time.perf_counter() - t0
         stable = "" if layer.stable else " (unstable)"
         print(f"{model.label:<22}{model.D:>4} {expected_count(dim, d1, heads):>8} "
-              f"{model.closed_form_count():>7} {str(phi_count.n_laws):>8} {t_phi:>6.2f}s "
+              f"{known_count(model):>7} {str(phi_count.n_laws):>8} {t_phi:>6.2f}s "
               f"{str(layer.n_laws) + stable:>16} {layer.report.n_inputs_checked:>7} "
               f"{t_layer:>6.2f}s")
     print("\nφ-based: count_laws(attention(dim, d1, heads), method='both'); layer: the softmax "

@@ -34,7 +34,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import jax  # noqa: E402
 import conflow as cf  # noqa: E402
+from conflow.reference.closed_forms import model_laws  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)  # this script's own arrays in float64 too
 
 DIMS = [784, 512, 256, 10]
 NEURON = 5
@@ -64,7 +68,7 @@ def main(argv=None) -> int:
     labels = np.asarray(jnp.argmax(cf.mlp_forward(teacher, jnp.asarray(x)), axis=-1))
     data = (jnp.asarray(x), jnp.asarray(labels))
     params0 = cf.init_params(model, args.seed)
-    monitors = {"neuron_5": neuron_law, "all_neurons": cf.model_laws(model)}
+    monitors = {"neuron_5": neuron_law, "all_neurons": model_laws(model)}
     print(f"{model.label}: D = {model.D}, {samples} synthetic samples, T_max = {args.T}",
           flush=True)
 

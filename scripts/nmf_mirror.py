@@ -30,7 +30,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import jax  # noqa: E402
 import conflow as cf  # noqa: E402
+from conflow.reference.closed_forms import model_laws  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)  # this script's own arrays in float64 too
 
 R = 10
 
@@ -68,7 +72,7 @@ def main(argv=None) -> int:
     U, V = rng.uniform(0, 1, (n, R)), rng.uniform(0, 1, (R, 784))
     params0 = {"U": jnp.asarray(U * norm / np.linalg.norm(U)),
                "V": jnp.asarray(V * norm / np.linalg.norm(V))}
-    laws = {"mirror_law": cf.model_laws(model, "mirror"),                     # Σ_i U_ik − Σ_j V_kj
+    laws = {"mirror_law": model_laws(model, "mirror"),                     # Σ_i U_ik − Σ_j V_kj
             "euclidean_law": lambda p: p["U"].T @ p["U"] - p["V"] @ p["V"].T}  # UᵀU − VVᵀ
     print(f"{model.label}: D = {model.D}, T_max = {args.T:g}", flush=True)
 

@@ -31,6 +31,8 @@ import conflow as cf
 from conflow.models import conv_apply, conv_params
 from conflow.models.conv import conv1d
 
+jax.config.update("jax_enable_x64", True)  # this script's own arrays in float64 too
+
 LENGTH = 10  # signal length
 
 

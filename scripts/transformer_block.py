@@ -24,6 +24,9 @@ import numpy as np
 
 import conflow as cf
 from conflow.models.residual import TRANSFORMER_TOKENS
+from conflow.reference.closed_forms import known_count
+
+jax.config.update("jax_enable_x64", True)  # this script's own arrays in float64 too
 
 
 def mlp_tokens(params, x):
@@ -46,7 +49,7 @@ def main() -> None:
         t_parts = time.perf_counter() - t0
         rows.append((block, attn, mlp, t_block, t_parts))
         m = block.model
-        print(f"{m.label:<34} D={m.D:<4} block laws (closed form) {m.closed_form_count():<4} "
+        print(f"{m.label:<34} D={m.D:<4} block laws (closed form) {known_count(m):<4} "
               f"counted {block.n_laws} ({block.status}, "
               f"{'stable' if block.stable else 'UNSTABLE'} {block.report.n_inputs}→"
               f"{block.report.n_inputs_checked} inputs) {t_block:.1f}s | parts: attention "

@@ -1,5 +1,6 @@
-"""Attention, softmax, conv and residual models; models from code (`from_model`): plain JAX,
-Equinox and Flax NNX; smooth activations; the input-sample checks."""
+"""Models beyond the polynomial families: attention, softmax, conv and residual (closed-form laws
+⊥ every generator, counts), models from code (`from_model`: plain JAX, Equinox, Flax NNX), smooth
+activations, the input-sample checks, and their registry and CLI names."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import max_generator_cosine
 
 import conflow as cf
 from conflow.cli.main import main
 from conflow.errors import InputError
-from conflow.flows import GradientFlow
 from conflow.laws.from_model_count import count_laws_from_model
-from conflow.models.from_model import InputsWarning, SampledModel, from_model
 from conflow.models import (
     MODEL_NAMES,
     attention,
@@ -31,24 +31,9 @@ from conflow.models import (
     residual,
     softmax_layer,
 )
-from conflow.reference.gradient_laws import expected_count
+from conflow.models.from_model import InputsWarning, SampledModel, from_model
 from conflow.reference.closed_forms import known_count
-from conflow.reference.gradient_laws import gradient_laws
-
-
-def _max_cosine(model, laws, n_points=3, n_coeffs=4, seed=0):
-    """max |cos(∇h_k(θ), χ(θ))| over points, laws and random generator combinations χ."""
-    family = GradientFlow().family(model)
-    rng = np.random.default_rng(seed)
-    worst = 0.0
-    for theta in model.sample_points(seed, n_points):
-        grads = np.asarray(jax.jacfwd(laws)(theta))  # (K, D)
-        for _ in range(n_coeffs):
-            field = np.asarray(family.field(theta, jnp.asarray(rng.standard_normal(model.d))))
-            cos = grads @ field / (np.linalg.norm(grads, axis=1) * np.linalg.norm(field))
-            worst = max(worst, float(np.max(np.abs(cos))))
-    return worst
-
+from conflow.reference.gradient_laws import expected_count, gradient_laws
 
 # --------------------------------------------------------------------------------------------
 # built-in families
@@ -60,13 +45,13 @@ def test_attention_laws_orthogonal_and_count(dim, d1, heads):
     m = attention(dim, d1, heads)
     assert [b.name for b in m.blocks] == ["Q", "K", "V", "O"]
     assert m.D == 4 * heads * d1 * dim and m.d == 2 * heads * dim * dim
-    assert _max_cosine(m, gradient_laws(m)) < 1e-12
+    assert max_generator_cosine(gradient_laws(m), m) < 1e-12
     # a wrong law (QQᵀ + KKᵀ) is not orthogonal: the check can fail
     def wrong(t):
         p = m.unflatten(t)
         return (jnp.sum(p["Q"] ** 2) + jnp.sum(p["K"] ** 2))[None]
 
-    assert _max_cosine(m, wrong) > 1e-3
+    assert max_generator_cosine(wrong, m) > 1e-3
     r = cf.count_laws(m)
     assert r.status == "ok"
     assert r.n_laws == expected_count(dim, d1, heads) == known_count(m)
@@ -88,9 +73,9 @@ def test_softmax_column_sums():
     m = softmax_layer(3, 4)
     assert isinstance(m, SampledModel) and m.label == "softmax[3,4] on 6 inputs"
     assert m.D == 12 and m.param_names[:2] == ["W[0,0]", "W[0,1]"]
-    assert _max_cosine(m, gradient_laws(m)) < 1e-12
+    assert max_generator_cosine(gradient_laws(m), m) < 1e-12
     row_sums = lambda t: t.reshape(3, 4).sum(axis=1)  # noqa: E731  (not laws)
-    assert _max_cosine(m, row_sums) > 1e-3
+    assert max_generator_cosine(row_sums, m) > 1e-3
     r = cf.count_laws(m)
     assert r.status == "ok" and r.n_laws == 4 == known_count(m)  # MATH §8 row 27: m
     # too few inputs (2 < m = 4) span too little: more laws, caught by the doubled sample
@@ -104,7 +89,7 @@ def test_conv_block_has_c1_laws(bias):
     m = conv(2, 3, 2, 3, 2, bias=bias)
     assert [(b.name, b.shape) for b in m.blocks] == (
         [("V", (3, 2, 3))] + ([("b", (3,))] if bias else []) + [("U", (2, 3, 2))])
-    assert _max_cosine(m, gradient_laws(m)) < 1e-12
+    assert max_generator_cosine(gradient_laws(m), m) < 1e-12
     r = cf.count_laws(m)
     assert r.status == "ok" and r.n_laws == 3 == known_count(m)
 
@@ -126,7 +111,7 @@ def test_residual_keeps_the_block_laws():
     np.testing.assert_allclose(res.apply(theta, x), x + block.apply(theta, x))
     counted = cf.count_laws(res)
     assert base.status == counted.status == "ok" and counted.n_laws == base.n_laws == 4
-    assert _max_cosine(res, gradient_laws(block)) < 1e-12
+    assert max_generator_cosine(gradient_laws(block), res) < 1e-12
     # the function form, and the φ form (same φ, relabelled)
     fn = residual(lambda p, x: p["W"] @ x)
     np.testing.assert_allclose(fn({"W": np.eye(2) * 2.0}, np.ones(2)), 3 * np.ones(2))

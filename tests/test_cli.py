@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from conflow.cli.main import main, parse_dims
+from conflow.cli.arguments import parse_dims
+from conflow.cli.main import main
 
 CONTRACT_KEYS = {"model", "dims", "flow", "metric", "D", "state_dim", "dim_lie", "n_laws",
                  "status", "gap", "depth", "points", "seconds"}

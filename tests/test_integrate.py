@@ -1,4 +1,4 @@
-"""Continuous flows (`conflow.integrate`), drift reports, plots and ``conflow simulate``.
+"""Continuous flows (`conflow.training.simulate`), drift reports, plots and ``conflow simulate``.
 
 Expected behaviour from MATH.md: gradient flow keeps UᵀU − VVᵀ (§2.2) and heavy ball breaks it
 (§3.5); e^{τt}Antisym(UᵀU' + VᵀV') holds along heavy ball and t³·Antisym(…) along Nesterov (§3.3,
@@ -69,23 +69,23 @@ def test_forward_functions_agree_with_phi():
     theta = lin.sample_points(0, 1)[0]
     x = jnp.asarray(rng.standard_normal((5, 4)))
     phi = lin.phi(theta).reshape(2, 4)
-    np.testing.assert_allclose(integrate.linear_forward(lin.unflatten(theta), x), x @ phi.T,
+    np.testing.assert_allclose(lin.network()(lin.unflatten(theta), x), x @ phi.T,
                                rtol=1e-12)
     fac = cf.factorization(2, 3, 4)
     theta = fac.sample_points(1, 1)[0]
-    np.testing.assert_allclose(integrate.factorization_forward(fac.unflatten(theta), x),
+    np.testing.assert_allclose(fac.network()(fac.unflatten(theta), x),
                                x @ fac.phi(theta).reshape(2, 4).T, rtol=1e-12)
     nmf = cf.nmf(2, 3, 4)
     theta = nmf.sample_points(2, 1)[0]
-    np.testing.assert_allclose(integrate.nmf_forward(nmf.unflatten(theta)).ravel(), nmf.phi(theta))
+    np.testing.assert_allclose(nmf.network()(nmf.unflatten(theta), None).ravel(), nmf.phi(theta))
     # ReLU MLP with biases: the relu model's layout (W_l: n_l × n_{l−1})
     relu = cf.relu([4, 3, 2], bias=True)
     p = relu.unflatten(relu.sample_points(4, 1)[0])
     expected = np.maximum(x @ p["W1"].T + p["b1"], 0) @ p["W2"].T
-    np.testing.assert_allclose(integrate.mlp_forward(p, x), expected, rtol=1e-12)
-    np.testing.assert_allclose(integrate.mlp_forward(p, x, "tanh"),
+    np.testing.assert_allclose(relu.network()(p, x), expected, rtol=1e-12)
+    np.testing.assert_allclose(relu.network("tanh")(p, x),
                                np.tanh(x @ p["W1"].T + p["b1"]) @ p["W2"].T, rtol=1e-12)
-    mlp = integrate.init_mlp(0, [4, 8, 3])
+    mlp = cf.init_mlp(0, [4, 8, 3])
     assert set(mlp) == {"W1", "b1", "W2"} and mlp["W1"].shape == (8, 4)
     # cross-entropy with labels = with one-hot rows
     logits = jnp.asarray(rng.standard_normal((5, 3)))

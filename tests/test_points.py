@@ -1,5 +1,5 @@
 """Generic points: the well-conditioned draw of `Model.sample_points` and the redraws of degenerate
-points of piecewise models (`conflow.points.generic_points`)."""
+points of piecewise models (`conflow.laws.points.generic_points`)."""
 
 from __future__ import annotations
 

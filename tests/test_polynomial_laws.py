@@ -19,7 +19,7 @@ from conflow.reference import closed_forms
 from conflow.reference.closed_forms import known_count
 from conflow.reference.gradient_laws import gradient_laws
 
-# the package attribute `conflow.polynomial_laws` is the function; this is the module
+# the package attribute `conflow.laws.find` is the function; this is the module
 pl = importlib.import_module("conflow.laws.find")
 
 

@@ -218,15 +218,10 @@ ADVERSARIAL = [
                                           for e in eps]))
 def test_adversarial_family(case):
     family = case.kind[4:]
-    truth, reference, _ = tm.ADVERSARIAL[family]
+    truth, _, _ = tm.ADVERSARIAL[family]
     assert case.expected == truth
     r = tm.count(case, points=3)
     assert r.D == case.D
-    if case.eps == reference:
-        # the well-separated member: the engine must find the hand-derived count
-        _assert_ok_and_right(case, r)
-    else:
-        assert r.status in ("ok", "ambiguous"), r.summary()
-        if r.status == "ok":
-            assert r.n_laws == truth, f"{case.id}: CONFIDENT AND WRONG: ok with {r.n_laws} " \
-                f"laws, truth {truth}\n{r.summary()}"
+    # every member, the well-separated one and the near-degenerate ones: the
+    # engine must find the hand-derived count (escalating to the exact engine where it has to)
+    _assert_ok_and_right(case, r)

@@ -1,6 +1,7 @@
 """`verify_law`: true laws verified, perturbed laws rejected with the breaking generator named,
 the inconclusive band, independence / completeness, and the RK4 simulation check."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -100,21 +101,70 @@ def test_inconclusive_band_and_constant_h():
 
 
 def test_callable_forms_of_h():
-    h = lambda th: (LIN.unflatten(th)["U1"].T @ LIN.unflatten(th)["U1"])[0, 0] - (  # noqa: E731
-        LIN.unflatten(th)["U2"] @ LIN.unflatten(th)["U2"].T)[0, 0]
+    """h is written on the model's own parameters: the dict of named blocks (built-in models),
+    h(t, params, velocity) for momentum flows; h(z) on the flat state with ``state=True``."""
+    h = lambda p: (p["U1"].T @ p["U1"] - p["U2"] @ p["U2"].T)[0, 0]  # noqa: E731
     assert verify_law(LIN, None, h, points=8).verdict == CONSERVED
+    flat = lambda th: h(LIN.unflatten(th))  # noqa: E731
+    assert verify_law(LIN, None, flat, points=8, state=True).verdict == CONSERVED
     model, flow = cf.linear([2, 2, 2]), MomentumFlow(0.5)
 
-    def hm(t, theta, v):  # h(t, θ, v) with the real time t
-        p, q = model.unflatten(theta), model.unflatten(v)
+    def hm(t, p, q):  # h(t, params, velocity) with the real time t
         m = p["U1"].T @ q["U1"] + p["U2"] @ q["U2"].T
         return jnp.exp(0.5 * t) * (m - m.T)[0, 1]
 
     assert verify_law(model, flow, hm, points=8).verdict == CONSERVED
-    assert verify_law(model, flow, lambda t, th, v: hm(0.0, th, v), points=8).verdict == \
+    assert verify_law(model, flow, lambda t, p, q: hm(0.0, p, q), points=8).verdict == \
         NOT_CONSERVED
     with pytest.raises(InputError, match="scalar"):
-        verify_law(LIN, None, lambda th: th, points=4)
+        verify_law(LIN, None, lambda p: p["U1"], points=4)
+    with pytest.raises(InputError, match="cannot evaluate h"):
+        verify_law(LIN, None, lambda p: p["W1"][0, 0], points=4)  # no such block
+
+
+def test_h_on_a_custom_pytree_and_on_modules():
+    """The issue's examples: h on cf.custom's params dict, on an Equinox module, on an NNX
+    module, and a `Law` called on the parameters and used as a monitor."""
+    model = cf.custom(lambda p: jnp.stack([p["x"][0] * p["x"][1], p["x"][2]]), {"x": np.ones(3)})
+    assert verify_law(model, None, lambda p: p["x"][0] ** 2 - p["x"][1] ** 2).verdict == CONSERVED
+    assert verify_law(model, None, lambda p: p["x"][2]).verdict == NOT_CONSERVED
+    eqx = pytest.importorskip("equinox")
+    net = eqx.nn.MLP(3, 2, 4, 1, activation=jax.nn.relu, key=jax.random.PRNGKey(0))
+    sampled = cf.from_model(net, input_shape=(3,), n_inputs=64)
+    neuron = lambda m: (jnp.sum(m.layers[0].weight[0] ** 2) + m.layers[0].bias[0] ** 2  # noqa: E731
+                        - jnp.sum(m.layers[1].weight[:, 0] ** 2))
+    assert verify_law(sampled, None, neuron).verdict == CONSERVED
+    assert verify_law(sampled, None, lambda m: jnp.sum(m.layers[0].weight[0] ** 2)).verdict == \
+        NOT_CONSERVED
+    nnx = pytest.importorskip("flax.nnx")
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.l1, self.l2 = nnx.Linear(3, 4, rngs=rngs), nnx.Linear(4, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l2(jax.nn.relu(self.l1(x)))
+
+    sampled = cf.from_model(Net(nnx.Rngs(0)), input_shape=(3,), n_inputs=64)
+    neuron = lambda m: (jnp.sum(m.l1.kernel[:, 0] ** 2) + m.l1.bias[0] ** 2  # noqa: E731
+                        - jnp.sum(m.l2.kernel[0] ** 2))
+    assert verify_law(sampled, None, neuron).verdict == CONSERVED
+
+
+def test_a_found_law_is_called_on_the_parameters():
+    basis = cf.polynomial_laws(LIN, None, 2, count=False)
+    law = basis.laws[0]
+    theta = LIN.sample_points(0, 1)[0]
+    params = LIN.to_pytree(theta)
+    assert float(law(params)) == pytest.approx(float(law.fn(theta)), abs=1e-14)
+    model, flow = cf.factorization(2, 2, 2), MomentumFlow(1.0)
+    mlaw = cf.polynomial_laws(model, flow, 3, count=False).laws[0]
+    z = flow.sample_points(model, 0, 1)[0]
+    t = float(jnp.log(z[0]))  # s = exp(τt), τ = 1
+    got = mlaw(t, model.to_pytree(z[1:9]), model.to_pytree(z[9:]))
+    assert float(got) == pytest.approx(float(mlaw.fn(z)), rel=1e-12)
+    with pytest.raises(InputError, match="takes"):
+        law(params, params)
 
 
 def test_laws_found_by_the_search_are_verified():

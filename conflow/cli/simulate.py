@@ -31,13 +31,14 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from conflow.cli.arguments import FLOWS, add_json_argument, make_flow, model_from_args
 from conflow.errors import InputError
 
-FLOWS = ("gradient", "momentum", "nesterov")
 OPTIMIZERS = ("sgd", "heavy-ball", "nesterov", "adam", "mirror")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``simulate`` subcommand."""
     p = subparsers.add_parser(
         "simulate", help="integrate a training flow or run an optimizer and report law drift",
         description="Run a continuous flow (default) or a discrete optimizer (--optimizer) on "
@@ -87,11 +88,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", default=None, metavar="FILE",
                    help="write a figure (drift vs time, or vs step size with --sweep-lr)")
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_json_argument(p)
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", action="store_true", help="always show a progress bar")
     bar.add_argument("--no-progress", action="store_true", help="never show a progress bar")
-    p.set_defaults(run=run)
     return p
 
 
@@ -106,17 +106,13 @@ def synthetic_data(model, samples: int, seed: int, loss: str = "square",
 
     rng = np.random.default_rng(seed + 10_000)
     teacher = init_params(model, seed + 20_000)
-    if model.name == "nmf":
+    g = forward_fn(model, activation)
+    if not model.takes_inputs:  # a factorisation target (NMF): positive, rank r
         if loss != "square":
-            raise InputError("nmf uses the square loss")
-        return jnp.asarray(np.asarray(teacher["U"] @ teacher["V"]) + 1e-3)
-    n_in = {"relu": lambda d: d[0], "linear": lambda d: d[-1], "factorization": lambda d: d[2],
-            "icnn": lambda d: d[0], "product": lambda d: 1}[model.name](model.dims)
-    x = rng.standard_normal((samples, n_in))
-    if model.name == "product":
-        y = x * 1.5
-    else:
-        y = np.asarray(forward_fn(model, activation)(teacher, jnp.asarray(x)))
+            raise InputError(f"{model.name} uses the square loss")
+        return jnp.asarray(np.asarray(g(teacher, None)) + 1e-3)
+    x = rng.standard_normal((samples, model.input_dim))
+    y = np.asarray(g(teacher, jnp.asarray(x)))
     if loss == "cross-entropy":
         if y.shape[-1] < 2:
             raise InputError("cross-entropy needs at least 2 outputs")
@@ -137,7 +133,7 @@ def _gf_laws(model, metric: str):
 
 def _continuous_monitors(model, flow, activation=None) -> tuple[dict, str | None]:
     """Laws to monitor along a continuous flow, and the one the flow keeps (the reference)."""
-    from conflow.reference.closed_forms import model_laws
+    from conflow.reference.closed_forms import has_momentum_laws, model_laws
 
     mons, ref = {}, None
     if activation not in (None, "relu"):  # the closed forms need a homogeneous activation
@@ -152,7 +148,7 @@ def _continuous_monitors(model, flow, activation=None) -> tuple[dict, str | None
     law = _gf_laws(model, flow.metric)
     if law is not None:
         mons["mirror_laws" if flow.metric == "entropy" else "gf_laws"] = law
-    if model.name in ("linear", "factorization") and flow.metric == "euclidean":
+    if has_momentum_laws(model) and flow.metric == "euclidean":
         mons["momentum_laws"], ref = model_laws(model, flow), "momentum_laws"
     return mons, ref
 
@@ -160,7 +156,7 @@ def _continuous_monitors(model, flow, activation=None) -> tuple[dict, str | None
 def _discrete_monitors(model, name: str, metric: str, beta: float | None,
                        activation=None) -> tuple[dict, str | None]:
     from conflow.flows import MomentumFlow
-    from conflow.reference.closed_forms import linear_momentum_laws
+    from conflow.reference.closed_forms import has_momentum_laws, linear_momentum_laws
 
     mons, ref = {}, None
     if activation not in (None, "relu"):  # not laws of a tanh net: monitored, never a reference
@@ -175,7 +171,7 @@ def _discrete_monitors(model, name: str, metric: str, beta: float | None,
     law = _gf_laws(model, metric)
     if law is not None:
         mons["gf_laws"] = law
-    if name == "heavy-ball" and beta and model.name in ("linear", "factorization"):
+    if name == "heavy-ball" and beta and has_momentum_laws(model):
         unit = MomentumFlow(1.0)  # time factor = s
 
         def heavy_ball_laws(params, velocity, k):
@@ -212,16 +208,16 @@ def _parse_lrs(text: str) -> list[float]:
 
 
 def run(args) -> int:
-    from conflow.cli.main import make_flow, model_from_args
+    """Run ``conflow simulate``; 0 on success."""
     from conflow.training.drift import loglog_slope
 
     model, metric = model_from_args(args)
     if args.samples < 1:
         raise InputError(f"--samples must be >= 1, got {args.samples}")
-    if args.activation is not None and model.name not in ("relu", "icnn"):
+    if args.activation is not None and model.activation is None:
         raise InputError(f"--activation applies to relu and icnn, not {model.name}")
-    if args.loss == "cross-entropy" and model.name == "nmf":
-        raise InputError("nmf uses the square loss")
+    if args.loss == "cross-entropy" and not model.takes_inputs:
+        raise InputError(f"{model.name} uses the square loss")
     if args.velocity_scale < 0:
         raise InputError(f"--velocity-scale must be >= 0, got {args.velocity_scale}")
     data = synthetic_data(model, args.samples, args.seed, args.loss, args.activation)
@@ -235,7 +231,7 @@ def run(args) -> int:
         for flag in ("lr", "mu", "beta", "batch_size", "steps", "sweep_lr", "every"):
             if getattr(args, flag) is not None:
                 raise InputError(f"--{flag.replace('_', '-')} applies to --optimizer runs only")
-        result, report = _run_continuous(args, model, metric, data, params0, make_flow)
+        result, report = _run_continuous(args, model, metric, data, params0)
         payload.update(mode="continuous", flow=result.flow, metric=metric, t1=float(
             result.times[-1]), solver=result.solver, rtol=result.rtol, atol=result.atol,
             solver_steps=result.stats["num_accepted_steps"],
@@ -308,7 +304,7 @@ def run(args) -> int:
     return 0
 
 
-def _run_continuous(args, model, metric, data, params0, make_flow):
+def _run_continuous(args, model, metric, data, params0):
     from conflow.training.drift import drift_report
     from conflow.training.simulate import simulate
 

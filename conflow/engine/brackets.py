@@ -21,12 +21,18 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Float
+
+from conflow.precision import float64
 
 Array = jax.Array
-Field = Callable[[Array], Array]
-Family = Callable[[Array, Array], Array]
+#: A vector field on R^n.
+Field = Callable[[Float[Array, " n"]], Float[Array, " n"]]
+#: A generator family G(z, a) on R^n with m coefficients.
+Family = Callable[[Float[Array, " n"], Float[Array, " m"]], Float[Array, " n"]]
 
 
+@float64
 def lie_bracket(u: Field, v: Field) -> Field:
     """The vector field [u, v] = ∂v·u − ∂u·v (shapes: fields map ``(n,)`` to ``(n,)``)."""
 
@@ -44,6 +50,7 @@ def _bracket_terms(u: Field, v: Field, z: Array) -> tuple[Array, Array, Array]:
     return dv_u - du_v, dv_u, du_v
 
 
+@float64
 def bracket_chain(family: Family, depth: int) -> Callable[[Array, Array], tuple[Array, Array]]:
     """All depths of one right-nested bracket chain, with their cancellation scales.
 

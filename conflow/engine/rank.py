@@ -16,6 +16,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Float
+
+from conflow.precision import float64
 
 Array = jax.Array
 
@@ -151,7 +154,7 @@ def row_space_svd(rows: np.ndarray, full: bool = True) -> tuple[np.ndarray, np.n
 def rounding_amplification(values: Array, scales: Array) -> Array:
     """How much rounding each row of one bracket chain inherited from the brackets inside it.
 
-    Row k of a chain (`conflow.brackets.bracket_chain`) is [X, Y_{k−1}] with Y_{k−1} the row
+    Row k of a chain (`conflow.engine.brackets.bracket_chain`) is [X, Y_{k−1}] with Y_{k−1} the row
     below. Computed with relative rounding u, Y_{k−1} carries an error of relative size
     ρ_{k−1} = ε_{k−1} r_{k−1}, where ε_{k−1} u is its error relative to its own scale and
     r_{k−1} = scale_{k−1} / ‖Y_{k−1}‖ ≥ 1 measures the cancellation that produced it; the bracket
@@ -184,8 +187,10 @@ def normalise_rows(rows: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.asarray(rows) / safe[:, None]
 
 
+@float64
 def numerical_rank(
-    rows: Array, scales: Array | None = None, rtol: float = DEFAULT_RTOL
+    rows: Float[Array, "k n"], scales: Float[Array, " k"] | None = None,
+    rtol: float = DEFAULT_RTOL
 ) -> RankCut:
     """Rank of a stack of row vectors ``(k, n)``, normalised by ``scales`` (default: the largest
     row norm, so that rows are judged relative to the largest of them)."""

@@ -12,12 +12,12 @@ dimension) + margin samples span the level's trace with probability one.
 
 Two algorithms cut the levels, with the same evidence. ``dense`` (small n): at each point an
 orthonormal basis B of the complement of the trace found so far; a level's samples are normalised
-by their cancellation scale and inherited rounding (see `conflow.rank`), projected onto B, and
+by their cancellation scale and inherited rounding (see `conflow.engine.rank`), projected onto B, and
 their singular values σ decide how many new directions the level adds (σ above the stack's band,
-`conflow.rank.RankBand`); kept directions leave B. O(n³) time,
+`conflow.engine.rank.RankBand`); kept directions leave B. O(n³) time,
 O(n²) memory per point. ``streamed`` (large n): samples come in blocks, and each block's residual
 against the trace found so far is cut the same way and its kept directions join the trace
-(`conflow.trace_basis`, Householder reflectors); a level is complete once a block has samples to
+(`conflow.engine.streamed_basis`, Householder reflectors); a level is complete once a block has samples to
 spare. O(n r²) time and O(n r) memory for a trace of dimension r; no level is ever stacked.
 
 The construction stops when a level adds no direction at any point (stagnation: then
@@ -51,10 +51,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Float
 
 from conflow.engine.brackets import Family, bracket_chain
 from conflow.engine.distributed import global_array, to_host
-from conflow.errors import InputError
 from conflow.engine.rank import (
     DEFAULT_MIN_GAP,
     RankBand,
@@ -66,10 +66,13 @@ from conflow.engine.rank import (
     row_space_svd,
 )
 from conflow.engine.streamed_basis import TraceBasis
+from conflow.errors import InputError
+from conflow.precision import float64
+from conflow.status import Status
 
 Array = jax.Array
 
-OK, AMBIGUOUS, NOT_CONVERGED = "ok", "ambiguous", "not_converged"
+OK, AMBIGUOUS, NOT_CONVERGED = Status.OK, Status.AMBIGUOUS, Status.NOT_CONVERGED
 #: (rows, columns, error of the complement) of a normalised stack ↦ its `RankBand`.
 BandFn = Callable[[int, int, float], RankBand]
 
@@ -174,12 +177,12 @@ class LieTrace:
         seconds: total wall time, compilation included.
         dtype: the floating-point type the brackets were evaluated in.
         algorithm: ``"dense"`` (a level's samples stacked and cut by one SVD) or ``"streamed"``
-            (blocks of samples added to an orthonormal trace basis, `conflow.trace_basis`).
+            (blocks of samples added to an orthonormal trace basis, `conflow.engine.streamed_basis`).
     """
 
     dim: int | None
     state_dim: int
-    status: str
+    status: Status
     reason: str
     point_dims: tuple[int, ...]
     n_agree: int
@@ -665,9 +668,10 @@ DENSE_MAX_DIM = 2048
 ALGORITHMS = ("auto", "dense", "streamed")
 
 
+@float64
 def lie_trace(
     family: VectorFamily,
-    points: Array,
+    points: Float[Array, "P n"],
     *,
     seed: int = 0,
     max_depth: int = 10,
@@ -690,7 +694,7 @@ def lie_trace(
         max_depth: deepest bracket level evaluated; reaching it while the trace still grows gives
             status ``not_converged``.
         rtol: where each normalised stack is cut (above: directions). Default ``None``: inside
-            the stack's `conflow.rank.RankBand`, between its noise ceiling (a multiple of the
+            the stack's `conflow.engine.rank.RankBand`, between its noise ceiling (a multiple of the
             rounding floor u(√S + √c) of an S × c stack) and its signal floor. Whatever the cut,
             a singular value inside the band makes the result ``ambiguous``.
         min_gap: σ_r / σ_{r+1} below this makes the result ``ambiguous``.
@@ -704,7 +708,7 @@ def lie_trace(
             not separate; the result reports the dtype.
         algorithm: ``"dense"`` stacks each level and cuts it with one SVD: O(n³) time and O(n²)
             memory per point. ``"streamed"`` adds blocks of ``block`` samples to an orthonormal
-            basis of the trace (`conflow.trace_basis`): O(n r²) time and O(n r) memory for a
+            basis of the trace (`conflow.engine.streamed_basis`): O(n r²) time and O(n r) memory for a
             trace of dimension r. ``"auto"`` (default): dense up to n = ``DENSE_MAX_DIM``.
         block: samples per block of the streamed algorithm.
         progress: a progress bar on stderr (levels; blocks and the trace's dimension), shown

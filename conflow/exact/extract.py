@@ -17,7 +17,7 @@ concatenate, stack, split, rev, select_n (constant predicate), pad, gather / dyn
 dynamic_update_slice / scatter with constant indices, reduce_window_sum (average pooling),
 convert_element_type (to a float type), copy, cond with a constant branch index; call-like
 primitives (jit / pjit, closed_call, core_call, custom_jvp_call, custom_vjp_call, remat /
-checkpoint) are entered.
+checkpoint) are entered (`conflow.engine.jaxpr`, the walker shared with `conflow.from_model`).
 
 Piecewise primitives (`SWITCHES`: max, min, abs, sign, clamp, comparisons, reduce_max/min,
 argmax/argmin, reduce_window_max/min) are refused by `polynomial_form`; `region_polynomial(phi, D,
@@ -36,8 +36,8 @@ from fractions import Fraction
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import Literal
 
+from conflow.engine import jaxpr as jaxpr_walk
 from conflow.errors import InputError, PiecewiseError
 from conflow.exact.polynomial import Poly, binary_rational
 
@@ -97,30 +97,6 @@ def _exact_array(v: object, prim: str) -> np.ndarray:
             cache[xf] = c
         out[idx] = c
     return out
-
-
-def _sub_jaxpr(params: dict) -> tuple[object, list]:
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
-        if key in params:
-            j = params[key]
-            if hasattr(j, "jaxpr") and hasattr(j, "consts"):  # ClosedJaxpr
-                return j.jaxpr, list(j.consts)
-            return j, []
-    raise KeyError("no sub-jaxpr")
-
-
-_CALLS = {
-    "jit",
-    "pjit",
-    "closed_call",
-    "core_call",
-    "custom_jvp_call",
-    "custom_vjp_call",
-    "custom_vjp_call_jaxpr",
-    "remat",
-    "remat2",
-    "checkpoint",
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,7 +442,7 @@ SWITCHES = (
 
 _REGION_HINT = (
     "piecewise polynomial: count it on the activation region of a point θ0 with "
-    "conflow.exact.exact_count_laws(model, region=θ0)"
+    "conflow.laws.exact_count.exact_count_laws(model, region=θ0)"
 )
 
 
@@ -710,49 +686,30 @@ assert set(_SWITCH_HANDLERS) == set(SWITCHES)
 def _eval_jaxpr(
     jaxpr, consts: Sequence[object], args: Sequence[object], sw: _Switches | None = None
 ) -> list[object]:
-    """Run ``jaxpr`` with θ-dependent values as object arrays (of `Poly`, or, in pass 1 of a
-    region, of exact numbers); constants stay numeric and go through JAX. ``sw``: the region's
-    switches (None: piecewise primitives are refused)."""
-    env: dict[object, object] = {}
+    """Run ``jaxpr`` (`conflow.engine.jaxpr.walk`) with θ-dependent values as object arrays (of
+    `Poly`, or, in pass 1 of a region, of exact numbers); constants stay numeric and go through
+    JAX. ``sw``: the region's switches (None: piecewise primitives are refused)."""
 
-    def read(v):
-        if isinstance(v, Literal):
-            return v.val
-        return env[v]
-
-    for var, val in zip(jaxpr.constvars, consts):
-        env[var] = val
-    for var, val in zip(jaxpr.invars, args):
-        env[var] = val
-
-    for eqn in jaxpr.eqns:
-        vals = [read(v) for v in eqn.invars]
+    def apply(eqn, vals: list) -> list:
         name = eqn.primitive.name
-        if name in _CALLS:
-            sub, sub_consts = _sub_jaxpr(eqn.params)
-            outs = _eval_jaxpr(sub, sub_consts, vals, sw)
-        elif not any(_is_sym(v) for v in vals):
-            out = eqn.primitive.bind(*vals, **eqn.params)
-            outs = list(out) if eqn.primitive.multiple_results else [out]
-            outs = [np.asarray(o) for o in outs]
-        elif name in _HANDLERS:
+        if not any(_is_sym(v) for v in vals):
+            return [np.asarray(o) for o in jaxpr_walk.bind(eqn, vals)]
+        if name in _HANDLERS:
             out = _HANDLERS[name](eqn.params, *vals)
-            outs = list(out) if isinstance(out, list) else [out]
-        elif name in _BY_INDEX:
-            outs = _by_index(eqn, vals)
-        elif name in _EQN_HANDLERS:
-            outs = _EQN_HANDLERS[name](eqn, vals, sw)
-        elif name in _SWITCH_HANDLERS:
+            return list(out) if isinstance(out, list) else [out]
+        if name in _BY_INDEX:
+            return _by_index(eqn, vals)
+        if name in _EQN_HANDLERS:
+            return _EQN_HANDLERS[name](eqn, vals, sw)
+        if name in _SWITCH_HANDLERS:
             if sw is None:
                 raise PiecewiseError(str(_refuse(name, _REGION_HINT)))
             if sw.recording:
                 sw.eqns[name] = sw.eqns.get(name, 0) + 1
-            outs = _SWITCH_HANDLERS[name](eqn, vals, sw)
-        else:
-            raise _refuse(name)
-        for var, val in zip(eqn.outvars, outs):
-            env[var] = val
-    return [read(v) for v in jaxpr.outvars]
+            return _SWITCH_HANDLERS[name](eqn, vals, sw)
+        raise _refuse(name)
+
+    return jaxpr_walk.walk(jaxpr, consts, args, apply)
 
 
 def _variables(D: int) -> np.ndarray:

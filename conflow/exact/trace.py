@@ -67,6 +67,7 @@ from conflow.exact.polynomial import (
     mul_mod,
     to_raw,
 )
+from conflow.status import Status
 
 __all__ = [
     "DEFAULT_PRIMES",
@@ -79,7 +80,7 @@ __all__ = [
 #: Two 61-bit primes: the Mersenne prime 2^61 − 1 and 2^61 − 31.
 DEFAULT_PRIMES: tuple[int, int] = ((1 << 61) - 1, (1 << 61) - 31)
 
-OK, DISAGREE, NOT_CONVERGED = "ok", "disagree", "not_converged"
+OK, DISAGREE, NOT_CONVERGED = Status.OK, Status.DISAGREE, Status.NOT_CONVERGED
 
 #: Candidate brackets of a level are evaluated at z in blocks of about this many int64 entries
 #: (d generators × block of kept fields × n), so memory stays bounded for large d·r·n.
@@ -291,7 +292,7 @@ class ExactRun:
 
     prime: int
     dim: int | None
-    status: str
+    status: Status
     ranks: tuple[int, ...]
     kept: tuple[int, ...]
     depth: int
@@ -327,7 +328,7 @@ class ExactTrace:
 
     dim: int | None
     state_dim: int
-    status: str
+    status: Status
     ranks: tuple[int, ...]
     depth: int
     primes: tuple[int, ...]

@@ -1,8 +1,6 @@
-"""The one place that turns flow names into flow objects (CLI ``--flow``, ``simulate("mirror")``)."""
+"""The one place that turns flow names into flow objects (``--flow``, ``simulate("mirror")``)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from conflow.errors import InputError
 from conflow.flows.base import AbstractFlow
@@ -22,8 +20,8 @@ _NAMED = {
 FLOW_NAMES = tuple(_NAMED)
 
 
-def parse_flow(flow: Any = None, *, tau: float | None = None, metric: str | None = None,
-               default_tau: float = 0.0) -> AbstractFlow:
+def parse_flow(flow: AbstractFlow | str | None = None, *, tau: float | None = None,
+               metric: str | None = None, default_tau: float = 0.0) -> AbstractFlow:
     """A flow object from a flow object (returned as is) or a name in `FLOW_NAMES`.
 
     Args:

@@ -5,7 +5,7 @@ By Frobenius (MATH.md §1.5), near a generic point there are exactly
     N = state_dim − dim Lie(W)(z)
 
 independent conservation laws, where W is the flow's generator family (MATH.md §1.3, §3.2, §4.1).
-The count is computed blind by `conflow.trace.lie_trace`; closed-form laws of the literature are
+The count is computed blind by `conflow.engine.trace.lie_trace`; closed-form laws of the literature are
 never consulted.
 """
 
@@ -26,6 +26,8 @@ from conflow.flows import AbstractFlow, parse_flow
 from conflow.laws.exact_count import exact_count_laws
 from conflow.laws.points import generic_points
 from conflow.models.base import Model
+from conflow.precision import float64
+from conflow.status import Status
 
 METHODS = ("auto", "numeric", "exact", "both")
 # method="auto" uses the exact engine for momentum flows up to this state dimension (D ≤ 100),
@@ -34,7 +36,7 @@ METHODS = ("auto", "numeric", "exact", "both")
 EXACT_AUTO_MAX_STATE = 201
 EXACT_AUTO_MAX_GRADIENT_STATE = 24
 EXACT_AUTO_MAX_OUTPUTS = 256
-DISAGREE = "disagree"
+DISAGREE = Status.DISAGREE
 # Escalation tries the exact engine on polynomial φ (or on a point's activation region) only up
 # to these sizes: its modular Jacobian stacks grow as state_dim² × generators.
 EXACT_ESCALATE_MAX_STATE = 200
@@ -55,7 +57,7 @@ class Attempt:
 
     step: str
     detail: str
-    status: str
+    status: Status
     n_laws: int | None
     reason: str
     seconds: float
@@ -93,7 +95,7 @@ class LawCount:
             when the first try settled the count.
         settled_by: the step that settled an escalated count (empty otherwise).
         points_redrawn: generic points redrawn because the model called them degenerate (a
-            piecewise model's unit constant over the input sample, `conflow.points`);
+            piecewise model's unit constant over the input sample, `conflow.laws.points`);
             ``redraw_reasons`` says why.
     """
 
@@ -107,7 +109,7 @@ class LawCount:
     state_dim: int
     dim_lie: int | None
     n_laws: int | None
-    status: str
+    status: Status
     reason: str
     depth: int
     seconds: float
@@ -234,6 +236,7 @@ def _is_polynomial(model: Model) -> bool:
     return True
 
 
+@float64
 def count_laws(
     model: Model,
     flow: AbstractFlow | str | None = None,
@@ -273,7 +276,7 @@ def count_laws(
     ``max_depth`` defaults to 6 for the numeric engine (each level roughly doubles the compiled
     program) and 30 for the exact one; a trace still growing there is ``not_converged``.
 
-    Generic points are drawn by `conflow.points.generic_points`: a point that a piecewise model
+    Generic points are drawn by `conflow.laws.points.generic_points`: a point that a piecewise model
     calls degenerate (a unit on or off for its whole input sample) is redrawn, and the result
     says how many were. With ``escalate`` (default), a numeric count that comes out
     ``ambiguous`` is not reported as such before the steps that can settle it were tried

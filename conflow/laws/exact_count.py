@@ -11,12 +11,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from conflow.exact import DEFAULT_PRIMES, ExactTrace, exact_lie_trace, polynomial_form
-from conflow.exact import region_polynomial
+from conflow.exact import (
+    DEFAULT_PRIMES,
+    ExactTrace,
+    exact_lie_trace,
+    polynomial_form,
+    region_polynomial,
+)
 from conflow.flows import AbstractFlow, GradientFlow
 from conflow.models.base import Model
+from conflow.precision import float64
 
 
+@float64
 def exact_count_laws(
     model: Model,
     flow: AbstractFlow | None = None,

@@ -40,7 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from conflow.errors import InputError
+from conflow.flows import AbstractFlow
 from conflow.models.base import Model
+from conflow.precision import float64
 
 Array = jax.Array
 
@@ -97,16 +99,16 @@ def identifier(name: str) -> str:
     return "_" + out if out[:1].isdigit() or not out else out
 
 
-def _is_momentum(flow: Any) -> bool:
+def _is_momentum(flow: AbstractFlow) -> bool:
     return flow is not None and flow.has_velocity
 
 
-def time_name(flow: Any) -> str:
+def time_name(flow: AbstractFlow) -> str:
     """How the state's time coordinate is printed: ``t`` if s = t (τ = 0, Nesterov), else ``s``."""
     return "s" if flow is not None and flow.tau else "t"
 
 
-def expression_names(model: Model, flow: Any = None) -> list[str]:
+def expression_names(model: Model, flow: AbstractFlow | str | None = None) -> list[str]:
     """One expression-language name per state coordinate: ``U1[0,1]`` (θ), and for momentum flows
     ``t``/``s`` first and ``dU1[0,1]`` (velocities) after θ."""
     names = []
@@ -118,7 +120,7 @@ def expression_names(model: Model, flow: Any = None) -> list[str]:
     return [time_name(flow)] + names + [VELOCITY_PREFIX + n for n in names]
 
 
-def _namespace_keys(model: Model, flow: Any) -> set[str]:
+def _namespace_keys(model: Model, flow: AbstractFlow) -> set[str]:
     keys = {identifier(b.name) for b in model.blocks}
     if len(keys) != len(model.blocks):
         raise InputError("two parameter blocks have the same expression name; rename them")
@@ -135,7 +137,7 @@ def _namespace_keys(model: Model, flow: Any) -> set[str]:
     return keys
 
 
-def _namespace(model: Model, flow: Any, z: Array) -> dict[str, Array]:
+def _namespace(model: Model, flow: AbstractFlow, z: Array) -> dict[str, Array]:
     """Name → array at the state ``z`` (θ for gradient flows, (s, θ, v) for momentum flows)."""
     if not _is_momentum(flow):
         return {identifier(k): v for k, v in model.unflatten(z).items()}
@@ -318,16 +320,18 @@ class LawExpression:
     text: str
     tree: ast.Expression = dataclasses.field(repr=False)
     model: Model = dataclasses.field(repr=False)
-    flow: Any = dataclasses.field(repr=False)
+    flow: AbstractFlow = dataclasses.field(repr=False)
     state_dim: int
 
+    @float64
     def __call__(self, z: Array) -> Array:
         """Value at the state ``z`` (shape ``(state_dim,)``), a scalar."""
         out = _evaluate(self.tree, _namespace(self.model, self.flow, z))
         return jnp.reshape(out, ())
 
 
-def compile_law(text: str, model: Model, flow: Any = None) -> LawExpression:
+@float64
+def compile_law(text: str, model: Model, flow: AbstractFlow | str | None = None) -> LawExpression:
     """Validate ``text`` and return it as a function of the flow's state (see module docstring).
 
     The expression is evaluated once, at a generic state, to check that it is a finite scalar;

@@ -9,10 +9,10 @@ law iff ⟨∇P(z), χ_j(z)⟩ = 0 for every generator χ_j (drift included) and
     Σ_α c_α ⟨∇z^α, χ_j(z)⟩ = 0,
 
 evaluated numerically (float64) at random generic points; the laws are the null space of the
-constraint matrix, found by SVD with the cut and gap reporting of `conflow.rank`.
+constraint matrix, found by SVD with the cut and gap reporting of `conflow.engine.rank`.
 
 Structure (what makes D = 200 at degree 2 — 20,300 unknowns — cheap). For polynomial models the
-exact generator fields are available (`conflow.exact.model_fields`). If for a weight vector w every
+exact generator fields are available (`AbstractFlow.polynomial_fields`). If for a weight vector w every
 field χ_j satisfies w·β − w_a = const_j for every monomial z^β of every component a, then
 ⟨∇z^α, χ_j⟩ only produces monomials of weight w·α + const_j, so a polynomial P is a law iff each of
 its w-homogeneous parts is (monomials of different weight cannot cancel). The weights with this
@@ -65,16 +65,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from conflow.engine.rank import (
+    DEFAULT_MIN_GAP,
+    DEFAULT_RTOL,
+    cut_spectrum,
+    gap_ratio,
+    normalise_rows,
+)
 from conflow.errors import InputError
-from conflow.laws.expressions import expression_names, time_name
 from conflow.exact import polynomial_form
 from conflow.flows import AbstractFlow, parse_flow
+from conflow.laws.expressions import expression_names, time_name
 from conflow.models.base import Model
-from conflow.engine.rank import DEFAULT_MIN_GAP, DEFAULT_RTOL, cut_spectrum, gap_ratio, normalise_rows
+from conflow.precision import float64
+from conflow.status import Status
 
 Array = jax.Array
 
-OK, AMBIGUOUS = "ok", "ambiguous"
+OK, AMBIGUOUS = Status.OK, Status.AMBIGUOUS
 MAX_MONOMIALS = 2_000_000
 MAX_DENSE_CLASS = 6_000
 MAX_DENOMINATOR = 64
@@ -95,7 +103,7 @@ class Law:
     Attributes:
         expression: P in the model's own names, e.g. ``U1[0,0]**2 + U1[1,0]**2 - U2[0,0]**2 -
             U2[0,1]**2`` (momentum: ``s``/``t`` and velocities ``dU1[0,1]``); a valid
-            `conflow.expressions` law, so it can be fed back to ``conflow verify --law``.
+            `conflow.laws.expressions` law, so it can be fed back to ``conflow verify --law``.
         monomials: each monomial as the sorted tuple of its variables' state indices (with
             repetition: ``(3, 3)`` is z_3²).
         coefficients: one per monomial: `fractions.Fraction` when ``exact``, else ``float``.
@@ -106,6 +114,13 @@ class Law:
         family_code: the same family in the expression language, e.g.
             ``(U1.T @ U1 - U2 @ U2.T)`` (append the index to get a ``--law``).
         state_dim: D (gradient flows) or 2D + 1 (momentum flows).
+        model, flow: what the law was found for (set by `polynomial_laws`); they make the law
+            callable on the model's own parameters.
+
+    Call it as ``law(params)`` (gradient flows) or ``law(t, params, velocity)`` (momentum
+    flows) on the parameters the way `Model.to_pytree` gives them (the dict of named blocks,
+    the pytree of `conflow.custom`, the module of `conflow.from_model`); `fn` is P on the flat
+    state, shape ``(state_dim,) -> ()``.
     """
 
     expression: str
@@ -118,6 +133,8 @@ class Law:
     family_code: str | None = None
     index: tuple[int, ...] | None = None
     factors: tuple[tuple[str, str], ...] | None = None
+    model: Model | None = dataclasses.field(default=None, repr=False, compare=False)
+    flow: AbstractFlow | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def degree(self) -> int:
@@ -147,8 +164,35 @@ class Law:
         """P as a JAX function of the state, shape ``(state_dim,) -> ()``."""
         return _poly_fn(self.monomials, [float(c) for c in self.coefficients], self.state_dim)
 
-    def __call__(self, z: Array) -> Array:
-        return self.fn(z)
+    @float64
+    def __call__(self, *args: Any) -> Array:
+        """P on the model's parameters: ``law(params)`` or ``law(t, params, velocity)``."""
+        if self.model is None:
+            raise InputError("this Law has no model: evaluate it on the flat state with law.fn(z)")
+        return self.fn(self.state(*args))
+
+    def as_monitor(self) -> Callable:
+        """The law as a `conflow.simulate` / `conflow.train` monitor: ``h(params)``, or
+        ``h(params, velocity, t)`` for momentum flows."""
+        if self.model is None:
+            raise InputError("this Law has no model to be monitored on")
+        if not self.flow.has_velocity:
+            return lambda params: self(params)
+        return lambda params, velocity, t: self(t, params, velocity)
+
+    def state(self, *args: Any) -> Array:
+        """The flat state z of ``(params)`` or ``(t, params, velocity)``."""
+        model, flow = self.model, self.flow
+        if not flow.has_velocity:
+            if len(args) != 1:
+                raise InputError(f"a gradient-flow law takes (params), got {len(args)} arguments")
+            return model.from_pytree(args[0])
+        if len(args) != 3:
+            raise InputError(f"a momentum law takes (t, params, velocity), got {len(args)} "
+                             "arguments")
+        t, params, velocity = args
+        return jnp.concatenate([jnp.reshape(flow.time_variable(t), (1,)),
+                                model.from_pytree(params), model.from_pytree(velocity)])
 
     def sympy(self):
         """P as a sympy expression (symbols named like the state variables)."""
@@ -239,7 +283,7 @@ class LawBasis:
     n_independent: int
     independence_gap: float
     count: Any
-    status: str
+    status: Status
     reason: str
     sigma_kept: float | None
     sigma_dropped: float | None
@@ -515,7 +559,7 @@ def _rational_nullspace(M: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(out, dtype=np.int64).reshape(-1, n)
 
 
-def _classes(model: Model, flow: Any, n: int, idx: np.ndarray) -> tuple[np.ndarray, str]:
+def _classes(model: Model, flow: AbstractFlow, n: int, idx: np.ndarray) -> tuple[np.ndarray, str]:
     """Class id of every monomial (see module docstring) and a description of the grading."""
     fields = _exact_fields(model, flow)
     if fields is None:
@@ -540,7 +584,7 @@ def _classes(model: Model, flow: Any, n: int, idx: np.ndarray) -> tuple[np.ndarr
 # ------------------------------------------------------------------------- constraint rows
 
 
-def generator_evaluator(model: Model, flow: Any):
+def generator_evaluator(model: Model, flow: AbstractFlow):
     """(n, m, f) with f: states (P, n) ↦ generator matrices (P, m, n), row j = χ_j(z) (jitted)."""
     fam = flow.family(model)
     field = fam.field
@@ -555,7 +599,7 @@ def generator_evaluator(model: Model, flow: Any):
 class _Points:
     """Generic states and the generator matrices χ_j(z) there, extended on demand."""
 
-    def __init__(self, model: Model, flow: Any, seed: int, share: _Points | None = None):
+    def __init__(self, model: Model, flow: AbstractFlow, seed: int, share: _Points | None = None):
         self.model, self.flow, self.seed = model, flow, seed
         if share is not None:  # same generators: reuse the compiled evaluator
             self.n, self.m, self._eval = share.n, share.m, share._eval
@@ -773,7 +817,7 @@ class _Piece:
     entry: Callable[[tuple[int, ...]], dict[tuple[int, ...], Fraction]]
 
 
-def _block_vars(model: Model, flow: Any) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+def _block_vars(model: Model, flow: AbstractFlow) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Block name → (state indices of θ entries, of velocity entries or None), block-shaped."""
     momentum = flow.has_velocity
     D, out, start = model.D, {}, 0
@@ -818,7 +862,7 @@ def _asym(f):
     return entry
 
 
-def _pieces(model: Model, flow: Any) -> list[_Piece]:
+def _pieces(model: Model, flow: AbstractFlow) -> list[_Piece]:
     """Matrix- and vector-valued pieces built from the blocks (see module docstring)."""
     momentum = flow.has_velocity
     out: list[_Piece] = []
@@ -910,7 +954,7 @@ class _Family:
         return uni, code
 
 
-def _families(model: Model, flow: Any) -> list[_Family]:
+def _families(model: Model, flow: AbstractFlow) -> list[_Family]:
     pieces = _pieces(model, flow)
     fams: list[_Family] = []
     if flow.has_velocity:
@@ -1034,9 +1078,10 @@ class _Recogniser:
 # ------------------------------------------------------------------------------ main function
 
 
+@float64
 def polynomial_laws(
     model: Model,
-    flow: Any = None,
+    flow: AbstractFlow | str | None = None,
     degree: int = 2,
     homogeneous: bool = False,
     *,
@@ -1085,6 +1130,7 @@ def polynomial_laws(
         status, reason = AMBIGUOUS, f"gap {gap:.1e} below {min_gap:.0e}"
 
     laws, groups = _readable_basis(model, flow, monos, class_of, by_class, names, n, recognise)
+    laws = tuple(dataclasses.replace(law, model=model, flow=flow) for law in laws)
     n_ind, ind_gap = _independent_count(laws, n, model, flow, seed)
     seconds = time.perf_counter() - t0
     t1 = time.perf_counter()

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from conflow.flows import AbstractFlow
 from conflow.laws.count import count_laws
 from conflow.models.base import Model
 from conflow.models.custom import brief_error
@@ -23,7 +24,7 @@ from conflow.models.from_model import (
     draw_inputs,
     from_model,
 )
-
+from conflow.precision import float64
 
 # ------------------------------------------------------------------------------------------------
 # counting with the input checks
@@ -200,12 +201,13 @@ def _pattern_stats(model: SampledModel, thetas: np.ndarray) -> tuple[PatternStat
     return tuple(out)
 
 
+@float64
 def count_laws_from_model(
     apply_fn: Any,
     params: Any = None,
     inputs: Any = None,
     *,
-    flow: Any = None,
+    flow: AbstractFlow | str | None = None,
     check_inputs: bool | Any = True,
     patterns: bool = True,
     n_inputs: int | None = None,

@@ -32,12 +32,11 @@ may still be too few to span. `count_laws_from_model`'s doubled-sample recount i
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
 from conflow.errors import InputError
-from conflow.flows import parse_flow
+from conflow.flows import AbstractFlow, parse_flow
 from conflow.models.base import Model
 from conflow.models.custom import brief_error
 
@@ -87,7 +86,7 @@ def degeneracy(model: Model, theta: np.ndarray) -> tuple[int, str | None]:
     return int(reason is not None), reason
 
 
-def generic_points(model: Model, flow: Any, seed: int, n: int, *,
+def generic_points(model: Model, flow: AbstractFlow, seed: int, n: int, *,
                    max_redraws: int = MAX_REDRAWS) -> GenericPoints:
     """``n`` generic points of ``flow`` on ``model`` (see module docstring), redrawing those the
     model calls degenerate.
@@ -146,7 +145,7 @@ MAX_RANK_REDRAWS = 16
 RANK_TAG = 0x9E58
 
 
-def _match_generator_ranks(model: Model, flow: Any, seed: int, points: np.ndarray,
+def _match_generator_ranks(model: Model, flow: AbstractFlow, seed: int, points: np.ndarray,
                            max_redraws: int, reasons: list, degenerate: list) -> int:
     """Redraw points whose generators span less than at another draw; returns the redraws made.
 
@@ -186,7 +185,7 @@ def _match_generator_ranks(model: Model, flow: Any, seed: int, points: np.ndarra
     return redrawn
 
 
-def _assess(model: Model, flow: Any, z: np.ndarray) -> tuple[int, str | None]:
+def _assess(model: Model, flow: AbstractFlow, z: np.ndarray) -> tuple[int, str | None]:
     """(severity, reason) of the state z (`degeneracy` of its θ). A check that raises counts as
     generic (it is a diagnostic, it must not stop a count): (0, what failed)."""
     try:

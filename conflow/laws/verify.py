@@ -18,7 +18,7 @@ them if appending ∇h raises the rank of their gradients at random points; a se
 complete when that rank equals `count_laws`.
 
 Empirical check (``empirical=True``, MATH.md §7 (ii)): the flow is integrated with a fixed-step RK4
-(this module's own; `conflow.integrate` is not used) for random "data" — a random linear read-out
+(this module's own; `conflow.training.simulate` is not used) for random "data" — a random linear read-out
 A of φ(θ) with a square loss against random targets and a cross-entropy loss against random labels
 (any loss of φ gives a flow in the family, MATH.md §1.3) — from random initial states, at two step
 sizes (n and 2n steps over the same time T, chosen from the initial speed so that the trajectory
@@ -42,14 +42,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from conflow.errors import InputError
-from conflow.laws.expressions import LawExpression, compile_law
 from conflow.flows import AbstractFlow, parse_flow
-from conflow.models.base import Model
+from conflow.laws.expressions import LawExpression, compile_law
 from conflow.laws.find import Law, LawBasis, generator_evaluator, gradient_cut
+from conflow.models.base import Model
+from conflow.precision import float64
+from conflow.status import Conservation
 
 Array = jax.Array
 
-CONSERVED, NOT_CONSERVED, INCONCLUSIVE = "conserved", "not_conserved", "inconclusive"
+CONSERVED, NOT_CONSERVED, INCONCLUSIVE = (Conservation.CONSERVED, Conservation.NOT_CONSERVED,
+                                          Conservation.INCONCLUSIVE)
 TOL_CONSERVED = 1e-9
 TOL_BROKEN = 1e-6
 EPS = float(np.finfo(np.float64).eps)
@@ -63,13 +66,15 @@ def _is_momentum(flow: AbstractFlow) -> bool:
     return flow.has_velocity
 
 
-def state_function(model: Model, flow: Any, h: Any, state: bool = False) -> Callable:
+def state_function(model: Model, flow: AbstractFlow, h: Any, state: bool = False) -> Callable:
     """h as a scalar function of the flow's state z (θ, or (s, θ, v) for momentum flows).
 
-    ``h`` may be a law expression (str, see `conflow.expressions`), a `Law`, a `LawExpression`,
-    or a JAX callable: h(θ) for gradient flows, h(t, θ, v) for momentum flows (t the time:
-    t = log(s)/τ for τ > 0, t = s for τ = 0 and Nesterov), or h(z) on the state with
-    ``state=True``.
+    ``h`` may be a law expression (str, see `conflow.laws.expressions`), a `Law`, a `LawExpression`,
+    or a JAX callable written on the model's own parameters (`Model.to_pytree`: the dict of
+    named blocks of a built-in model, the params pytree of `conflow.custom`, the Equinox / NNX
+    module of `conflow.from_model`): h(params) for gradient flows, h(t, params, velocity) for
+    momentum flows (t the time: t = log(s)/τ for τ > 0, t = s for τ = 0 and Nesterov; velocity
+    has the structure of params); or h(z) on the flat state with ``state=True``.
     """
     if isinstance(h, str):
         return compile_law(h, model, flow)
@@ -78,15 +83,18 @@ def state_function(model: Model, flow: Any, h: Any, state: bool = False) -> Call
     if not callable(h):
         raise InputError(f"h must be a callable, a Law or an expression string, got "
                          f"{type(h).__name__}")
-    if state or not _is_momentum(flow):
+    if state:
         fn = h
+    elif not _is_momentum(flow):
+        def fn(z):
+            return h(model.to_pytree(z))
     else:
         D, tau = model.D, flow.tau
 
         def fn(z):
             s = z[0]
             t = jnp.log(s) / tau if tau else s
-            return h(t, z[1 : D + 1], z[D + 1 :])
+            return h(t, model.to_pytree(z[1 : D + 1]), model.to_pytree(z[D + 1 :]))
 
     def scalar(z):
         out = jnp.asarray(fn(z))
@@ -97,7 +105,7 @@ def state_function(model: Model, flow: Any, h: Any, state: bool = False) -> Call
     return scalar
 
 
-def generator_names(model: Model, flow: Any) -> list[str]:
+def generator_names(model: Model, flow: AbstractFlow) -> list[str]:
     """A readable name for every generator, in the order of ``flow.family(model)``."""
     metric = "" if getattr(flow, "metric_name", "euclidean") == "euclidean" else "M⁻¹"
     if _is_momentum(flow):
@@ -118,7 +126,7 @@ class EmpiricalRun:
     integrator_error: float
     drift: tuple[float, float]  # relative drift of h at n and 2n steps
     reference_drift: tuple[float, float] | None
-    verdict: str
+    verdict: Conservation
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,11 +136,11 @@ class EmpiricalRun:
 class EmpiricalReport:
     """The simulation check: one `EmpiricalRun` per (loss, initialisation)."""
 
-    verdict: str
+    verdict: Conservation
     reason: str
     runs: tuple[EmpiricalRun, ...]
     reference: str | None
-    integrator: str = "fixed-step RK4 (conflow.verify)"
+    integrator: str = "fixed-step RK4 (conflow.laws.verify)"
 
     def to_json(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "reason": self.reason, "reference": self.reference,
@@ -172,7 +180,7 @@ class Verdict:
         empirical: the `EmpiricalReport` (``None`` unless requested).
     """
 
-    verdict: str
+    verdict: Conservation
     reason: str
     max_residual: float
     noise_floor: float
@@ -257,9 +265,10 @@ def _structural(model, flow, h_state, points: int, seed: int):
     return Z, rel, size, finite
 
 
+@float64
 def verify_law(
     model: Model,
-    flow: Any = None,
+    flow: AbstractFlow | str | None = None,
     h: Any = None,
     *,
     state: bool = False,
@@ -401,7 +410,7 @@ def _known_functions(model, flow, known) -> list[Callable] | None:
     return out
 
 
-def gradient_rank(model: Model, flow: Any, fns: Sequence[Callable], *, points: int = 3,
+def gradient_rank(model: Model, flow: AbstractFlow, fns: Sequence[Callable], *, points: int = 3,
                   seed: int = 0) -> int:
     """Number of functionally independent laws among ``fns`` (state functions, each returning a
     scalar or a vector): the rank of their stacked gradients, the largest over random points."""
@@ -431,7 +440,8 @@ class Completeness:
     complete: bool | None
 
 
-def check_complete(model: Model, flow: Any, laws: Any, *, count: Any = True,
+@float64
+def check_complete(model: Model, flow: AbstractFlow, laws: Any, *, count: Any = True,
                    seed: int = 0) -> Completeness:
     """Whether ``laws`` (as ``known`` of `verify_law`) are complete: their number of independent
     members equals `count_laws` (MATH.md §1.5)."""
@@ -464,7 +474,7 @@ def _reference(model, flow, known_fns, reference) -> tuple[Callable | None, str 
 N_SQUARE, N_BATCH, N_CLASSES = 16, 8, 3
 
 
-def _make_integrator(model: Model, flow: Any):
+def _make_integrator(model: Model, flow: AbstractFlow):
     """rhs(z, data) of the flow for the loss mix in ``data``, and a jitted RK4 trajectory."""
     fam = flow.family(model)
     field, phi, D = fam.field, model.phi, model.D
@@ -515,9 +525,10 @@ def _relative_drift(hvals: np.ndarray, grad0: np.ndarray, traj: np.ndarray) -> f
     return float(change / scale) if scale > 0 else float(change)
 
 
+@float64
 def simulate_drift(
     model: Model,
-    flow: Any,
+    flow: AbstractFlow,
     h_state: Callable,
     *,
     reference: Callable | None = None,

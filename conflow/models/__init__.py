@@ -10,8 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from conflow.errors import InputError
-from conflow.models.attention import attention, attention_apply, attention_from_dims, attention_params
-from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.models.attention import (
+    attention,
+    attention_apply,
+    attention_from_dims,
+    attention_params,
+)
+from conflow.models.base import (
+    Model,
+    ParamBlock,
+    blocks_from_shapes,
+    check_dims,
+    split_flat,
+)
 from conflow.models.conv import conv, conv_apply, conv_from_dims, conv_params
 from conflow.models.custom import custom
 from conflow.models.factorization import factorization, nmf
@@ -29,6 +40,7 @@ from conflow.models.residual import (
     transformer_from_dims,
 )
 from conflow.models.softmax import softmax_apply, softmax_layer
+from conflow.precision import float64
 
 __all__ = [
     "MODEL_NAMES",
@@ -102,6 +114,7 @@ def _parse_dims(family: str, dims: Sequence[int] | str) -> Sequence[int]:
         raise InputError(f"{family}: dims must be positive integers, got {dims!r}") from None
 
 
+@float64
 def get_model(name: str, dims: Sequence[int] | str, bias: bool = False) -> Model:
     """Build a model by family name (case-insensitive; ``"uv"`` = ``"factorization"``).
 

@@ -21,7 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from conflow.errors import InputError
-from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.models.base import (
+    Model,
+    ParamBlock,
+    blocks_from_shapes,
+    check_dims,
+    split_flat,
+)
+from conflow.precision import float64
 
 Array = jax.Array
 
@@ -48,11 +55,13 @@ def attention_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     return jnp.concatenate([qk, vo], axis=1).ravel()
 
 
+@float64
 def attention(dim: int, d1: int, heads: int = 1) -> Model:
     """Attention layer on tokens of width ``dim``, ``heads`` heads of key width ``d1`` each.
 
-    Blocks Q, K, V, O (see `attention_blocks`); φ: `attention_phi`; closed-form laws:
-    `attention_laws` (d1(d1 + 1) per head when d1 ≤ 2·dim). CLI: ``attention dim,d1[,heads]``.
+    Blocks Q, K, V, O (see `attention_blocks`); φ: `attention_phi`; closed-form laws (for
+    comparison, `conflow.reference.gradient_laws`): Q_hQ_hᵀ − K_hK_hᵀ and V_hV_hᵀ − O_hO_hᵀ,
+    d1(d1 + 1) per head when d1 ≤ 2·dim. CLI: ``attention dim,d1[,heads]``.
     """
     dims = check_dims("attention", (dim, d1, heads), exact=3, meaning="(dim, d1, heads)")
     dim, d1, heads = dims

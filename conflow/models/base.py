@@ -9,14 +9,18 @@ counting engine needs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Float
 
 from conflow.errors import InputError
+from conflow.precision import float64
 
 Array = jax.Array
 
@@ -61,10 +65,21 @@ class Model:
         bias: whether the architecture has biases (reported only).
         pairing: optional ``(θ (D,), f (n_pairing_coeffs,)) -> scalar`` equal to ⟨a(f), φ(θ)⟩
             for structured coefficient vectors a(f) ∈ R^d whose image spans R^d (see
-            `conflow.trace.VectorFamily.sample_field`). Its θ-gradient is a generic element of
+            `conflow.engine.trace.VectorFamily.sample_field`). Its θ-gradient is a generic element of
             the gradient-flow generators at the cost of one evaluation, where ∂φ(θ)ᵀa costs a
             pass over all d coordinates of φ (ReLU path-liftings: one per input-output path).
         n_pairing_coeffs: length of f.
+        forward: the network g(params, x) on the blocks of `unflatten` (for training and
+            simulation), taking ``activation=σ`` as a keyword when ``activation`` is set; None
+            when the model is not a network of inputs.
+        activation: the default activation name of ``forward`` (None: it has none).
+        takes_inputs: training data is ``(x, y)``; False: the target alone (NMF: X ≈ U V).
+        input_dim: the size of one input x of ``forward`` (None: no network of inputs).
+        init: ``(rng, scale) -> {block: array}``, the model's initialisation (None: the
+            default of `init_params`).
+        unravel_params: θ ↦ the user's own parameter pytree (None: the dict of named blocks,
+            `unflatten`); see `to_pytree`.
+        ravel_params: the inverse of ``unravel_params`` (None: `flatten`); see `from_pytree`.
     """
 
     name: str
@@ -74,6 +89,13 @@ class Model:
     bias: bool = False
     pairing: Callable[[Array, Array], Array] | None = None
     n_pairing_coeffs: int = 0
+    forward: Callable[..., Array] | None = None
+    activation: str | None = None
+    takes_inputs: bool = True
+    input_dim: int | None = None
+    init: Callable[[np.random.Generator, float], dict[str, np.ndarray]] | None = None
+    unravel_params: Callable[[Array], Any] | None = dataclasses.field(default=None, repr=False)
+    ravel_params: Callable[[Any], Array] | None = dataclasses.field(default=None, repr=False)
 
     @property
     def D(self) -> int:
@@ -81,6 +103,7 @@ class Model:
         return sum(b.size for b in self.blocks)
 
     @property
+    @float64
     def d(self) -> int:
         """Dimension of φ(θ) (number of gradient-flow generators)."""
         return int(jax.eval_shape(self.phi, jax.ShapeDtypeStruct((self.D,), jnp.float64)).shape[0])
@@ -100,7 +123,7 @@ class Model:
         """Short architecture label, e.g. ``relu[3,4,2]+bias``."""
         return f"{self.name}[{','.join(map(str, self.dims))}]" + ("+bias" if self.bias else "")
 
-    def unflatten(self, theta: Array) -> dict[str, Array]:
+    def unflatten(self, theta: Float[Array, " D"]) -> dict[str, Array]:
         """Split flat θ, shape ``(D,)``, into ``{block name: array of the block's shape}``."""
         out, start = {}, 0
         for b in self.blocks:
@@ -108,11 +131,12 @@ class Model:
             start += b.size
         return out
 
-    def flatten(self, params: dict[str, Array]) -> Array:
+    def flatten(self, params: dict[str, Array]) -> Float[Array, " D"]:
         """Inverse of `unflatten`."""
         return jnp.concatenate([jnp.ravel(jnp.asarray(params[b.name])) for b in self.blocks])
 
-    def sample_points(self, key: Array | int | np.random.Generator, n: int) -> Array:
+    @float64
+    def sample_points(self, key: Array | int | np.random.Generator, n: int) -> Float[Array, "n D"]:
         """``n`` generic points, shape ``(n, D)``, well conditioned: each block by `draw_block`.
 
         Matrix blocks are a Haar-random matrix with orthonormal rows or columns plus a Gaussian
@@ -131,17 +155,91 @@ class Model:
         parts = [draw_block(rng, b, n) for b in self.blocks]
         return jnp.asarray(np.concatenate(parts, axis=1) if parts else np.zeros((n, 0)))
 
+    def to_pytree(self, theta: Float[Array, " D"]) -> Any:
+        """Flat θ, shape ``(D,)`` → the parameters as the user writes laws on them: the dict of
+        named blocks for built-in models, the params pytree of `conflow.custom`, the Equinox /
+        Flax NNX module of `conflow.from_model`."""
+        return self.unflatten(theta) if self.unravel_params is None else self.unravel_params(theta)
+
+    def from_pytree(self, params: Any) -> Float[Array, " D"]:
+        """The inverse of `to_pytree`: the flat θ, shape ``(D,)``, of a parameter pytree."""
+        if self.ravel_params is None:
+            if not isinstance(params, dict):
+                raise InputError(f"parameters of {self.label} are a dict of blocks "
+                                 f"{[b.name for b in self.blocks]}, got {type(params).__name__}")
+            return self.flatten(params)
+        return self.ravel_params(params)
+
+    def network(self, activation: str | Callable[[Array], Array] | None = None,
+                ) -> Callable[[dict[str, Array], Array], Array]:
+        """The network function g(params, x) on the blocks of `unflatten`; ``activation``
+        (a name in `ACTIVATIONS` or a callable) replaces the default of models that have one."""
+        if self.forward is None:
+            raise InputError(f"no forward function for model {self.label}; pass a loss function "
+                             "of the parameter pytree instead")
+        if self.activation is None:
+            if activation is not None:
+                raise InputError(f"activation applies to models with an activation (relu, icnn),"
+                                 f" not {self.name}")
+            return self.forward
+        act = activation_fn(self.activation if activation is None else activation)
+        return functools.partial(self.forward, activation=act)
+
+    @float64
+    def init_params(self, key: Array | int | np.random.Generator = 0, scale: float = 1.0,
+                    ) -> dict[str, Array]:
+        """Initial parameters as `unflatten` blocks (float64): the model's ``init`` if it has
+        one, else `standard_init` (matrices N(0, scale²/fan_in) with fan-in the row count,
+        vectors 0, positive blocks uniform in [0.1, 1.1)·scale)."""
+        rng = as_generator(key)
+        params = (self.init(rng, scale) if self.init is not None
+                  else standard_init(self.blocks, rng, scale))
+        return {b.name: jnp.asarray(params[b.name], jnp.float64) for b in self.blocks}
+
     def degenerate_reason(self, theta: np.ndarray) -> str | None:
         """Why θ, shape ``(D,)``, lies in a degenerate region of a piecewise model, or ``None``.
 
         A piecewise model (ReLU net given as code, `conflow.from_model.SampledModel`) has open
         regions of positive measure where the count differs from the generic one (a hidden unit
         off, or on, for every input): random points land there with positive probability, and
-        `conflow.points.generic_points` redraws them. The built-in models are analytic in θ
+        `conflow.laws.points.generic_points` redraws them. The built-in models are analytic in θ
         (their non-generic points form a null set): this default says ``None``.
         """
         return None
 
+
+
+#: Activations a built-in network's forward pass takes by name (any callable works too).
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "identity": lambda z: z,
+}
+
+
+def activation_fn(activation: str | Callable[[Array], Array]) -> Callable[[Array], Array]:
+    """A callable activation from a name in `ACTIVATIONS` or a callable."""
+    if callable(activation):
+        return activation
+    if activation not in ACTIVATIONS:
+        raise InputError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[activation]
+
+
+def standard_init(blocks: Sequence[ParamBlock], rng: np.random.Generator, scale: float = 1.0,
+                  fan_in_axis: int = 0, gain: float = 1.0) -> dict[str, np.ndarray]:
+    """Matrices N(0, gain·scale²/fan_in) with fan_in = shape[fan_in_axis] (He for gain 2),
+    vectors and scalars 0, positive blocks uniform in [0.1, 1.1)·scale."""
+    out = {}
+    for b in blocks:
+        if b.positive:
+            out[b.name] = scale * rng.uniform(0.1, 1.1, b.shape)
+        elif len(b.shape) < 2:
+            out[b.name] = np.zeros(b.shape)
+        else:
+            fan_in = b.shape[fan_in_axis]
+            out[b.name] = scale * math.sqrt(gain / fan_in) * rng.standard_normal(b.shape)
+    return out
 
 
 #: Relative Frobenius size ε of the Gaussian perturbation of a matrix block's orthonormal part.

@@ -26,7 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from conflow.errors import InputError
-from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.models.base import (
+    Model,
+    ParamBlock,
+    blocks_from_shapes,
+    check_dims,
+    split_flat,
+)
+from conflow.precision import float64
 
 Array = jax.Array
 
@@ -62,12 +69,14 @@ def conv_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     return jnp.einsum("ja,jb->jab", outgoing, incoming).ravel()
 
 
+@float64
 def conv(c0: int, c1: int, c2: int, n_v: int = DEFAULT_FILTER, n_u: int | None = None,
          bias: bool = False) -> Model:
     """Conv-ReLU-conv block: c0 input channels, c1 hidden, c2 output; filter sizes n_v, n_u.
 
     ``n_u`` defaults to ``n_v``. CLI: ``conv c0,c1,c2[,n_v[,n_u]]`` (default filters 3), ``--bias``
-    adds one bias per hidden channel. Closed-form laws: `conv_laws` (c1 of them).
+    adds one bias per hidden channel. Closed-form laws (c1 of them, one per hidden
+    channel): `conflow.reference.gradient_laws`.
     """
     n_u = n_v if n_u is None else n_u
     dims = check_dims("conv", (c0, c1, c2, n_v, n_u), exact=5,

@@ -32,6 +32,7 @@ from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 
 from conflow.errors import InputError
 from conflow.models.base import Model, ParamBlock, split_flat
+from conflow.precision import float64
 
 Array = jax.Array
 
@@ -92,6 +93,7 @@ def _check_output(y: Any, where: str) -> None:
         raise InputError(f"custom: phi returned an empty array {where}")
 
 
+@float64
 def custom(
     phi: Callable[[Any], Any],
     params: Any,
@@ -168,7 +170,11 @@ def custom(
         raise  # unreachable: _diagnose_example always raises
     _check_output(out_shape, "on the example params")
 
-    model = Model(name=name, dims=(int(flat0.size),), phi=flat_phi, blocks=blocks)
+    def ravel(p: Any) -> Array:
+        return ravel_pytree(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), p))[0]
+
+    model = Model(name=name, dims=(int(flat0.size),), phi=flat_phi, blocks=blocks,
+                  unravel_params=unravel, ravel_params=ravel)
 
     # 2. generic points: jit-traceable, jvp-differentiable, finite.
     thetas = model.sample_points(jax.random.PRNGKey(0), N_CHECK_POINTS)

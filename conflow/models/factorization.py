@@ -8,7 +8,14 @@ from collections.abc import Sequence
 
 import jax
 
-from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.models.base import (
+    Model,
+    ParamBlock,
+    blocks_from_shapes,
+    check_dims,
+    split_flat,
+)
+from conflow.precision import float64
 
 Array = jax.Array
 
@@ -19,6 +26,17 @@ def factorization_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     return (u @ v.T).ravel()
 
 
+def factorization_forward(params: dict[str, Array], x: Array) -> Array:
+    """The two-layer linear net g(x) = U Vᵀ x; ``x`` (N, m) → (N, n)."""
+    return (x @ params["V"]) @ params["U"].T
+
+
+def nmf_forward(params: dict[str, Array], x: Array | None = None) -> Array:
+    """NMF's reconstruction U V, shape (n1, n3); ``x`` is ignored."""
+    return params["U"] @ params["V"]
+
+
+@float64
 def factorization(n: int, r: int, m: int) -> Model:
     """Two-layer linear net / matrix factorisation g = U Vᵀ x: U ∈ R^{n×r} ``"U"``, V ∈ R^{m×r} ``"V"``.
 
@@ -31,6 +49,8 @@ def factorization(n: int, r: int, m: int) -> Model:
         dims=(n, r, m),
         phi=functools.partial(factorization_phi, blocks=blocks),
         blocks=blocks,
+        forward=factorization_forward,
+        input_dim=m,
     )
 
 
@@ -40,6 +60,7 @@ def nmf_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     return (u @ v).ravel()
 
 
+@float64
 def nmf(n1: int, r: int, n3: int) -> Model:
     """Non-negative matrix factorisation X ≈ U V, U ∈ R^{n1×r}, V ∈ R^{r×n3}, both positive blocks.
 
@@ -53,4 +74,6 @@ def nmf(n1: int, r: int, n3: int) -> Model:
         dims=(n1, r, n3),
         phi=functools.partial(nmf_phi, blocks=blocks),
         blocks=blocks,
+        forward=nmf_forward,
+        takes_inputs=False,
     )

@@ -53,7 +53,7 @@ theorem applies. They differ when
   the count is reported ``ambiguous``, with a warning about switches that never change. Such
   points are flagged by `SampledModel.degenerate_reason` (a recorded switch constant over the
   sample, or a parameter whose generator vanishes on it) and redrawn by
-  `conflow.points.generic_points`.
+  `conflow.laws.points.generic_points`.
 
 Smooth activations (tanh, GELU, softplus, SiLU) go through exactly the same path; conflow does not
 assume their counts.
@@ -81,17 +81,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from conflow.engine import jaxpr as jaxpr_walk
 from conflow.errors import InputError
 from conflow.models.base import Model
-from conflow.models.custom import brief_error, _ravel_output, custom
+from conflow.models.custom import _ravel_output, brief_error, custom
+from conflow.precision import float64
 
 Array = jax.Array
 
 #: Custom-derivative functions whose inside is recorded (they are piecewise-linear).
 PIECEWISE_CUSTOM = ("relu", "relu6")
-_CALLS = ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call",
-          "custom_vjp_call", "custom_vjp_call_jaxpr", "custom_lin")
-_CUSTOM = ("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
 _OPAQUE_LOOPS = ("scan", "while")
 
 
@@ -156,19 +155,6 @@ def split_params(params: Any) -> tuple[Any, Callable[[Any], Any], str]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _sub_jaxpr(eqn: Any) -> Any:
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
-        if key in eqn.params:
-            return eqn.params[key]
-    return None
-
-
-def _func_name(closed: Any) -> str:
-    jaxpr = getattr(closed, "jaxpr", closed)
-    info = getattr(jaxpr, "debug_info", None)
-    return str(getattr(info, "func_name", "") or "")
-
-
 def _is_guard_literal(v: Any) -> bool:
     from jax.extend.core import Literal
 
@@ -177,71 +163,41 @@ def _is_guard_literal(v: Any) -> bool:
 
 def _interpret(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], deps: Sequence[bool],
                records: list, notes: set, smooth: bool) -> tuple[list, list]:
-    """Evaluate ``jaxpr`` like `jax.core.eval_jaxpr`, appending switch outcomes to ``records``.
+    """Evaluate ``jaxpr`` like `jax.core.eval_jaxpr` (`conflow.engine.jaxpr.walk`), appending
+    switch outcomes to ``records``.
 
     ``deps`` marks the arguments that depend on the data (θ or x); only switches on such values
-    are recorded (index arithmetic on constants is not a switch). Returns (outputs, their deps).
+    are recorded (index arithmetic on constants is not a switch). Inside a custom-derivative
+    function other than `PIECEWISE_CUSTOM` nothing is recorded (``smooth``). Returns (outputs,
+    their deps).
     """
-    from jax.extend.core import Literal
 
-    env: dict[Any, Any] = {}
-    dep: dict[Any, bool] = {}
-
-    def read(v):
-        return v.val if isinstance(v, Literal) else env[v]
-
-    def is_dep(v):
-        return False if isinstance(v, Literal) else dep.get(v, False)
-
-    for v, c in zip(jaxpr.constvars, consts):
-        env[v], dep[v] = c, False
-    for v, a, d in zip(jaxpr.invars, args, deps):
-        env[v], dep[v] = a, bool(d)
-    for eqn in jaxpr.eqns:
+    def apply(eqn: Any, invals: list) -> list:
         name = eqn.primitive.name
-        invals = [read(v) for v in eqn.invars]
-        indeps = [is_dep(v) for v in eqn.invars]
-        sub = _sub_jaxpr(eqn)
-        if name in _CALLS and sub is not None:
-            closed = sub if hasattr(sub, "consts") else None
-            inner = closed.jaxpr if closed is not None else sub
-            inner_consts = closed.consts if closed is not None else ()
-            inner_smooth = smooth
-            if name in _CUSTOM:
-                fname = _func_name(sub)
-                if fname not in PIECEWISE_CUSTOM:
-                    inner_smooth = True
-                    notes.add(f"custom-derivative function {fname or '?'} taken as smooth")
-            outs, outdeps = _interpret(inner, inner_consts, invals, indeps, records, notes,
-                                       inner_smooth)
-        else:
-            outs = _bind(eqn, invals)
-            if not eqn.primitive.multiple_results:
-                outs = [outs]
-            outdeps = [any(indeps)] * len(outs)
-            if name in _OPAQUE_LOOPS:
-                notes.add(f"{name} body not inspected")
-            elif name == "cond":
-                notes.add("cond branch index recorded, branch bodies not inspected")
-            if not smooth:
-                _record(name, eqn, invals, indeps, outs, records)
-        for v, o, d in zip(eqn.outvars, outs, outdeps):
-            env[v], dep[v] = o, d
-    return [read(v) for v in jaxpr.outvars], [is_dep(v) for v in jaxpr.outvars]
+        values, indeps = [v for v, _ in invals], [d for _, d in invals]
+        outs = jaxpr_walk.bind(eqn, values)
+        if name in _OPAQUE_LOOPS:
+            notes.add(f"{name} body not inspected")
+        elif name == "cond":
+            notes.add("cond branch index recorded, branch bodies not inspected")
+        if not smooth:
+            _record(name, eqn, values, indeps, outs, records)
+        return [(o, any(indeps)) for o in outs]
 
+    def enter(eqn: Any, sub: Any, sub_consts: list, invals: list) -> list:
+        inner_smooth = smooth
+        if eqn.primitive.name in jaxpr_walk.CUSTOM_DERIVATIVE_PRIMITIVES:
+            fname = jaxpr_walk.function_name(eqn)
+            if fname not in PIECEWISE_CUSTOM:
+                inner_smooth = True
+                notes.add(f"custom-derivative function {fname or '?'} taken as smooth")
+        outs, outdeps = _interpret(sub, sub_consts, [v for v, _ in invals],
+                                   [d for _, d in invals], records, notes, inner_smooth)
+        return list(zip(outs, outdeps))
 
-def _bind(eqn: Any, invals: list) -> Any:
-    """``eqn.primitive.bind`` as `jax.core.eval_jaxpr` does it (old JAX: with subfuns)."""
-    bound = eqn.primitive.get_bind_params(eqn.params)
-    if isinstance(bound, tuple) and len(bound) == 2 and isinstance(bound[1], dict):
-        subfuns, params = bound
-    else:
-        subfuns, params = (), bound
-    ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
-    if ctx is None:
-        return eqn.primitive.bind(*subfuns, *invals, **params)
-    with ctx:
-        return eqn.primitive.bind(*subfuns, *invals, **params)
+    pairs = jaxpr_walk.walk(jaxpr, [(c, False) for c in consts], list(zip(args, deps)), apply,
+                            literal=lambda value: (value, False), enter=enter)
+    return [v for v, _ in pairs], [d for _, d in pairs]
 
 
 def _record(name: str, eqn: Any, invals: list, deps: list, outs: list, records: list) -> None:
@@ -425,7 +381,7 @@ class SampledModel(Model):
     def generator_rank(self, theta: Array) -> int | None:
         """dim W_0(θ): the rank of the output gradients ∂φ_N(θ), shape (nN, D), at flat θ
         (singular values above 1e-10 × the largest), or ``None`` above `GENERATOR_RANK_MAX`
-        entries (`conflow.points` then skips its rank pass)."""
+        entries (`conflow.laws.points` then skips its rank pass)."""
         d = self.n_inputs * self.n_outputs
         if d * self.D > GENERATOR_RANK_MAX:
             return None
@@ -445,7 +401,7 @@ class SampledModel(Model):
         (on), and the count is that of a degenerate region, not the generic one (module
         docstring); likewise a weight whose input unit is off wherever its output unit is on.
         Switches constant for every θ by construction (a unit dead whatever θ, a guard) make
-        every θ degenerate: `conflow.points.generic_points` then lists the point after its
+        every θ degenerate: `conflow.laws.points.generic_points` then lists the point after its
         redraws. ``None`` if nothing is degenerate (or nothing is recorded).
         """
         return self.degeneracy(theta)[1]
@@ -523,6 +479,7 @@ def _rewrite(e: InputError) -> InputError:
     return InputError(msg)
 
 
+@float64
 def from_model(
     apply_fn: Any,
     params: Any = None,
@@ -622,6 +579,12 @@ def from_model(
         raise _rewrite(e) from e
     params64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tree)
     unravel = ravel_pytree(params64)[1]
+
+    def ravel(module_or_tree: Any) -> Array:
+        arrays = split_params(module_or_tree)[0]
+        return ravel_pytree(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                                   arrays))[0]
+
     return SampledModel(
         name=base.name,
         dims=base.dims,
@@ -636,4 +599,6 @@ def from_model(
         seed=seed,
         input_source=source,
         input_radius=float(input_radius),
+        unravel_params=lambda theta: rebuild(unravel(theta)),
+        ravel_params=ravel,
     )

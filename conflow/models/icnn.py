@@ -6,12 +6,20 @@ Meant for the mixed metric flow: entropy mirror on U (U' = −U ⊙ ∇_U E), Eu
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.models.base import (
+    Model,
+    ParamBlock,
+    blocks_from_shapes,
+    check_dims,
+    split_flat,
+    standard_init,
+)
+from conflow.precision import float64
 
 Array = jax.Array
 
@@ -33,6 +41,16 @@ def icnn_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     return jnp.einsum("ik,kj->kij", u, vb).ravel()
 
 
+def icnn_forward(params: dict[str, Array], x: Array,
+                 activation: Callable[[Array], Array] = jax.nn.relu) -> Array:
+    """The ICNN g(x) = U σ(V x + b), U (n3, n2), V (n2, n1); ``x`` (N, n1) → (N, n3)."""
+    h = x @ params["V"].T
+    if "b" in params:
+        h = h + params["b"]
+    return activation(h) @ params["U"].T
+
+
+@float64
 def icnn(n1: int, n2: int, n3: int, bias: bool = False) -> Model:
     """2-layer ICNN, input n1, hidden n2, output n3: blocks ``U`` (n3×n2, positive), ``V`` (n2×n1),
     ``b`` (n2,) if ``bias``. D = n2 (n3 + n1 [+1]). See `icnn_phi`, `icnn_laws`.
@@ -46,4 +64,8 @@ def icnn(n1: int, n2: int, n3: int, bias: bool = False) -> Model:
         phi=functools.partial(icnn_phi, blocks=blocks),
         blocks=blocks,
         bias=bool(bias),
+        forward=icnn_forward,
+        input_dim=n1,
+        activation="relu",
+        init=functools.partial(standard_init, blocks, fan_in_axis=1),
     )

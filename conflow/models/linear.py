@@ -8,7 +8,14 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.models.base import (
+    Model,
+    ParamBlock,
+    blocks_from_shapes,
+    check_dims,
+    split_flat,
+)
+from conflow.precision import float64
 
 Array = jax.Array
 
@@ -22,6 +29,17 @@ def linear_phi(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     return functools.reduce(jnp.matmul, mats).ravel()
 
 
+def linear_forward(params: dict[str, Array], x: Array) -> Array:
+    """The deep linear net g(x) = U_1 U_2 ⋯ U_q x, U_i of shape (n_{i−1}, n_i); ``x`` (N, n_q) →
+    (N, n_0)."""
+    q = sum(1 for k in params if k.startswith("U"))
+    h = x
+    for i in range(q, 0, -1):
+        h = h @ params[f"U{i}"].T
+    return h
+
+
+@float64
 def linear(dims: Sequence[int]) -> Model:
     """Deep linear net with dims ``[n_0, …, n_q]`` (q ≥ 2 matrices).
 
@@ -38,4 +56,6 @@ def linear(dims: Sequence[int]) -> Model:
         phi=functools.partial(linear_phi, blocks=blocks),
         blocks=blocks,
         bias=False,
+        forward=linear_forward,
+        input_dim=dims[-1],
     )

@@ -7,13 +7,24 @@ path products) is a valid reparameterisation there (P1 code, MATH.md §1.3, §2.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conflow.models.base import Model, ParamBlock, blocks_from_shapes, check_dims, split_flat
+from conflow.errors import InputError
+from conflow.models.base import (
+    Model,
+    ParamBlock,
+    activation_fn,
+    blocks_from_shapes,
+    check_dims,
+    split_flat,
+    standard_init,
+)
+from conflow.precision import float64
 
 Array = jax.Array
 
@@ -94,6 +105,46 @@ def relu_pairing(theta: Array, factors: Array, blocks: Sequence[ParamBlock],
     return g[-1] @ (weights[-1] @ h)
 
 
+def mlp_forward(params: Mapping[str, Array], x: Array,
+                activation: str | Callable = "relu") -> Array:
+    """MLP on the layout of `conflow.relu` blocks: ``W1, b1, …, W_{L−1}, b_{L−1}, W_L``.
+
+    W_l has shape (n_l, n_{l−1}); the biases b_l (hidden layers, optional) shape (n_l,); an output
+    bias ``b{L}`` is used if present. ``x``: shape (N, n_0) → output (N, n_L); a single input
+    (n_0,) → (n_L,).
+    """
+    act = activation_fn(activation)
+    L = sum(1 for k in params if k.startswith("W"))
+    if L == 0:
+        raise InputError("mlp_forward: params need weights named W1, W2, ...")
+    h = x
+    for l in range(1, L + 1):
+        h = h @ params[f"W{l}"].T
+        if f"b{l}" in params:
+            h = h + params[f"b{l}"]
+        if l < L:
+            h = act(h)
+    return h
+
+
+@float64
+def init_mlp(key: Array | int, sizes: Sequence[int], bias: bool = True, scale: float = 1.0,
+             ) -> dict[str, Array]:
+    """He-initialised MLP parameters for `mlp_forward`: W_l ~ N(0, 2 scale²/n_{l−1}), b_l = 0
+    (hidden layers only, as in `conflow.relu`)."""
+    key = jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
+    params = {}
+    for l in range(1, len(sizes)):
+        key, sub = jax.random.split(key)
+        fan_in = sizes[l - 1]
+        params[f"W{l}"] = (scale * math.sqrt(2.0 / fan_in)
+                           * jax.random.normal(sub, (sizes[l], fan_in), jnp.float64))
+        if bias and l < len(sizes) - 1:
+            params[f"b{l}"] = jnp.zeros(sizes[l], jnp.float64)
+    return params
+
+
+@float64
 def relu(dims: Sequence[int], bias: bool = False) -> Model:
     """Deep ReLU net ``[n_in, h_1, …, h_{L−1}, n_out]`` (L ≥ 2 layers), optionally with biases.
 
@@ -112,4 +163,8 @@ def relu(dims: Sequence[int], bias: bool = False) -> Model:
         bias=bool(bias),
         pairing=functools.partial(relu_pairing, blocks=blocks, dims=dims),
         n_pairing_coeffs=sum(dims),
+        forward=mlp_forward,
+        input_dim=dims[0],
+        activation="relu",
+        init=functools.partial(standard_init, blocks, fan_in_axis=1, gain=2.0),
     )

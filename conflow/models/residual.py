@@ -27,9 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from conflow.errors import InputError
-from conflow.models.from_model import SampledModel, from_model
 from conflow.models.attention import attention_apply, attention_blocks
 from conflow.models.base import Model, check_dims
+from conflow.models.from_model import SampledModel, from_model
+from conflow.precision import float64
 
 Array = jax.Array
 
@@ -65,6 +66,7 @@ class ResidualFn:
         return x + y
 
 
+@float64
 def residual(block: Any) -> Any:
     """x ↦ x + g(θ, x) for a sampled model, a φ-based model or an ``apply_fn`` (see the module
     docstring)."""
@@ -117,6 +119,7 @@ class MLPApply:
         return params[f"W{self.depth}"] @ x
 
 
+@float64
 def mlp(dims: Sequence[int], activation: str = "relu", bias: bool = False, *,
         n_inputs: int | None = None, seed: int = 0) -> SampledModel:
     """MLP ``[n_in, h_1, …, n_out]`` with ``activation``, counted on generic inputs.
@@ -167,6 +170,7 @@ def resnet_params(dim: int, hidden: int, n_blocks: int, bias: bool = False, seed
     return {"blocks": blocks}
 
 
+@float64
 def resnet(dim: int, hidden: int, n_blocks: int = 2, bias: bool = False, *,
            n_inputs: int | None = None, seed: int = 0) -> SampledModel:
     """ResNet of ``n_blocks`` residual ReLU blocks x + U σ(V x (+ b)), width ``dim``, ``hidden``
@@ -208,6 +212,7 @@ def transformer_params(dim: int, d1: int, hidden: int, heads: int = 1, seed: int
     return {"attn": attn, "mlp": mlp_p}
 
 
+@float64
 def transformer(dim: int, d1: int, hidden: int, heads: int = 1, *,
                 tokens: int = TRANSFORMER_TOKENS, n_inputs: int | None = None, seed: int = 0
                 ) -> SampledModel:

@@ -18,8 +18,9 @@ import jax
 import numpy as np
 
 from conflow.errors import InputError
-from conflow.models.from_model import SampledModel, draw_inputs, from_model
 from conflow.models.base import check_dims
+from conflow.models.from_model import SampledModel, draw_inputs, from_model
+from conflow.precision import float64
 
 Array = jax.Array
 
@@ -29,6 +30,7 @@ def softmax_apply(params: dict[str, Array], x: Array) -> Array:
     return jax.nn.softmax(params["W"] @ x)
 
 
+@float64
 def softmax_layer(n: int, m: int, *, n_inputs: int | None = None, seed: int = 0) -> SampledModel:
     """Softmax layer with n classes and m inputs, W ∈ R^{n×m}; D = nm, m laws expected.
 

@@ -50,14 +50,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from conflow.errors import InputError
-from conflow.flows import parse_flow
+from conflow.flows import AbstractFlow, parse_flow
 from conflow.models.base import Model, split_flat
 from conflow.reference.gradient_laws import gradient_laws
 
@@ -77,16 +76,25 @@ ENTROPY_FAMILIES = ("nmf", "icnn")
 NO_MOMENTUM_LAWS = ("relu", "nmf", "icnn", "product")
 
 
-def _is_momentum(flow: Any) -> bool:
+def _is_momentum(flow: AbstractFlow) -> bool:
     return flow is not None and flow.has_velocity
 
 
-def time_factor(s: Array, flow: Any) -> Array:
+def time_factor(s: Array, flow: AbstractFlow) -> Array:
     """e^{∫τ} expressed in the time variable s: 1 (τ = 0), s (τ > 0), s³ (Nesterov)."""
     tau = flow.tau
     if tau is None:
         return s**3
     return jnp.ones_like(s) if tau == 0.0 else s
+
+
+#: Families with closed-form (Noether) momentum laws: the deep linear nets (MATH.md §3.3).
+LINEAR_NET_FAMILIES = ("linear", "factorization")
+
+
+def has_momentum_laws(model: Model) -> bool:
+    """Whether `linear_momentum_laws` applies (a deep linear net or a factorisation)."""
+    return model.name in LINEAR_NET_FAMILIES
 
 
 def _layers(model: Model, theta: Array) -> list[Array]:
@@ -106,7 +114,7 @@ def _strict_upper(m: Array) -> Array:
 
 
 def linear_momentum_laws(
-    z: Array, model: Model, flow: Any, deep_scalar_factors: bool = True
+    z: Array, model: Model, flow: AbstractFlow, deep_scalar_factors: bool = True
 ) -> Array:
     """The closed-form momentum laws of a (deep) linear net at a state z = (s, θ, v), shape (K,).
 
@@ -150,7 +158,8 @@ def nmf_scalar_gradient_laws(theta: Array, model: Model) -> Array:
     return psi[1:] - psi[0]
 
 
-def closed_form_laws(model: Model, flow: Any = None) -> Callable[[Array], Array] | None:
+def closed_form_laws(model: Model, flow: AbstractFlow | str | None = None,
+                     ) -> Callable[[Array], Array] | None:
     """The closed-form laws of ``model`` under ``flow`` as a function of the flow's state, or
     ``None`` when none are recorded for that combination.
 
@@ -160,6 +169,7 @@ def closed_form_laws(model: Model, flow: Any = None) -> Callable[[Array], Array]
     - momentum / Nesterov: `linear_momentum_laws` for ``linear`` and ``factorization``; no law
       (an empty vector) for ReLU, NMF, ICNN and the product (MATH.md §3.4).
     """
+    flow = None if flow is None else parse_flow(flow)
     if not _is_momentum(flow):
         metric = "euclidean" if flow is None else flow.metric_name
         laws = gradient_laws(model)
@@ -181,13 +191,15 @@ def closed_form_laws(model: Model, flow: Any = None) -> Callable[[Array], Array]
 
 
 def known_count(
-    model: Model, flow: Any = None, key: Array | None = None, *, deep_scalar_factors: bool = True
+    model: Model, flow: AbstractFlow | str | None = None, key: Array | None = None, *,
+    deep_scalar_factors: bool = True
 ) -> int | None:
     """Number of independent closed-form laws: the rank of their Jacobian at a generic state of
     ``flow`` (relative cut 1e-9). ``None`` when no closed form is
     recorded for the combination. ``deep_scalar_factors=False`` leaves out the scalar-factor
     momentum laws of deep linear nets (MATH.md §3.4's own list). A comparison value only;
     `count_laws` never uses it."""
+    flow = None if flow is None else parse_flow(flow)
     laws = closed_form_laws(model, flow)
     if laws is None:
         return None
@@ -198,7 +210,7 @@ def known_count(
     return _jacobian_rank(laws, model, flow, key)
 
 
-def _jacobian_rank(laws, model: Model, flow: Any, key: Array | None) -> int:
+def _jacobian_rank(laws, model: Model, flow: AbstractFlow, key: Array | None) -> int:
     key = jax.random.PRNGKey(12345) if key is None else key
     if flow is None:
         z = model.sample_points(key, 1)[0]
@@ -213,7 +225,7 @@ def _jacobian_rank(laws, model: Model, flow: Any, key: Array | None) -> int:
     return int(np.sum(s > s[0] * 1e-9)) if s[0] > 0 else 0
 
 
-def model_laws(model: Model, flow: Any = None) -> Callable:
+def model_laws(model: Model, flow: AbstractFlow | str | None = None) -> Callable:
     """The model's closed-form laws under ``flow`` as a monitor on parameter pytrees (for
     `conflow.simulate` / `conflow.train`).
 

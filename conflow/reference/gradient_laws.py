@@ -42,7 +42,8 @@ def balancedness_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
 
 
 def relu_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
-    """Per hidden neuron j of layer l (l = 1..L−1, in order): ‖W_l[j,:]‖² + b_l[j]² − ‖W_{l+1}[:,j]‖²."""
+    """Per hidden neuron j of layer l (l = 1..L−1, in order):
+    ‖W_l[j,:]‖² + b_l[j]² − ‖W_{l+1}[:,j]‖²."""
     weights, biases = split_relu(theta, blocks)
     parts = []
     for l in range(1, len(weights)):

@@ -12,7 +12,7 @@ Papers:
   configurations per protocol, each under momentum with τ = 0, a random τ ∈ (0.1, 2) and
   Nesterov (linear, ReLU: Euclidean; NMF, ICNN: mirror momentum), and NMF / ICNN also under the
   entropy-metric gradient flow. Closed-form counts: MATH.md §3.4 and §4, built in
-  `conflow.models.closed_forms` (comparison only);
+  `conflow.reference.closed_forms` (comparison only);
 - ``all``: every protocol of every paper.
 """
 
@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from conflow.errors import InputError
-from conflow.flows import GradientFlow, MomentumFlow
+from conflow.flows import AbstractFlow, GradientFlow, MomentumFlow
 from conflow.laws.count import METHODS, LawCount, count_laws
 from conflow.models import icnn, linear, nmf, product, relu
-from conflow.reference import closed_forms
 from conflow.models.base import Model
+from conflow.reference import closed_forms
 
 
 def flow_label(count: LawCount) -> str:
@@ -72,7 +72,7 @@ Case = tuple[Model, Any]
 KnownFn = Callable[[Model, Any], tuple[int | None, str]]
 
 
-def _closed_form_count(model: Model, flow: Any) -> tuple[int | None, str]:
+def _closed_form_count(model: Model, flow: AbstractFlow) -> tuple[int | None, str]:
     return closed_forms.known_count(model, flow), ""
 
 
@@ -205,7 +205,7 @@ def _scalar_factor_layers(model: Model) -> list[int]:
     return [i for i in range(1, len(dims) - 1) if dims[i - 1] == dims[i + 1] == 1]
 
 
-def _momentum_known(model: Model, flow: Any) -> tuple[int | None, str]:
+def _momentum_known(model: Model, flow: AbstractFlow) -> tuple[int | None, str]:
     """Closed-form count of MATH.md §3.4 (momentum) and §4.2, §4.4 (entropy GF).
 
     - linear nets under momentum: rank of `closed_forms.linear_momentum_laws` (Noether rotations

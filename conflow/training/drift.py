@@ -1,6 +1,6 @@
 """Drift reports: how far each monitored law moved along a run, against the noise floor.
 
-For a run of `conflow.integrate.simulate` or `conflow.optimizers.train` (anything with ``times``,
+For a run of `conflow.training.simulate.simulate` or `conflow.training.optimizers.train` (anything with ``times``,
 ``values``, ``loss``, ``distance``, ``scale`` and ``error``), `drift_report` computes for each
 monitored law h (a scalar or an array of laws; the maximum over its components is taken)
 
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from conflow.errors import InputError
+from conflow.precision import float64
 
 ZERO_LAW = 1e-12  # |h(0)| below this times ‖θ(0)‖² counts as zero
 MIN_FLOOR = 1e-12
@@ -147,6 +148,7 @@ def _relative(values: np.ndarray, scale_given: float | None, theta_scale: float
     return absolute, absolute / scale, scale, kind
 
 
+@float64
 def drift_report(result: Any, reference: str | None = None, *, factor: float = 10.0,
                  moved_threshold: float = 1e-3, scales: Mapping[str, float] | None = None,
                  laws: Sequence[str] | None = None) -> DriftReport:

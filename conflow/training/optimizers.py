@@ -9,7 +9,7 @@ Mapping to the continuous flows (MATH.md §3.1). Finite differences with step δ
     x_{k+1} = x_k − α ∇L(x_k) + β (x_k − x_{k−1}),   α = δ/(ν + μ/δ),  β = μ/(δν + μ),
 
 and x_k ≈ θ(kδ). μ = 0 is gradient descent with learning rate δ/ν (time t = kη for GD with rate
-η); μ = 1, ν = τ is the momentum flow θ'' + τθ' = −∇L of `conflow.integrate` (β = 1/(1 + δτ),
+η); μ = 1, ν = τ is the momentum flow θ'' + τθ' = −∇L of `conflow.training.simulate` (β = 1/(1 + δτ),
 β^{−k} ≈ e^{τt}). `heavy_ball` is ``optax.sgd(α, momentum=β)``, which is exactly this recursion.
 
 - `gd`: x_{k+1} = x_k − η∇L (SGD when `train` draws minibatches).
@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 from conflow.errors import InputError
+from conflow.precision import float64
 from conflow.training.simulate import (
     FlowState,
     PyTree,
@@ -355,6 +356,7 @@ class Trainer:
         return jax.lax.scan(block, carry, first + jnp.arange(n_blocks))
 
     # -- a run ------------------------------------------------------------------------------------
+    @float64
     def __call__(self, params0: PyTree, data: Any = None, steps: int = 100, *,
                  key: int | jax.Array = 0, opt_state0: Any = None,
                  progress: bool = False) -> TrainResult:
@@ -422,6 +424,7 @@ class Trainer:
             batch_size=batch_size)
 
 
+@float64
 def make_trainer(problem: Any, optimizer: optax.GradientTransformation, *, every: int = 1,
                  monitors: Any = (), batch_size: int | None = None, step_time: float = 1.0,
                  t0: float = 0.0, loss: str | Callable = "square", activation: Any = None,
@@ -436,12 +439,13 @@ def make_trainer(problem: Any, optimizer: optax.GradientTransformation, *, every
                          f"{type(optimizer).__name__}")
     if batch_size is not None:
         batch_size = int(batch_size)
-        if prob.model is not None and prob.model.name == "nmf":
+        if prob.model is not None and not prob.model.takes_inputs:
             raise InputError("NMF trains on the whole matrix: batch_size must be None")
     return Trainer(prob, optimizer, every=every, monitors=as_monitors(monitors),
                    batch_size=batch_size, step_time=float(step_time), t0=float(t0), label=label)
 
 
+@float64
 def train(problem: Any, optimizer: optax.GradientTransformation, params0: PyTree,
           data: Any = None, steps: int = 100, *, every: int = 1, monitors: Any = (),
           batch_size: int | None = None, key: int | jax.Array = 0, step_time: float = 1.0,

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from conflow.training.drift import DriftReport, loglog_slope
 from conflow.errors import InputError
+from conflow.training.drift import DriftReport, loglog_slope
 
 TINY = 1e-18  # drift exactly 0 is drawn at this level on log axes
 

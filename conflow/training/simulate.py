@@ -36,7 +36,7 @@ Monitors (the laws) are plain JAX functions of the state, recorded at the save t
 positional argument is called as ``h(params)``; one with two or more as ``h(params, velocity, t)``
 with velocity θ'(t) (for gradient flows the field −M⁻¹∇L, evaluated only if some monitor asks) and
 the time t. `Monitor` makes this explicit. The loss and ‖θ(t) − θ(0)‖ are always recorded too, so a
-drift report (`conflow.drift`) can check that the trajectory moved.
+drift report (`conflow.training.drift`) can check that the trajectory moved.
 
 Steps are adaptive (Tsit5 by default, or Dopri5 / Dopri8, with a PID controller on rtol, atol),
 float64, ``max_steps`` raised to 10⁶ by default; the whole solve is one ``jax.jit``-compiled call.
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -57,8 +56,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from conflow.errors import InputError
-from conflow.flows import FlowDynamics, parse_flow
-from conflow.models.base import Model, as_generator
+from conflow.flows import AbstractFlow, FlowDynamics, parse_flow
+from conflow.models.base import Model
+from conflow.precision import float64
 
 Array = jax.Array
 PyTree = Any
@@ -67,108 +67,10 @@ PyTree = Any
 # Forward models g(θ, x) on parameter pytrees and losses
 # ---------------------------------------------------------------------------------------------
 
-ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "relu": jax.nn.relu,
-    "tanh": jnp.tanh,
-    "identity": lambda z: z,
-}
-
-
-def _activation(name: str | Callable[[Array], Array]) -> Callable[[Array], Array]:
-    if callable(name):
-        return name
-    if name not in ACTIVATIONS:
-        raise InputError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
-
-
-def mlp_forward(params: Mapping[str, Array], x: Array,
-                activation: str | Callable = "relu") -> Array:
-    """MLP on the layout of `conflow.relu` blocks: ``W1, b1, …, W_{L−1}, b_{L−1}, W_L``.
-
-    W_l has shape (n_l, n_{l−1}); the biases b_l (hidden layers, optional) shape (n_l,); an output
-    bias ``b{L}`` is used if present. ``x``: shape (N, n_0) → output (N, n_L); a single input
-    (n_0,) → (n_L,).
-    """
-    act = _activation(activation)
-    L = sum(1 for k in params if k.startswith("W"))
-    if L == 0:
-        raise InputError("mlp_forward: params need weights named W1, W2, ...")
-    h = x
-    for l in range(1, L + 1):
-        h = h @ params[f"W{l}"].T
-        if f"b{l}" in params:
-            h = h + params[f"b{l}"]
-        if l < L:
-            h = act(h)
-    return h
-
-
-def init_mlp(key: Array | int, sizes: Sequence[int], bias: bool = True, scale: float = 1.0,
-             ) -> dict[str, Array]:
-    """He-initialised MLP parameters for `mlp_forward`: W_l ~ N(0, 2 scale²/n_{l−1}), b_l = 0
-    (hidden layers only, as in `conflow.relu`)."""
-    key = jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
-    params = {}
-    for l in range(1, len(sizes)):
-        key, sub = jax.random.split(key)
-        fan_in = sizes[l - 1]
-        params[f"W{l}"] = (scale * math.sqrt(2.0 / fan_in)
-                           * jax.random.normal(sub, (sizes[l], fan_in), jnp.float64))
-        if bias and l < len(sizes) - 1:
-            params[f"b{l}"] = jnp.zeros(sizes[l], jnp.float64)
-    return params
-
-
-def linear_forward(params: Mapping[str, Array], x: Array) -> Array:
-    """Deep linear net of `conflow.linear`: g(x) = U_1 U_2 ⋯ U_q x, U_i of shape (n_{i−1}, n_i);
-    ``x`` (N, n_q) → (N, n_0)."""
-    q = sum(1 for k in params if k.startswith("U"))
-    h = x
-    for i in range(q, 0, -1):
-        h = h @ params[f"U{i}"].T
-    return h
-
-
-def factorization_forward(params: Mapping[str, Array], x: Array) -> Array:
-    """Two-layer linear net of `conflow.factorization`: g(x) = U Vᵀ x; ``x`` (N, m) → (N, n)."""
-    return (x @ params["V"]) @ params["U"].T
-
-
-def nmf_forward(params: Mapping[str, Array], x: Array | None = None) -> Array:
-    """NMF of `conflow.nmf`: the reconstruction U V (n1, n3); ``x`` is ignored."""
-    return params["U"] @ params["V"]
-
-
-def icnn_forward(params: Mapping[str, Array], x: Array, activation: str | Callable = "relu",
-                 ) -> Array:
-    """ICNN of `conflow.icnn`: g(x) = U σ(V x + b), U (n3, n2), V (n2, n1); ``x`` (N, n1)."""
-    h = x @ params["V"].T
-    if "b" in params:
-        h = h + params["b"]
-    return _activation(activation)(h) @ params["U"].T
-
-
 def forward_fn(model: Model, activation: str | Callable | None = None,
                ) -> Callable[[PyTree, Array], Array]:
-    """The network function g(params, x) of a built-in conflow model, on ``model.unflatten(θ)``.
-
-    ``activation`` applies to ``relu`` (default ReLU) and ``icnn`` (default ReLU) only.
-    """
-    name = model.name
-    if activation is not None and name not in ("relu", "icnn"):
-        raise InputError(f"activation applies to relu and icnn models, not {name}")
-    act = "relu" if activation is None else activation
-    if name == "relu":
-        return lambda p, x: mlp_forward(p, x, act)
-    if name == "icnn":
-        return lambda p, x: icnn_forward(p, x, act)
-    table = {"linear": linear_forward, "factorization": factorization_forward,
-             "nmf": nmf_forward, "product": lambda p, x: jnp.prod(p["x"]) * x}
-    if name not in table:
-        raise InputError(f"no forward function for model {model.label}; pass a loss function "
-                         "of the parameter pytree instead")
-    return table[name]
+    """The network function g(params, x) of a conflow model (`Model.network`)."""
+    return model.network(activation)
 
 
 def square_loss(pred: Array, target: Array) -> Array:
@@ -202,7 +104,7 @@ def make_loss(model: Model, loss: str | Callable = "square",
         ell = LOSSES[loss]
     else:
         raise InputError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
-    if model.name == "nmf":
+    if not model.takes_inputs:
         return lambda p, data: ell(g(p, None), data)
 
     def network_loss(p, data):
@@ -213,27 +115,10 @@ def make_loss(model: Model, loss: str | Callable = "square",
 
 
 def init_params(model: Model, key: Array | int = 0, scale: float = 1.0) -> dict[str, Array]:
-    """Initial parameters for a conflow model, as ``model.unflatten`` blocks.
-
-    Weight matrices N(0, scale²/fan_in) (He-style 2/fan_in for ``relu``), biases 0, positive
-    blocks (NMF, ICNN's U) uniform in [0.1, 1.1)·scale. The product model: N(1, 0.1²)·scale.
-    """
-    rng = as_generator(key)
-    out = {}
-    for b in model.blocks:
-        if b.positive:
-            arr = scale * rng.uniform(0.1, 1.1, b.shape)
-        elif model.name == "product":
-            arr = scale * (1.0 + 0.1 * rng.standard_normal(b.shape))
-        elif len(b.shape) < 2:
-            arr = np.zeros(b.shape)
-        else:
-            # relu: W_l is (n_l, n_{l-1}); linear / factorization: fan-in is the column count.
-            fan_in = b.shape[1] if model.name in ("relu", "icnn") else b.shape[0]
-            gain = 2.0 if model.name == "relu" else 1.0
-            arr = scale * math.sqrt(gain / fan_in) * rng.standard_normal(b.shape)
-        out[b.name] = jnp.asarray(arr, jnp.float64)
-    return out
+    """Initial parameters for a conflow model, as ``model.unflatten`` blocks
+    (`Model.init_params`: He-style 2/fan_in for ``relu``, positive blocks uniform in
+    [0.1, 1.1)·scale, the product model N(1, 0.1²)·scale)."""
+    return model.init_params(key, scale)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,8 +154,9 @@ def _positional_arity(fn: Callable) -> int:
 
 
 def as_monitors(monitors: Any) -> tuple[Monitor, ...]:
-    """Normalise monitors: a callable, a sequence of callables / `Monitor`s, or a mapping
-    name → callable. Names default to the function's ``__name__`` (made unique)."""
+    """Normalise monitors: a callable, a `Law`, a sequence of callables / `Monitor`s / laws, or
+    a mapping name → callable. Names default to the function's ``__name__`` (a law's label),
+    made unique."""
     if monitors is None:
         return ()
     if callable(monitors) or isinstance(monitors, Monitor):
@@ -280,6 +166,9 @@ def as_monitors(monitors: Any) -> tuple[Monitor, ...]:
     out: list[Monitor] = []
     seen: set[str] = set()
     for name, m in items:
+        if hasattr(m, "as_monitor"):  # a `conflow.Law`
+            name = name or getattr(m, "label", None)
+            m = m.as_monitor()
         if isinstance(m, Monitor):
             mon = m if name is None else dataclasses.replace(m, name=str(name))
         elif callable(m):
@@ -384,7 +273,7 @@ def as_problem(problem: Any, *, loss: str | Callable = "square",
 def _check_data(problem: Problem, data: Any) -> None:
     if problem.model is not None and data is None:
         raise InputError(f"{problem.model.label}: data is required ("
-                         + ("the target matrix X" if problem.model.name == "nmf" else "(x, y)")
+                         + ("(x, y)" if problem.model.takes_inputs else "the target matrix X")
                          + ")")
 
 
@@ -417,7 +306,8 @@ class SimResult:
         error: monitor name → |values − values of a run at tolerances / ``error_factor``|, an
             estimate of the integrator's error on each law (``estimate_error=True``), else None.
         stats: diffrax step counts: num_steps, num_accepted_steps, num_rejected_steps.
-        flow: the flow's label (`AbstractFlow.label`); solver, rtol, atol; seconds (wall, compile included).
+        flow: the flow's label (`AbstractFlow.label`); solver, rtol, atol; seconds (wall,
+            compile included).
         notes: warnings (e.g. the error-estimate rerun failed).
     """
 
@@ -527,6 +417,7 @@ class Simulator:
             raise InputError("θ0 has non-finite entries")
         self.flow.check_initial(params, velocity, mask, self.t0)
 
+    @float64
     def __call__(self, theta0: PyTree, data: Any = None, velocity0: PyTree = None, *,
                  rtol: float | None = None, atol: float | None = None) -> SimResult:
         start = time.perf_counter()
@@ -575,7 +466,8 @@ class Simulator:
             seconds=time.perf_counter() - start, notes=notes)
 
 
-def make_simulator(problem: Any, flow: Any = "gradient", *, t1: float = 1.0,
+@float64
+def make_simulator(problem: Any, flow: AbstractFlow | str = "gradient", *, t1: float = 1.0,
                    t0: float | None = None, saveat: int | Sequence[float] | Array = 101,
                    monitors: Any = (), loss: str | Callable = "square",
                    activation: str | Callable | None = None, positive: PyTree = None,
@@ -614,7 +506,8 @@ def make_simulator(problem: Any, flow: Any = "gradient", *, t1: float = 1.0,
                      estimate_error=estimate_error, error_factor=float(error_factor))
 
 
-def simulate(problem: Any, flow: Any, theta0: PyTree, data: Any = None, t1: float = 1.0, *,
+@float64
+def simulate(problem: Any, flow: AbstractFlow, theta0: PyTree, data: Any = None, t1: float = 1.0, *,
              saveat: int | Sequence[float] | Array = 101, monitors: Any = (),
              velocity0: PyTree = None, t0: float | None = None, tau: float | None = None,
              loss: str | Callable = "square", activation: str | Callable | None = None,

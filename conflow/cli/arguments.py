@@ -1,0 +1,93 @@
+"""Arguments shared by the subcommands of ``conflow``: the parser class, the model / flow
+arguments and their parsing.
+
+Light on purpose: every command module imports it when the parser is built, so the models and
+flows are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from conflow.errors import InputError
+
+FLOWS = ("gradient", "momentum", "nesterov")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        raise InputError(message)
+
+
+def parse_dims(text: str) -> tuple[int, ...]:
+    """``"3,4,4,3"`` → ``(3, 4, 4, 3)``; anything else is an `InputError`."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or not all(p.lstrip("+").isdigit() for p in parts):
+        raise InputError(f"dims must be comma-separated positive integers, got {text!r}")
+    dims = tuple(int(p) for p in parts)
+    if min(dims) < 1:
+        raise InputError(f"dims must be positive integers, got {text!r}")
+    return dims
+
+
+def make_flow(name: str, metric: str, tau: float | None, default_tau: float = 0.0):
+    """The flow object for ``--flow``, ``--metric`` and ``--tau`` (`conflow.flows.parse_flow`)."""
+    from conflow.flows import parse_flow
+
+    if tau is not None and name != "momentum":
+        raise InputError(f"--tau applies to --flow momentum only (not {name})")
+    return parse_flow(name, tau=tau, metric=metric, default_tau=default_tau)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """``MODEL DIMS [--bias] [--flow] [--tau] [--metric] [--seed]``: shared by the subcommands."""
+    p.add_argument("model", help="linear, relu, factorization, nmf, icnn, product, attention, "
+                   "conv, softmax, resnet, transformer, mlp-relu|tanh|gelu|softplus|silu")
+    p.add_argument("dims", help="comma-separated dimensions, e.g. 3,4,4,3")
+    p.add_argument("--bias", action="store_true", help="biases on hidden neurons (relu, icnn)")
+    p.add_argument("--flow", default="gradient", choices=FLOWS)
+    p.add_argument("--tau", type=float, default=None,
+                   help="momentum damping τ ≥ 0 in θ'' + τθ' = −∇L (default 0)")
+    p.add_argument("--metric", default=None, choices=("euclidean", "entropy"),
+                   help="default: entropy for models with positive blocks (nmf, icnn)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_json_argument(p: argparse.ArgumentParser) -> None:
+    """``--json``: one JSON object on stdout instead of the text summary."""
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
+def model_from_args(args):
+    """The `Model` and its default metric name for ``args.model``, ``args.dims``, ``args.bias``."""
+    from conflow.models import get_model
+
+    model = get_model(args.model, parse_dims(args.dims), bias=args.bias)
+    metric = args.metric or ("entropy" if model.positive_mask.any() else "euclidean")
+    return model, metric
+
+
+def model_and_flow(args):
+    """The `Model` and the validated flow object for the shared model arguments."""
+    model, metric = model_from_args(args)
+    flow = make_flow(args.flow, metric, args.tau)
+    flow.validate(model)
+    return model, flow
+
+
+def default_degree(flow) -> int:
+    """Default ``--degree`` of ``laws`` and ``verify``: 2 (gradient, τ = 0), 3 (τ > 0:
+    s·bilinear), 5 (Nesterov: t³·bilinear)."""
+    if not flow.has_velocity:
+        return 2
+    if flow.tau is None:
+        return 5
+    return 3 if flow.tau else 2
+
+
+def degree_from_args(args, flow) -> int:
+    """``args.degree``, or `default_degree` for the flow when it is None; at least 1."""
+    k = default_degree(flow) if args.degree is None else args.degree
+    if k < 1:
+        raise InputError(f"--degree must be >= 1, got {k}")
+    return k

@@ -29,20 +29,6 @@ from conflow.flows import (
     parse_flow,
 )
 from conflow.laws.count import LawCount, count_laws
-from conflow.laws.expressions import LawExpression, compile_law
-from conflow.laws.find import Law, LawBasis, polynomial_laws
-from conflow.laws.from_model_count import (
-    FromModelCount,
-    FromModelReport,
-    count_laws_from_model,
-)
-from conflow.laws.verify import (
-    EmpiricalReport,
-    Verdict,
-    check_complete,
-    simulate_drift,
-    verify_law,
-)
 from conflow.models import (
     Model,
     ParamBlock,
@@ -66,9 +52,15 @@ from conflow.models.from_model import InputsWarning, SampledModel, from_model
 from conflow.models.relu import init_mlp, mlp_forward
 from conflow.precision import float64_mode
 
-# Integrators, optimizers and plots import diffrax / optax / matplotlib (~0.4 s): they load on
-# first attribute access, so that `conflow count` does not pay for them.
+# Law discovery, verification and counts of models given as code, and the integrators,
+# optimizers and plots (diffrax / optax / matplotlib, ~0.4 s): they load on first attribute
+# access, so that `import conflow` and `conflow count` do not pay for them.
 _LAZY = {
+    "laws.expressions": ("LawExpression", "compile_law"),
+    "laws.find": ("Law", "LawBasis", "polynomial_laws"),
+    "laws.from_model_count": ("FromModelCount", "FromModelReport", "count_laws_from_model"),
+    "laws.verify": ("EmpiricalReport", "Verdict", "check_complete", "simulate_drift",
+                    "verify_law"),
     "training.drift": ("DriftReport", "LawDrift", "drift_report", "loglog_slope"),
     "training.simulate": ("FlowState", "Monitor", "SimResult", "Simulator", "forward_fn",
                           "init_params", "make_loss", "make_simulator", "simulate"),

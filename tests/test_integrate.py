@@ -193,6 +193,12 @@ def test_mirror_momentum_matches_a_direct_second_order_integration():
         np.testing.assert_allclose(res.final.velocity[k], sol.ys[1][k][-1], rtol=1e-5,
                                    atol=1e-9)
     assert rel_drift(res.values["h"]) > 1e-4  # mirror momentum has no law (MATH.md §3.4)
+    # the same metric as a callable on the parameter pytree, integrated in (θ, v)
+    callable_metric = cf.MomentumFlow(tau, metric=lambda w, g: jax.tree_util.tree_map(
+        jnp.multiply, w, g))
+    res = simulate(nmf, callable_metric, p0, X, t1, saveat=2, rtol=RTOL, atol=ATOL)
+    for k in p0:
+        np.testing.assert_allclose(res.final.params[k], sol.ys[0][k][-1], rtol=1e-6)
 
 
 def test_loss_function_on_a_nested_pytree_and_state_monitors():

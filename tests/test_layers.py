@@ -1,5 +1,6 @@
 """The package's layering contract (pyproject.toml, ``[tool.importlinter]``): nothing imports from
-a layer above it, and only the reference layer and the CLI see the literature's closed forms."""
+a layer above it, only the reference layer and the CLI see the literature's closed forms, and no
+two modules of a layer import each other in a cycle."""
 
 import pathlib
 import subprocess
@@ -16,4 +17,4 @@ def test_import_contract_is_kept():
     run = subprocess.run([sys.executable, "-c", code, "--no-cache"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    assert "2 kept, 0 broken" in run.stdout
+    assert "3 kept, 0 broken" in run.stdout

@@ -54,8 +54,8 @@ class MomentumFlow(AbstractFlow):
     Attributes:
         damping: constant τ ≥ 0 (τ multiplies θ'), or ``"nesterov"`` for τ(t) = 3/t.
         metric: ``"euclidean"``, ``"entropy"`` or a callable ``(w, g) -> M(w)^{-1} g`` (e.g.
-            `mirror_metric` of a potential Ψ), evaluated at w = τθ + θ'. Integration
-            (`simulate`) takes the two named metrics.
+            `mirror_metric` of a potential Ψ), evaluated at w = τθ + θ' (on parameter pytrees
+            when integrated).
     """
 
     damping: float | str = 0.0
@@ -168,8 +168,6 @@ class MomentumFlow(AbstractFlow):
 
     # ------------------------------------------------------------------------- integration
     def dynamics(self, grad: Callable, mask: Any) -> FlowDynamics:
-        if callable(self.metric):
-            raise InputError("momentum flows integrate with metric 'euclidean' or 'entropy'")
         return _MomentumDynamics(self, grad, mask)
 
     def check_initial(self, params, velocity, mask, t0) -> None:
@@ -194,8 +192,8 @@ class MomentumFlow(AbstractFlow):
 
 
 class _MomentumDynamics(FlowDynamics):
-    """y = (θ, v) (Euclidean); mirror momentum: y = (log θ, log w) on mirror coordinates with
-    w = θ' + τθ > 0, (θ, v) elsewhere."""
+    """y = (θ, v) (Euclidean, callable metric: v' = −τv − M(τθ + v)^{-1}∇L); mirror momentum:
+    y = (log θ, log w) on mirror coordinates with w = θ' + τθ > 0, (θ, v) elsewhere."""
 
     def __init__(self, flow: MomentumFlow, grad: Callable, mask: Any):
         self.flow, self.grad, self.mask = flow, grad, mask
@@ -226,6 +224,9 @@ class _MomentumDynamics(FlowDynamics):
         if not self.mirror:
             theta, v = y
             g = self.grad(theta, data)
+            if callable(self.flow.metric):
+                w = jax.tree_util.tree_map(lambda x, vi: rate * x + vi, theta, v)
+                g = self.flow.metric(w, g)
             return (v, jax.tree_util.tree_map(damped, v, g))
         xi, eta = y  # (log θ, log w) on mirror coordinates, (θ, v) elsewhere
         g = self.grad(tree_exp(self.mask, xi), data)

@@ -75,7 +75,8 @@ from conflow.engine.rank import (
 from conflow.errors import InputError
 from conflow.exact import polynomial_form
 from conflow.flows import AbstractFlow, parse_flow
-from conflow.laws.expressions import expression_names, time_name
+from conflow.laws.count import count_laws
+from conflow.laws.expressions import expression_names, identifier, time_name
 from conflow.models.base import Model
 from conflow.precision import float64
 from conflow.status import Status
@@ -867,8 +868,6 @@ def _pieces(model: Model, flow: AbstractFlow) -> list[_Piece]:
     momentum = flow.has_velocity
     out: list[_Piece] = []
     bvars = _block_vars(model, flow)
-    from conflow.laws.expressions import identifier
-
     for b in model.blocks:
         x, dx = bvars[b.name]
         nm = identifier(b.name)
@@ -1136,8 +1135,6 @@ def polynomial_laws(
     t1 = time.perf_counter()
     law_count = None
     if count is True:
-        from conflow.laws.count import count_laws
-
         law_count = count_laws(model, flow, seed=seed)
     elif count not in (None, False):
         law_count = count

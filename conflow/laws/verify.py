@@ -43,6 +43,7 @@ import numpy as np
 
 from conflow.errors import InputError
 from conflow.flows import AbstractFlow, parse_flow
+from conflow.laws.count import count_laws
 from conflow.laws.expressions import LawExpression, compile_law
 from conflow.laws.find import Law, LawBasis, generator_evaluator, gradient_cut
 from conflow.models.base import Model
@@ -343,8 +344,6 @@ def verify_law(
         count = True
     law_count = None
     if count is True:
-        from conflow.laws.count import count_laws
-
         law_count = count_laws(model, flow, seed=seed)
     elif count not in (None, False):
         law_count = count
@@ -449,8 +448,6 @@ def check_complete(model: Model, flow: AbstractFlow, laws: Any, *, count: Any = 
     fns = _known_functions(model, flow, laws) or []
     r = gradient_rank(model, flow, fns, seed=seed)
     if count is True:
-        from conflow.laws.count import count_laws
-
         count = count_laws(model, flow, seed=seed)
     n = None if count in (None, False) else count.n_laws
     return Completeness(r, n, None if n is None else r == n)

@@ -44,7 +44,7 @@ import optax  # noqa: E402
 
 import conflow as cf  # noqa: E402
 from conflow.models.relu import mlp_forward  # noqa: E402
-from conflow.training.simulate import cross_entropy_loss  # noqa: E402
+from conflow.training.problem import cross_entropy_loss  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # this script's own arrays in float64 too
 

@@ -39,7 +39,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 import trust_models as tm
 
 HERE = Path(__file__).resolve().parent

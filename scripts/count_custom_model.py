@@ -9,10 +9,10 @@ also be counted exactly and cross-checked (method="both").
 
 import time
 
+import jax  # noqa: E402
 import jax.numpy as jnp
 import numpy as np
 
-import jax  # noqa: E402
 import conflow as cf
 
 jax.config.update("jax_enable_x64", True)  # this script's own arrays in float64 too

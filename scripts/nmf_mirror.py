@@ -27,10 +27,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-import jax  # noqa: E402
 import conflow as cf  # noqa: E402
 from conflow.reference.closed_forms import model_laws  # noqa: E402
 

@@ -7,8 +7,13 @@ import pytest
 
 import conflow as cf
 from conflow.engine import trace as trace_module
+from conflow.engine.rank import (
+    NOISE_FACTOR,
+    UNIT_ROUNDOFF,
+    rank_band,
+    rounding_amplification,
+)
 from conflow.models.relu import relu_phi
-from conflow.engine.rank import NOISE_FACTOR, UNIT_ROUNDOFF, rank_band, rounding_amplification
 
 
 def test_band_floor_grows_with_the_stack_and_the_basis_error():

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import conflow as cf
+from conflow.engine.trace import lie_trace
 from conflow.errors import InputError
 from conflow.exact import (
     DEFAULT_PRIMES,
@@ -29,7 +30,6 @@ from conflow.exact.polynomial import coef_mod
 from conflow.flows import GradientFlow, MomentumFlow
 from conflow.laws.exact_count import exact_count_laws
 from conflow.models.from_model import from_model
-from conflow.engine.trace import lie_trace
 
 X = [Poly.var(j) for j in range(8)]
 

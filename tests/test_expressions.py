@@ -11,8 +11,8 @@ import pytest
 import conflow as cf
 from conflow.cli.main import main
 from conflow.errors import InputError
-from conflow.laws.expressions import compile_law, expression_names, identifier
 from conflow.flows import GradientFlow, MomentumFlow
+from conflow.laws.expressions import compile_law, expression_names, identifier
 
 LIN = cf.linear([2, 3, 2])  # U1 (2×3), U2 (3×2)
 

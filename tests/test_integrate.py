@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 import conflow as cf
-from conflow.training import drift
-from conflow.training import simulate as integrate
 from conflow.cli.main import main
 from conflow.errors import InputError
 from conflow.flows import GradientFlow, MomentumFlow
-from conflow.training.simulate import simulate
 from conflow.reference.closed_forms import model_laws
+from conflow.training import drift, problem
+from conflow.training.monitors import Monitor
+from conflow.training.simulate import simulate
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -44,7 +44,7 @@ def lin():
     model = cf.factorization(3, 3, 4)
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((24, 4)), rng.standard_normal((24, 3))
-    p0 = integrate.init_params(model, 1)
+    p0 = problem.init_params(model, 1)
     v0 = {k: jnp.asarray(0.5 * rng.standard_normal(p.shape)) for k, p in p0.items()}
     return model, (jnp.asarray(x), jnp.asarray(y)), p0, v0
 
@@ -90,8 +90,8 @@ def test_forward_functions_agree_with_phi():
     # cross-entropy with labels = with one-hot rows
     logits = jnp.asarray(rng.standard_normal((5, 3)))
     labels = jnp.asarray([0, 2, 1, 1, 0])
-    np.testing.assert_allclose(integrate.cross_entropy_loss(logits, labels),
-                               integrate.cross_entropy_loss(logits, jax.nn.one_hot(labels, 3)))
+    np.testing.assert_allclose(problem.cross_entropy_loss(logits, labels),
+                               problem.cross_entropy_loss(logits, jax.nn.one_hot(labels, 3)))
 
 
 def test_gradient_flow_keeps_balancedness_to_solver_tolerance(lin):
@@ -146,7 +146,7 @@ def test_mirror_flow_nmf_in_log_coordinates(lin):
     nmf = cf.nmf(3, 2, 4)
     rng = np.random.default_rng(5)
     X = jnp.asarray(rng.uniform(0.1, 1.0, (3, 4)))
-    p0 = integrate.init_params(nmf, 2)
+    p0 = problem.init_params(nmf, 2)
     law = model_laws(nmf, "mirror")  # Σ_i U_ik − Σ_j V_kj
     euclid = lambda p: p["U"].T @ p["U"] - p["V"] @ p["V"].T  # noqa: E731
     res = simulate(nmf, "mirror", p0, X, 30.0, saveat=16, monitors={"h": law, "e": euclid},
@@ -172,11 +172,11 @@ def test_mirror_momentum_matches_a_direct_second_order_integration():
     nmf = cf.nmf(2, 2, 3)
     rng = np.random.default_rng(7)
     X = jnp.asarray(rng.uniform(0.1, 1.0, (2, 3)))
-    p0 = integrate.init_params(nmf, 3)
+    p0 = problem.init_params(nmf, 3)
     tau, t1 = 0.8, 6.0
     res = simulate(nmf, "mirror-momentum", p0, X, t1, tau=tau, saveat=2, rtol=RTOL, atol=ATOL,
                    monitors={"h": model_laws(nmf, "mirror")})
-    loss = integrate.make_loss(nmf)
+    loss = problem.make_loss(nmf)
 
     def field(t, y, args):  # θ'' + τθ' = −(τθ + θ') ⊙ ∇L, written out
         theta, v = y
@@ -216,7 +216,7 @@ def test_loss_function_on_a_nested_pytree_and_state_monitors():
                                                                jax.tree_util.tree_leaves(g)))
 
     res = simulate(loss, "gradient", p0, None, 1.0, saveat=[0.0, 0.5, 1.0],
-                   monitors=[residual, lambda p: p["ab"][0], integrate.Monitor(
+                   monitors=[residual, lambda p: p["ab"][0], Monitor(
                        "time", lambda p, v, t: t, needs_state=True)])
     assert list(res.values) == ["residual", "law", "time"]
     assert np.max(res.values["residual"]) < 1e-20
@@ -255,7 +255,7 @@ def test_bad_states_raise_input_error(lin):
     with pytest.raises(InputError, match="positive"):
         simulate(model, "mirror", p0, data, 1.0)  # factorisation has no positive block
     nmf = cf.nmf(2, 2, 2)
-    q0 = integrate.init_params(nmf, 0)
+    q0 = problem.init_params(nmf, 0)
     X = jnp.ones((2, 2))
     with pytest.raises(InputError, match="θ0 > 0"):
         simulate(nmf, "mirror", {**q0, "U": -q0["U"]}, X, 1.0)

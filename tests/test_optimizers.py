@@ -15,12 +15,12 @@ import optax
 import pytest
 
 import conflow as cf
-from conflow.training import optimizers
-from conflow.training import simulate as integrate
-from conflow.training.drift import loglog_slope
 from conflow.errors import InputError
-from conflow.training.optimizers import batch_indices, train
 from conflow.reference.closed_forms import model_laws
+from conflow.training import optimizers, problem
+from conflow.training.drift import loglog_slope
+from conflow.training.optimizers import batch_indices, train
+from conflow.training.simulate import simulate
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def fac():
     model = cf.factorization(3, 3, 4)
     rng = np.random.default_rng(11)
     data = (jnp.asarray(rng.standard_normal((32, 4))), jnp.asarray(rng.standard_normal((32, 3))))
-    return model, data, integrate.init_params(model, 5), integrate.make_loss(model)
+    return model, data, problem.init_params(model, 5), problem.make_loss(model)
 
 
 def balancedness(p):
@@ -81,11 +81,11 @@ def test_one_gd_step_on_a_relu_neuron_law():
     model = cf.relu([3, 4, 2], bias=True)
     rng = np.random.default_rng(2)
     data = (jnp.asarray(rng.standard_normal((16, 3))), jnp.asarray(rng.standard_normal((16, 2))))
-    p0 = integrate.init_params(model, 1)
+    p0 = problem.init_params(model, 1)
     p0 = {**p0, "b1": jnp.asarray(rng.standard_normal(4) * 0.3)}
     law = model_laws(model)  # ‖W1[j,:]‖² + b1[j]² − ‖W2[:,j]‖²
     eta = 0.05
-    g = jax.grad(integrate.make_loss(model))(p0, data)
+    g = jax.grad(problem.make_loss(model))(p0, data)
     res = train(model, optimizers.gd(eta), p0, data, 1, monitors={"h": law})
     expected = eta**2 * (jnp.sum(g["W1"] ** 2, 1) + g["b1"] ** 2 - jnp.sum(g["W2"] ** 2, 0))
     assert np.max(np.abs(expected)) > 1e-5
@@ -134,7 +134,7 @@ def test_mirror_step_keeps_the_nmf_law_exactly():
     model = cf.nmf(4, 3, 5)
     rng = np.random.default_rng(9)
     X = jnp.asarray(rng.uniform(0.1, 1.0, (4, 5)))
-    p0 = integrate.init_params(model, 2)
+    p0 = problem.init_params(model, 2)
     law = model_laws(model, "mirror")
     res = train(model, optimizers.mirror_descent(0.2), p0, X, 100, every=10,
                 monitors={"h": law})
@@ -153,7 +153,7 @@ def test_mirror_step_keeps_the_nmf_law_exactly():
         np.testing.assert_allclose(mhb.final.params[k], res.final.params[k], rtol=1e-12)
     # a mask: mirror on U only, GD on V
     mixed = optimizers.mirror_descent(0.2, positive={"U": True, "V": False})
-    g = jax.grad(integrate.make_loss(model))(p0, X)
+    g = jax.grad(problem.make_loss(model))(p0, X)
     up, _ = mixed.update(g, mixed.init(p0), p0)
     np.testing.assert_allclose(up["U"], -0.2 * p0["U"] * g["U"])
     np.testing.assert_allclose(up["V"], -0.2 * g["V"])
@@ -177,8 +177,8 @@ def test_gd_drift_slopes_one_at_fixed_time_two_per_step(fac):
 def test_heavy_ball_converges_to_the_momentum_flow_at_first_order(fac):
     model, data, p0, _ = fac
     tau, T = 1.5, 1.0
-    flow = integrate.simulate(model, "heavy-ball", p0, data, T, tau=tau, saveat=2, rtol=1e-11,
-                              atol=1e-13)
+    flow = simulate(model, "heavy-ball", p0, data, T, tau=tau, saveat=2, rtol=1e-11,
+                    atol=1e-13)
     errors = []
     for delta in (0.02, 0.01):
         res = train(model, optimizers.heavy_ball_flow(delta, mu=1.0, nu=tau), p0, data,
@@ -225,5 +225,5 @@ def test_adam_minibatches_records_and_determinism(fac):
     with pytest.raises(InputError, match="GradientTransformation"):
         train(model, "adam", p0, data, 5)
     with pytest.raises(InputError, match="whole matrix"):
-        train(cf.nmf(2, 2, 2), optimizers.gd(0.1), integrate.init_params(cf.nmf(2, 2, 2)),
+        train(cf.nmf(2, 2, 2), optimizers.gd(0.1), problem.init_params(cf.nmf(2, 2, 2)),
               jnp.ones((2, 2)), 5, batch_size=1)

@@ -13,9 +13,9 @@ import pytest
 import conflow as cf
 from conflow.errors import InputError
 from conflow.flows import GradientFlow, MomentumFlow
-from conflow.models.from_model import from_model
-from conflow.models.base import PERTURBATION, ParamBlock, draw_block
 from conflow.laws.points import GenericPoints, generic_points
+from conflow.models.base import PERTURBATION, ParamBlock, draw_block
+from conflow.models.from_model import from_model
 
 # --------------------------------------------------------------------------------------------
 # the conditioned draw

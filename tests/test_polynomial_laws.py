@@ -19,8 +19,9 @@ from conflow.reference import closed_forms
 from conflow.reference.closed_forms import known_count
 from conflow.reference.gradient_laws import gradient_laws
 
-# the package attribute `conflow.laws.find` is the function; this is the module
 pl = importlib.import_module("conflow.laws.find")
+# `polynomial_laws` looks the grading up here: the module to monkeypatch
+search = importlib.import_module("conflow.laws.find.search")
 
 
 @functools.lru_cache(maxsize=None)
@@ -230,7 +231,8 @@ def test_grading_loses_no_law(monkeypatch, label, flow_key, degree):
     """Solving every monomial in one dense block gives the same law space."""
     graded = laws_of(label, degree, flow_key)
     model, flow = _case(label, flow_key)
-    monkeypatch.setattr(pl, "_classes", lambda m, f, n, idx: (np.zeros(idx.shape[0], int), "x"))
+    monkeypatch.setattr(search, "monomial_classes",
+                        lambda m, f, n, idx: (np.zeros(idx.shape[0], int), "x"))
     dense = pl.polynomial_laws(model, flow, degree, count=False)
     assert dense.classes == 1 and graded.classes > 1
     assert dense.n_laws == graded.n_laws and dense.n_independent == graded.n_independent
@@ -245,8 +247,8 @@ def test_grading_is_exact_for_sign_flips_and_weights():
     M w = 0 exactly for the field-term matrix M (checked inside); spot-check linear nets: the
     square U1[0,0]² and the cross term U1[0,0]·U1[0,1] are in different classes."""
     model, flow = _case("linear:2,2,2", "gf")
-    idx, monos = pl._monomial_table(model.D, 2, False)
-    cls, desc = pl._classes(model, flow, model.D, idx)
+    idx, monos = pl.monomial_table(model.D, 2, False)
+    cls, desc = pl.monomial_classes(model, flow, model.D, idx)
     col = {m: i for i, m in enumerate(monos)}
     assert cls[col[(0, 0)]] != cls[col[(0, 1)]]
     assert cls[col[(0, 0)]] == cls[col[(4, 4)]]  # U1[0,0]², U2[0,0]²: same class (a law mixes them)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import conflow  # noqa: F401
-from conflow.errors import InputError
 from conflow.engine.trace import VectorFamily, lie_trace
+from conflow.errors import InputError
 
 rng = np.random.default_rng(0)
 POINTS3 = jnp.asarray(rng.standard_normal((3, 3)))

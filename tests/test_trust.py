@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import trust_models as tm
 
 import conflow as cf
 from conflow.reference.closed_forms import known_count
-import trust_models as tm
 
 SEED = 2026
 

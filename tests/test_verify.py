@@ -52,8 +52,9 @@ def test_true_laws_are_conserved(model, flow, text):
 
 def _breaks(model, flow, v):
     """⟨∇h, χ_g⟩ at the reported point, recomputed, relative to its terms."""
-    from conflow.laws.verify import state_function
     import jax
+
+    from conflow.laws.verify import state_function
 
     h = state_function(model, flow, v.expression)
     _, _, gens = generator_evaluator(model, flow)

@@ -1,0 +1,1 @@
+"""The ``conflow`` command (top layer): `main` dispatches to one module per subcommand."""

@@ -102,7 +102,7 @@ def synthetic_data(model, samples: int, seed: int, loss: str = "square",
                    activation: str | None = None) -> Any:
     """Data of the model's shapes: ``(x, y)`` with x ~ N(0, I) and y a random teacher's output
     (argmax labels for cross-entropy), or for NMF a positive rank-r matrix + 0.001."""
-    from conflow.training.simulate import forward_fn, init_params
+    from conflow.training.problem import forward_fn, init_params
 
     rng = np.random.default_rng(seed + 10_000)
     teacher = init_params(model, seed + 20_000)
@@ -221,7 +221,7 @@ def run(args) -> int:
     if args.velocity_scale < 0:
         raise InputError(f"--velocity-scale must be >= 0, got {args.velocity_scale}")
     data = synthetic_data(model, args.samples, args.seed, args.loss, args.activation)
-    from conflow.training.simulate import init_params
+    from conflow.training.problem import init_params
 
     params0 = init_params(model, args.seed)
     payload: dict[str, Any] = {"model": model.name, "dims": list(model.dims), "bias": model.bias,

@@ -43,14 +43,9 @@ import optax
 
 from conflow.errors import InputError
 from conflow.precision import float64
-from conflow.training.simulate import (
-    FlowState,
-    PyTree,
-    _check_data,
-    _tree_norm,
-    as_monitors,
-    as_problem,
-)
+from conflow.training.monitors import as_monitors
+from conflow.training.problem import PyTree, as_problem, check_data, tree_norm
+from conflow.training.results import FlowState
 
 # ---------------------------------------------------------------------------------------------
 # Optimizers
@@ -333,7 +328,7 @@ class Trainer:
     def _record(self, p, vel, k, block_loss, data, p0):
         vals = {m.name: m(p, vel, k.astype(jnp.float64)) for m in self.monitors}
         value = self.problem.loss(p, data) if self.batch_size is None else block_loss
-        return vals, value, _tree_norm(jax.tree_util.tree_map(jnp.subtract, p, p0))
+        return vals, value, tree_norm(jax.tree_util.tree_map(jnp.subtract, p, p0))
 
     def _initial_impl(self, p, data):
         zero = jax.tree_util.tree_map(jnp.zeros_like, p) if self.need_state else None
@@ -362,7 +357,7 @@ class Trainer:
                  progress: bool = False) -> TrainResult:
         start = time.perf_counter()
         prob, every, batch_size = self.problem, self.every, self.batch_size
-        _check_data(prob, data)
+        check_data(prob, data)
         steps = int(steps)
         if steps < 1:
             raise InputError(f"steps must be >= 1, got {steps}")
@@ -419,7 +414,7 @@ class Trainer:
         return TrainResult(
             steps=ks, times=self.t0 + ks * self.step_time, values=values, loss=loss_hist,
             distance=dist, final=FlowState(float(steps), final_params, last_vel),
-            opt_state=final_state, scale=float(_tree_norm(params)),
+            opt_state=final_state, scale=float(tree_norm(params)),
             seconds=time.perf_counter() - start, optimizer=self.label or "optimizer",
             batch_size=batch_size)
 

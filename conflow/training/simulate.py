@@ -23,20 +23,12 @@ small t0 (θ then grows like 3θ(t0)·t/t0 until the gradient term shrinks w): s
 `conflow.flows.GradientFlow` and `conflow.flows.MomentumFlow` objects are accepted as flows too
 (``MomentumFlow(τ, "entropy")`` is mirror momentum).
 
-The problem is either a **loss function** of the parameter pytree — ``loss(params)`` when no data
-is given, ``loss(params, data)`` otherwise — or a conflow `Model` with data and a loss name, for
-which this module supplies the network's forward function g(θ, x) (`forward_fn`) on the model's
-unflattened blocks (`Model.unflatten`): an MLP with ReLU (or tanh) and biases for ``relu``, the
-linear net U_1⋯U_q x, the factorisation U Vᵀ x, NMF X ≈ U V, the ICNN U σ(V x + b) and the product
-model. Losses: ``"square"`` (mean of squared errors), ``"cross-entropy"`` (integer labels or
-probability rows); NMF uses the mean square error mean((UV − X)²) on data X.
-
-Monitors (the laws) are plain JAX functions of the state, recorded at the save times through
-``diffrax.SaveAt(ts=..., fn=...)`` — the trajectory itself is never stored. A monitor with one
-positional argument is called as ``h(params)``; one with two or more as ``h(params, velocity, t)``
-with velocity θ'(t) (for gradient flows the field −M⁻¹∇L, evaluated only if some monitor asks) and
-the time t. `Monitor` makes this explicit. The loss and ‖θ(t) − θ(0)‖ are always recorded too, so a
-drift report (`conflow.training.drift`) can check that the trajectory moved.
+The problem — a loss function of the parameter pytree, or a conflow `Model` with data and a loss
+name — is a `conflow.training.problem.Problem`; the monitors (the laws) follow the conventions of
+`conflow.training.monitors` and are recorded at the save times through
+``diffrax.SaveAt(ts=..., fn=...)`` — the trajectory itself is never stored. The loss and
+‖θ(t) − θ(0)‖ are always recorded too, so a drift report (`conflow.training.drift`) can check that
+the trajectory moved.
 
 Steps are adaptive (Tsit5 by default, or Dopri5 / Dopri8, with a PID controller on rtol, atol),
 float64, ``max_steps`` raised to 10⁶ by default; the whole solve is one ``jax.jit``-compiled call.
@@ -44,10 +36,8 @@ float64, ``max_steps`` raised to 10⁶ by default; the whole solve is one ``jax.
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import diffrax
@@ -57,282 +47,23 @@ import numpy as np
 
 from conflow.errors import InputError
 from conflow.flows import AbstractFlow, FlowDynamics, parse_flow
-from conflow.models.base import Model
 from conflow.precision import float64
+from conflow.training.monitors import as_monitors
+from conflow.training.problem import (
+    Problem,
+    as_problem,
+    check_data,
+    to_float,
+    tree_norm,
+)
+from conflow.training.results import FlowState, SimResult
 
 Array = jax.Array
 PyTree = Any
 
 # ---------------------------------------------------------------------------------------------
-# Forward models g(θ, x) on parameter pytrees and losses
+# The continuous-flow simulator
 # ---------------------------------------------------------------------------------------------
-
-def forward_fn(model: Model, activation: str | Callable | None = None,
-               ) -> Callable[[PyTree, Array], Array]:
-    """The network function g(params, x) of a conflow model (`Model.network`)."""
-    return model.network(activation)
-
-
-def square_loss(pred: Array, target: Array) -> Array:
-    """Mean of the squared errors over all entries, mean((pred − target)²)."""
-    return jnp.mean((pred - target) ** 2)
-
-
-def cross_entropy_loss(logits: Array, target: Array) -> Array:
-    """Mean cross-entropy; ``target`` is integer labels (N,) or probability rows (N, n)."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    if jnp.issubdtype(target.dtype, jnp.integer):
-        return -jnp.mean(jnp.take_along_axis(logp, target[..., None], axis=-1))
-    return -jnp.mean(jnp.sum(target * logp, axis=-1))
-
-
-LOSSES: dict[str, Callable[[Array, Array], Array]] = {
-    "square": square_loss,
-    "cross-entropy": cross_entropy_loss,
-}
-
-
-def make_loss(model: Model, loss: str | Callable = "square",
-              activation: str | Callable | None = None) -> Callable[[PyTree, Any], Array]:
-    """``loss(params, data)`` for a conflow model: data ``(x, y)`` for networks, the target
-    matrix X for ``nmf`` (loss mean((UV − X)²)). ``loss`` is a name in `LOSSES` or a callable
-    ``(prediction, target) -> scalar``."""
-    g = forward_fn(model, activation)
-    if callable(loss):
-        ell = loss
-    elif loss in LOSSES:
-        ell = LOSSES[loss]
-    else:
-        raise InputError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
-    if not model.takes_inputs:
-        return lambda p, data: ell(g(p, None), data)
-
-    def network_loss(p, data):
-        x, y = data
-        return ell(g(p, x), y)
-
-    return network_loss
-
-
-def init_params(model: Model, key: Array | int = 0, scale: float = 1.0) -> dict[str, Array]:
-    """Initial parameters for a conflow model, as ``model.unflatten`` blocks
-    (`Model.init_params`: He-style 2/fan_in for ``relu``, positive blocks uniform in
-    [0.1, 1.1)·scale, the product model N(1, 0.1²)·scale)."""
-    return model.init_params(key, scale)
-
-
-# ---------------------------------------------------------------------------------------------
-# Monitors
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Monitor:
-    """A quantity recorded along a run. ``fn(params)`` or, if ``needs_state``,
-    ``fn(params, velocity, t)`` (velocity θ' or x_k − x_{k−1}; t the time or step index)."""
-
-    name: str
-    fn: Callable
-    needs_state: bool = False
-
-    def __call__(self, params, velocity, t):
-        return self.fn(params, velocity, t) if self.needs_state else self.fn(params)
-
-
-def _positional_arity(fn: Callable) -> int:
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return 1
-    n = 0
-    for p in sig.parameters.values():
-        if p.kind == p.VAR_POSITIONAL:
-            return 3
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty:
-            n += 1
-    return n
-
-
-def as_monitors(monitors: Any) -> tuple[Monitor, ...]:
-    """Normalise monitors: a callable, a `Law`, a sequence of callables / `Monitor`s / laws, or
-    a mapping name → callable. Names default to the function's ``__name__`` (a law's label),
-    made unique."""
-    if monitors is None:
-        return ()
-    if callable(monitors) or isinstance(monitors, Monitor):
-        monitors = [monitors]
-    items = list(monitors.items()) if isinstance(monitors, Mapping) else [(None, m)
-                                                                           for m in monitors]
-    out: list[Monitor] = []
-    seen: set[str] = set()
-    for name, m in items:
-        if hasattr(m, "as_monitor"):  # a `conflow.Law`
-            name = name or getattr(m, "label", None)
-            m = m.as_monitor()
-        if isinstance(m, Monitor):
-            mon = m if name is None else dataclasses.replace(m, name=str(name))
-        elif callable(m):
-            base = name or getattr(m, "__name__", None) or getattr(
-                getattr(m, "func", None), "__name__", "law")
-            if base == "<lambda>":
-                base = "law"
-            arity = _positional_arity(m)
-            if arity == 0:
-                raise InputError(f"monitor {base!r} takes no positional argument")
-            mon = Monitor(str(base), m, needs_state=arity >= 2)
-        else:
-            raise InputError(f"a monitor must be callable, got {type(m).__name__}")
-        if mon.name in ("loss", "distance"):
-            raise InputError(f"monitor name {mon.name!r} is reserved")
-        name_u, i = mon.name, 2
-        while name_u in seen:
-            name_u, i = f"{mon.name}_{i}", i + 1
-        seen.add(name_u)
-        out.append(dataclasses.replace(mon, name=name_u))
-    return tuple(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# Problem: loss, parameters, positive mask
-# ---------------------------------------------------------------------------------------------
-
-
-def _tree_norm(tree: PyTree) -> Array:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves)) if leaves else jnp.zeros(())
-
-
-def _to_float(tree: PyTree) -> PyTree:
-    def conv(x):
-        x = jnp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            x = x.astype(jnp.float64)
-        return x
-    return jax.tree_util.tree_map(conv, tree)
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """A loss ``fn(params, data)`` on a parameter pytree, and which entries are positive."""
-
-    loss: Callable[[PyTree, Any], Array]
-    model: Model | None = None
-    positive: PyTree = None  # pytree of bools (per leaf, or per entry) or None = every leaf
-
-    def params(self, theta0: PyTree) -> PyTree:
-        """θ0 as the problem's pytree (a model's flat (D,) vector is unflattened)."""
-        if self.model is not None and not isinstance(theta0, Mapping):
-            arr = jnp.asarray(theta0, jnp.float64)
-            if arr.shape != (self.model.D,):
-                raise InputError(f"θ0 for {self.model.label} must be a dict of blocks or a flat "
-                                 f"vector of shape ({self.model.D},), got shape {arr.shape}")
-            return self.model.unflatten(arr)
-        params = _to_float(theta0)
-        if self.model is not None:
-            names = [b.name for b in self.model.blocks]
-            if set(params) != set(names):
-                raise InputError(f"θ0 for {self.model.label} needs blocks {names}, got "
-                                 f"{sorted(params)}")
-            for b in self.model.blocks:
-                if params[b.name].shape != b.shape:
-                    raise InputError(f"block {b.name} of {self.model.label} has shape {b.shape}, "
-                                     f"got {params[b.name].shape}")
-        return params
-
-    def mask(self, params: PyTree) -> PyTree:
-        """Boolean pytree (leaf-shaped) of the positive (mirror) coordinates."""
-        if self.model is not None and self.positive is None:
-            pos = {b.name: b.positive for b in self.model.blocks}
-            return {k: jnp.full(jnp.shape(v), pos[k]) for k, v in params.items()}
-        if self.positive is None:
-            return jax.tree_util.tree_map(lambda x: jnp.ones(jnp.shape(x), bool), params)
-        try:
-            return jax.tree_util.tree_map(
-                lambda m, x: jnp.broadcast_to(jnp.asarray(m, bool), jnp.shape(x)),
-                self.positive, params)
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"positive must be a pytree of bools shaped like the parameters: "
-                             f"{exc}") from None
-
-
-def as_problem(problem: Any, *, loss: str | Callable = "square",
-               activation: str | Callable | None = None, positive: PyTree = None) -> Problem:
-    """A `Problem` from a conflow `Model` (+ loss name) or a loss function of the pytree."""
-    if isinstance(problem, Problem):
-        return problem
-    if isinstance(problem, Model):
-        return Problem(make_loss(problem, loss, activation), problem, positive)
-    if callable(problem):
-        if activation is not None:
-            raise InputError("activation applies to conflow models, not to a loss function")
-        fn = problem
-        return Problem(lambda p, data: fn(p) if data is None else fn(p, data), None, positive)
-    raise InputError(f"expected a conflow Model or a loss function, got {type(problem).__name__}")
-
-
-def _check_data(problem: Problem, data: Any) -> None:
-    if problem.model is not None and data is None:
-        raise InputError(f"{problem.model.label}: data is required ("
-                         + ("(x, y)" if problem.model.takes_inputs else "the target matrix X")
-                         + ")")
-
-
-# ---------------------------------------------------------------------------------------------
-# Results
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class FlowState:
-    """The state at the end of a run: time (or step), parameters, velocity (None for gradient
-    flows and plain optimizers)."""
-
-    t: float
-    params: PyTree
-    velocity: PyTree | None = None
-
-
-@dataclasses.dataclass
-class SimResult:
-    """What `simulate` returns.
-
-    Attributes:
-        times: save times, shape (T,).
-        values: monitor name → values at the save times, shape (T, …).
-        loss: the loss at the save times, (T,).
-        distance: ‖θ(t) − θ(0)‖, (T,).
-        final: the state at t1 (parameters, and velocity for momentum flows).
-        scale: ‖θ(0)‖.
-        error: monitor name → |values − values of a run at tolerances / ``error_factor``|, an
-            estimate of the integrator's error on each law (``estimate_error=True``), else None.
-        stats: diffrax step counts: num_steps, num_accepted_steps, num_rejected_steps.
-        flow: the flow's label (`AbstractFlow.label`); solver, rtol, atol; seconds (wall,
-            compile included).
-        notes: warnings (e.g. the error-estimate rerun failed).
-    """
-
-    times: np.ndarray
-    values: dict[str, np.ndarray]
-    loss: np.ndarray
-    distance: np.ndarray
-    final: FlowState
-    scale: float
-    error: dict[str, np.ndarray] | None
-    stats: dict[str, int]
-    flow: str
-    solver: str
-    rtol: float
-    atol: float
-    seconds: float
-    kind: str = "continuous"
-    notes: list[str] = dataclasses.field(default_factory=list)
-
-    def summary(self) -> str:
-        names = ", ".join(self.values) or "(no monitor)"
-        return (f"{self.flow}: t = {self.times[0]:g} → {self.times[-1]:g}, "
-                f"{self.stats.get('num_accepted_steps', 0)} steps ({self.solver}, rtol "
-                f"{self.rtol:g}, atol {self.atol:g}), loss {self.loss[0]:.4g} → "
-                f"{self.loss[-1]:.4g}, monitors: {names}, {self.seconds:.2f} s")
 
 
 SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
@@ -380,7 +111,7 @@ class Simulator:
             vel = dyn.velocity(t, y, data) if need_state else None
             out = {m.name: m(params, vel, t) for m in monitors}
             diff = jax.tree_util.tree_map(jnp.subtract, params, theta0)
-            return out, problem.loss(params, data), _tree_norm(diff)
+            return out, problem.loss(params, data), tree_norm(diff)
 
         def final(t, y, args):
             data, _, mask = args
@@ -421,7 +152,7 @@ class Simulator:
     def __call__(self, theta0: PyTree, data: Any = None, velocity0: PyTree = None, *,
                  rtol: float | None = None, atol: float | None = None) -> SimResult:
         start = time.perf_counter()
-        _check_data(self.problem, data)
+        check_data(self.problem, data)
         params = self.problem.params(theta0)
         if velocity0 is None:
             velocity = jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -429,7 +160,7 @@ class Simulator:
             if not self.flow.has_velocity:
                 raise InputError("velocity0 applies to momentum flows only")
             velocity = (self.problem.params(velocity0) if self.problem.model is not None
-                        else _to_float(velocity0))
+                        else to_float(velocity0))
             if jax.tree_util.tree_structure(velocity) != jax.tree_util.tree_structure(params):
                 raise InputError("velocity0 must have the structure of θ0")
         mask = self.problem.mask(params)
@@ -460,7 +191,7 @@ class Simulator:
         return SimResult(
             times=np.asarray(self.ts), values={k: np.asarray(v) for k, v in values.items()},
             loss=np.asarray(loss), distance=np.asarray(dist),
-            final=FlowState(self.t1, pf, vf), scale=float(_tree_norm(params)),
+            final=FlowState(self.t1, pf, vf), scale=float(tree_norm(params)),
             error=error, stats={k: int(v) for k, v in stats.items()}, flow=self.flow.label,
             solver=self.solver_name, rtol=float(rtol), atol=float(atol),
             seconds=time.perf_counter() - start, notes=notes)

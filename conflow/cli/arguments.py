@@ -19,6 +19,17 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(message)
 
 
+def seed(text: str) -> int:
+    """argparse type of ``--seed``: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
 def parse_dims(text: str) -> tuple[int, ...]:
     """``"3,4,4,3"`` → ``(3, 4, 4, 3)``; anything else is an `InputError`."""
     parts = [p.strip() for p in text.split(",")]
@@ -50,7 +61,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="momentum damping τ ≥ 0 in θ'' + τθ' = −∇L (default 0)")
     p.add_argument("--metric", default=None, choices=("euclidean", "entropy"),
                    help="default: entropy for models with positive blocks (nmf, icnn)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
 
 
 def add_json_argument(p: argparse.ArgumentParser) -> None:

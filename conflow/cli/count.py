@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from conflow.cli.arguments import add_json_argument, add_model_arguments, model_and_flow
-from conflow.errors import InputError
+from conflow.errors import InputError, check_int
 
 
 def add_parser(subparsers) -> None:
@@ -44,6 +44,8 @@ def add_parser(subparsers) -> None:
                    help="HOST:PORT of process 0 for a multi-process run (jax.distributed)")
     c.add_argument("--num-processes", type=int, default=None)
     c.add_argument("--process-id", type=int, default=None)
+    c.add_argument("--connect-timeout", type=float, default=None,
+                   help="seconds to wait for the coordinator / the other processes (default 60)")
     add_json_argument(c)
     c.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it shows on a terminal once a count runs 2 s)")
@@ -54,16 +56,18 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     """Run ``conflow count``; 0 on success."""
     from conflow.engine.distributed import initialize
-    from conflow.laws.count import count_laws
+    from conflow.laws.count import MIN_POINTS, count_laws
     from conflow.laws.from_model_count import count_laws_from_model
     from conflow.models.from_model import SampledModel
 
-    multi = initialize(args.coordinator, args.num_processes, args.process_id)
+    check_int("--points", args.points, MIN_POINTS)
+    if args.max_depth is not None:
+        check_int("--max-depth", args.max_depth, 1)
+    if args.exact and args.method not in ("auto", "exact"):
+        raise InputError(f"--exact and --method {args.method} contradict each other")
+    multi = initialize(args.coordinator, args.num_processes, args.process_id,
+                       args.connect_timeout)
     model, flow = model_and_flow(args)
-    if args.points < 1:
-        raise InputError(f"--points must be >= 1, got {args.points}")
-    if args.max_depth is not None and args.max_depth < 0:
-        raise InputError(f"--max-depth must be >= 0, got {args.max_depth}")
     method = "exact" if args.exact else args.method
     options = dict(method=method, points=args.points, seed=args.seed, max_depth=args.max_depth,
                    devices=args.devices, dtype=args.dtype, algorithm=args.algorithm,

@@ -31,7 +31,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from conflow.cli.arguments import FLOWS, add_json_argument, make_flow, model_from_args
+from conflow.cli.arguments import FLOWS, add_json_argument, make_flow, model_from_args, seed
 from conflow.errors import InputError
 
 OPTIMIZERS = ("sgd", "heavy-ball", "nesterov", "adam", "mirror")
@@ -85,7 +85,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="continuous flows: skip the rerun at 10x tighter tolerances")
     p.add_argument("--sweep-lr", default=None,
                    help="comma-separated learning rates: drift vs step size (discrete only)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--plot", default=None, metavar="FILE",
                    help="write a figure (drift vs time, or vs step size with --sweep-lr)")
     add_json_argument(p)

@@ -20,16 +20,18 @@ import numpy as np
 
 from conflow.engine.rank import DEFAULT_MIN_GAP
 from conflow.engine.trace import AMBIGUOUS, OK, LieTrace, lie_trace
-from conflow.errors import InputError, PiecewiseError
+from conflow.errors import InputError, PiecewiseError, check_int
 from conflow.exact import polynomial_form
 from conflow.flows import AbstractFlow, parse_flow
 from conflow.laws.exact_count import exact_count_laws
 from conflow.laws.points import generic_points
-from conflow.models.base import Model
+from conflow.models.base import Model, check_model
 from conflow.precision import float64
 from conflow.status import Status
 
 METHODS = ("auto", "numeric", "exact", "both")
+#: The fewest generic points of a numeric count: their agreement is part of the evidence.
+MIN_POINTS = 3
 # method="auto" uses the exact engine for momentum flows up to this state dimension (D ≤ 100),
 # and for gradient flows of tiny polynomial models (where it costs a few milliseconds and no
 # rounding can hide a direction: generators 1e-14 from dependent are still told apart).
@@ -285,11 +287,14 @@ def count_laws(
     and ``settled_by`` say what ran and what settled it.
     """
     t0 = time.perf_counter()
+    check_model(model)
     flow = parse_flow(flow)
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    if points < 1:
-        raise InputError(f"points must be >= 1, got {points}")
+    points = check_int("points", points, MIN_POINTS)
+    seed = check_int("seed", seed, 0)
+    if max_depth is not None:
+        max_depth = check_int("max_depth", max_depth, 1)
     flow.validate(model)
     if method == "auto":
         numeric_options = algorithm != "auto" or dtype != "float64" or rtol is not None
@@ -307,7 +312,7 @@ def count_laws(
         drawn = generic_points(model, flow, try_seed, n_points)
         redrawn, redraw_reasons = redrawn + drawn.redrawn, redraw_reasons + drawn.reasons
         traces.append(lie_trace(flow.family(model), drawn.points, seed=try_seed,
-                                max_depth=max_depth or 6, rtol=rtol, min_gap=min_gap,
+                                max_depth=6 if max_depth is None else max_depth, rtol=rtol, min_gap=min_gap,
                                 devices=devices, dtype=dtype, algorithm=algorithm,
                                 progress=progress))
         return traces[-1]
@@ -315,7 +320,7 @@ def count_laws(
     if method in ("numeric", "both"):
         trace = numeric(seed, points)
     if method in ("exact", "both"):
-        exact = _exact_trace(model, flow, seed, max_depth or 30,
+        exact = _exact_trace(model, flow, seed, 30 if max_depth is None else max_depth,
                              None if trace is None else trace.points)
 
     if method == "numeric" and escalate and trace.status == AMBIGUOUS:
@@ -401,7 +406,7 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
        settles the count when every region is ok and they agree.
     """
     too_big = _exact_candidate(model, flow, n)
-    depth = max_depth or 30
+    depth = 30 if max_depth is None else max_depth
     kind: dict[str, str] = {}
 
     def polynomial() -> bool:

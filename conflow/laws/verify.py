@@ -41,12 +41,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conflow.errors import InputError
+from conflow.errors import InputError, check_int
 from conflow.flows import AbstractFlow, parse_flow
 from conflow.laws.count import count_laws
 from conflow.laws.expressions import LawExpression, compile_law
 from conflow.laws.find import Law, LawBasis, generator_evaluator, gradient_cut
-from conflow.models.base import Model
+from conflow.models.base import Model, check_model
 from conflow.precision import float64
 from conflow.status import Conservation
 
@@ -300,7 +300,9 @@ def verify_law(
             `conflow.reference`).
     """
     t0 = time.perf_counter()
+    check_model(model)
     flow = parse_flow(flow)
+    seed = check_int("seed", seed, 0)
     if h is None:
         raise InputError("verify_law needs a law h")
     if points < 1:
@@ -386,6 +388,9 @@ def _check_scalar(h_state, model, flow) -> None:
         raise InputError(f"cannot evaluate h on a state of shape {tuple(z.shape)}: {msg}") from None
     if out.shape != ():
         raise InputError(f"h must return a scalar, got shape {out.shape}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise InputError(f"h must return a real (floating-point) scalar, got {out.dtype} (a "
+                         "constant int or a comparison has no gradient to test)")
 
 
 def _known_functions(model, flow, known) -> list[Callable] | None:

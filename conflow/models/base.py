@@ -336,6 +336,13 @@ def split_flat(theta: Array, blocks: Sequence[ParamBlock]) -> list[Array]:
     return out
 
 
+def check_model(model: object) -> None:
+    """`InputError` unless ``model`` is a conflow `Model`."""
+    if not isinstance(model, Model):
+        raise InputError(f"model must be a conflow Model (cf.linear(...), cf.custom(fn, params), "
+                         f"cf.from_model(...)), got {type(model).__name__}")
+
+
 def check_dims(
     family: str,
     dims: Sequence[int],
@@ -349,6 +356,9 @@ def check_dims(
     Returns the dims as a tuple of Python ints; raises `InputError` with a one-line message
     otherwise. ``meaning`` (e.g. ``"(n, r, m)"``) is quoted in the count message.
     """
+    if isinstance(dims, (str, bytes)):
+        raise InputError(f"{family}: dims must be a sequence of positive integers such as "
+                         f"[2, 3, 2], got the string {dims!r}")
     try:
         dims = tuple(dims)
     except TypeError:

@@ -18,7 +18,7 @@ from conflow.engine.rank import (
     gap_ratio,
     normalise_rows,
 )
-from conflow.errors import InputError
+from conflow.errors import InputError, check_int
 from conflow.flows import AbstractFlow, parse_flow
 from conflow.laws.count import count_laws
 from conflow.laws.expressions import expression_names
@@ -27,7 +27,7 @@ from conflow.laws.find.grading import monomial_classes, monomial_table
 from conflow.laws.find.recognise import Recogniser, add_term, families
 from conflow.laws.find.results import FamilyGroup, Law, LawBasis, law_expression
 from conflow.laws.find.solver import MAX_REFINE, Points, solve_classes
-from conflow.models.base import Model
+from conflow.models.base import Model, check_model
 from conflow.precision import float64
 from conflow.status import Status
 
@@ -55,7 +55,9 @@ def polynomial_laws(
     ``recognise=False`` skips the matrix-family recogniser (echelon basis only).
     """
     t0 = time.perf_counter()
+    check_model(model)
     flow = parse_flow(flow)
+    seed = check_int("seed", seed, 0)
     if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 1:
         raise InputError(f"degree must be an integer >= 1, got {degree!r}")
     degree = int(degree)

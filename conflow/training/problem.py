@@ -2,11 +2,10 @@
 which of its entries are positive (the mirror coordinates).
 
 The problem is either a **loss function** of the parameter pytree — ``loss(params)`` when no data
-is given, ``loss(params, data)`` otherwise — or a conflow `Model` with data and a loss name, for
-which this module supplies the network's forward function g(θ, x) (`forward_fn`) on the model's
-unflattened blocks (`Model.unflatten`): an MLP with ReLU (or tanh) and biases for ``relu``, the
-linear net U_1⋯U_q x, the factorisation U Vᵀ x, NMF X ≈ U V, the ICNN U σ(V x + b) and the product
-model. Losses: ``"square"`` (mean of squared errors), ``"cross-entropy"`` (integer labels or
+is given, ``loss(params, data)`` otherwise — or a conflow `Model` with data and a loss name, whose
+own network g(θ, x) (`Model.network`, `forward_fn`) runs on its unflattened blocks
+(`Model.unflatten`): an MLP with ReLU (or tanh) and biases for ``relu``, the linear net
+U_1⋯U_q x, the factorisation U Vᵀ x, NMF X ≈ U V, the ICNN U σ(V x + b) and the product model. Losses: ``"square"`` (mean of squared errors), ``"cross-entropy"`` (integer labels or
 probability rows); NMF uses the mean square error mean((UV − X)²) on data X.
 """
 

@@ -33,6 +33,7 @@ def _one_line_error(capsys, argv, code=2, match=""):
     (["count", "linear", "2,3,2", "--exact", "--method", "numeric"], "contradict"),
     (["count", "linear", "2,3,2", "--points", "1"], "--points must be an integer >= 3"),
     (["reproduce", "--out", "nodir/x/out.json"], "does not exist"),
+    (["count", "product", "9" * 30], "beyond any array"),  # found by tests/test_cli_fuzz.py
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, argv, match):
     _one_line_error(capsys, argv, 2, match)

@@ -31,7 +31,13 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from conflow.cli.arguments import FLOWS, add_json_argument, make_flow, model_from_args, seed
+from conflow.cli.arguments import (
+    FLOWS,
+    add_json_argument,
+    make_flow,
+    model_from_args,
+    seed,
+)
 from conflow.errors import InputError
 
 OPTIMIZERS = ("sgd", "heavy-ball", "nesterov", "adam", "mirror")

@@ -336,6 +336,10 @@ def split_flat(theta: Array, blocks: Sequence[ParamBlock]) -> list[Array]:
     return out
 
 
+#: The largest architecture dim accepted (an array axis cannot be longer).
+MAX_DIM = 2**31 - 1
+
+
 def check_model(model: object) -> None:
     """`InputError` unless ``model`` is a conflow `Model`."""
     if not isinstance(model, Model):
@@ -373,6 +377,8 @@ def check_dims(
             f"{family}: dims must be positive integers, got {','.join(map(str, dims)) or '(none)'}"
         )
     dims = tuple(int(x) for x in dims)
+    if max(dims, default=0) > MAX_DIM:
+        raise InputError(f"{family}: a dim of {max(dims)} is beyond any array (at most {MAX_DIM})")
     what = f" {meaning}" if meaning else ""
     if exact is not None and len(dims) != exact:
         raise InputError(

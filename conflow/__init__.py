@@ -17,6 +17,7 @@ importing conflow leaves the process's ``jax_enable_x64`` alone; see `conflow.pr
 
 import importlib
 
+from conflow.compile_cache import enable_compile_cache
 from conflow.engine.brackets import bracket_chain, lie_bracket
 from conflow.engine.rank import RankCut, numerical_rank
 from conflow.engine.trace import LieTrace, VectorFamily, lie_trace
@@ -155,6 +156,7 @@ __all__ = [
     "mlp",
     "nmf",
     "numerical_rank",
+    "enable_compile_cache",
     "float64_mode",
     "polynomial_laws",
     "product",

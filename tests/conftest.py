@@ -15,6 +15,7 @@ Shared helper: `max_generator_cosine`, the check "∇h ⊥ every generator" of a
 max_generator_cosine``).
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,9 @@ import jax
 import jax.numpy as jnp
 
 jax.config.update("jax_enable_x64", True)
+# The CLI turns on JAX's persistent compilation cache; tests run main() in this process and
+# leave the user's cache folder alone (tests/test_compile_cache.py checks the cache).
+os.environ.setdefault("CONFLOW_CACHE_DIR", "off")
 
 BENCHMARKS = str(Path(__file__).resolve().parents[1] / "benchmarks")
 if BENCHMARKS not in sys.path:

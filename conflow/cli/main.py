@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from conflow.cli.arguments import _Parser
+from conflow.compile_cache import enable_compile_cache
 from conflow.errors import InputError, ResourceLimitError
 from conflow.precision import float64_mode
 
@@ -64,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise InputError(f"dims must be positive integers, got {item!r}")
         commands = _commands()
         args = _build_parser(commands).parse_args(argv)
+        enable_compile_cache()  # `conflow.compile_cache`: CONFLOW_CACHE_DIR=off turns it off
         with float64_mode():
             code = commands[args.command].run(args)
         sys.stdout.flush()  # a write error surfaces here, not at interpreter exit

@@ -52,9 +52,7 @@ def float64(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if jax.config.jax_enable_x64:
-            return fn(*args, **kwargs)
-        with _ENABLE_X64(True):
+        with float64_mode():
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

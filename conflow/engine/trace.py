@@ -434,10 +434,19 @@ def _process_level(
         kept.extend(sigma[: cut.rank].tolist())
         dropped.extend(sigma[cut.rank :].tolist())
         complements[p] = vt[cut.rank :] @ basis
-    record = LevelRecord(
+    record = _level_record(depth, int(values.shape[1]), dims, added, kept, dropped, uncertain,
+                           bands, saturated, t0)
+    return record, kept, dropped
+
+
+def _level_record(depth: int, samples: int, ranks: list[int], added: list[int],
+                  kept: list[float], dropped: list[float], uncertain: list[float],
+                  bands: list[RankBand], saturated: bool, t0: float) -> LevelRecord:
+    """The `LevelRecord` of one level from what the dense or the streamed pass collected."""
+    return LevelRecord(
         depth=depth,
-        samples=int(values.shape[1]),
-        ranks=tuple(dims),
+        samples=samples,
+        ranks=tuple(ranks),
         added=tuple(added),
         sigma_kept=min(kept) if kept else None,
         sigma_dropped=max(dropped) if dropped else None,
@@ -447,7 +456,6 @@ def _process_level(
         noise=bands[0].noise if bands else None,
         signal=bands[0].signal if bands else None,
     )
-    return record, kept, dropped
 
 
 # Balancing evaluates every generator at every point: done while that is at most this many floats.
@@ -607,19 +615,8 @@ def _streamed_levels(
             active = still
             bar.set_postfix_str(f"depth {depth}, {samples} samples: dim "
                                 f"{_dims_text([b.rank for b in bases])}")
-        levels.append(LevelRecord(
-            depth=depth,
-            samples=samples,
-            ranks=tuple(b.rank for b in bases),
-            added=tuple(added),
-            sigma_kept=min(level_kept) if level_kept else None,
-            sigma_dropped=max(level_dropped) if level_dropped else None,
-            seconds=time.perf_counter() - t0,
-            saturated=saturated,
-            uncertain=tuple(sorted(level_uncertain, reverse=True)),
-            noise=bands[0].noise if bands else None,
-            signal=bands[0].signal if bands else None,
-        ))
+        levels.append(_level_record(depth, samples, [b.rank for b in bases], added, level_kept,
+                                    level_dropped, level_uncertain, bands, saturated, t0))
         kept.extend(level_kept)
         dropped.extend(level_dropped)
         bar.update(1)

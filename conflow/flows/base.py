@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from conflow.engine.trace import VectorFamily
+from conflow.flows.metrics import entropy_mask
 from conflow.models.base import Model
 
 Array = jax.Array
@@ -109,7 +110,10 @@ class AbstractFlow(abc.ABC):
         """Raise `InputError` if a state is outside the flow's domain."""
 
     def validate(self, model: Model) -> None:
-        """Raise `InputError` if the flow cannot act on ``model`` at all."""
+        """Raise `InputError` if the flow cannot act on ``model`` at all (the entropy metric on
+        a model without positive blocks)."""
+        if self.metric == "entropy":
+            entropy_mask(model)
 
     # ----------------------------------------------------------------------- engines
     @abc.abstractmethod

@@ -22,7 +22,6 @@ from conflow.flows.metrics import (
     InverseMetric,
     check_metric,
     check_positive,
-    entropy_mask,
     inverse_metric,
     mirror_coordinates,
     tree_exp,
@@ -54,10 +53,6 @@ class GradientFlow(AbstractFlow):
     def label(self) -> str:
         return {"euclidean": "gradient", "entropy": "mirror"}.get(self.metric_name,
                                                                   "gradient/custom")
-
-    def validate(self, model: Model) -> None:
-        if self.metric == "entropy":
-            entropy_mask(model)
 
     def state_dim(self, model: Model) -> int:
         return model.D

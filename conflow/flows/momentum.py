@@ -92,10 +92,6 @@ class MomentumFlow(AbstractFlow):
         """τ(t): the constant τ, or 3/t (Nesterov)."""
         return 3.0 / t if self.tau is None else self.tau
 
-    def validate(self, model: Model) -> None:
-        if self.metric == "entropy":
-            entropy_mask(model)
-
     def state_dim(self, model: Model) -> int:
         return 2 * model.D + 1
 
@@ -111,7 +107,7 @@ class MomentumFlow(AbstractFlow):
             # a_0 χ_0 + (0, 0, M(w)^{-1} gradient(θ, a[1:])), gradient = ∂φ(θ)ᵀa or ∇⟨a(f), φ⟩
             def field(z: Array, a: Array) -> Array:
                 s, theta, v = z[0], z[1 : D + 1], z[D + 1 :]
-                rate = 3.0 / s if tau is None else tau  # τ(t), with t = s for Nesterov
+                rate = self.rate(s)  # τ(t), with t = s for Nesterov
                 if tau is None:
                     drift = jnp.concatenate([jnp.ones(1), v, -rate * v])
                 elif tau == 0.0:

@@ -63,9 +63,6 @@ LOSSES = ("square", "cross_entropy")
 # ------------------------------------------------------------------------------ h as a function
 
 
-def _is_momentum(flow: AbstractFlow) -> bool:
-    return flow.has_velocity
-
 
 def state_function(model: Model, flow: AbstractFlow, h: Any, state: bool = False) -> Callable:
     """h as a scalar function of the flow's state z (θ, or (s, θ, v) for momentum flows).
@@ -86,7 +83,7 @@ def state_function(model: Model, flow: AbstractFlow, h: Any, state: bool = False
                          f"{type(h).__name__}")
     if state:
         fn = h
-    elif not _is_momentum(flow):
+    elif not flow.has_velocity:
         def fn(z):
             return h(model.to_pytree(z))
     else:
@@ -109,7 +106,7 @@ def state_function(model: Model, flow: AbstractFlow, h: Any, state: bool = False
 def generator_names(model: Model, flow: AbstractFlow) -> list[str]:
     """A readable name for every generator, in the order of ``flow.family(model)``."""
     metric = "" if getattr(flow, "metric_name", "euclidean") == "euclidean" else "M⁻¹"
-    if _is_momentum(flow):
+    if flow.has_velocity:
         return ["χ_0 (drift)"] + [f"χ_{j + 1} (force {metric}∇φ[{j}])" for j in range(model.d)]
     return [f"χ_{j} = {metric}∇φ[{j}]" for j in range(model.d)]
 
@@ -331,7 +328,7 @@ def verify_law(
         elif worst <= TOL_CONSERVED:
             verdict = CONSERVED
             reason = (f"⟨∇h, χ⟩ = 0 to rounding for all {len(names)} generators"
-                      + (" (drift included)" if _is_momentum(flow) else ""))
+                      + (" (drift included)" if flow.has_velocity else ""))
         elif worst >= TOL_BROKEN:
             verdict = NOT_CONSERVED
             reason = f"⟨∇h, {names[gen]}⟩ ≠ 0 (relative residual {worst:.1e})"
@@ -480,7 +477,7 @@ def _make_integrator(model: Model, flow: AbstractFlow):
     """rhs(z, data) of the flow for the loss mix in ``data``, and a jitted RK4 trajectory."""
     fam = flow.family(model)
     field, phi, D = fam.field, model.phi, model.D
-    momentum = _is_momentum(flow)
+    momentum = flow.has_velocity
 
     def rhs(z, data):
         A, y, onehot, w_sq, w_ce, scale = data

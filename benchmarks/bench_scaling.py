@@ -1,6 +1,7 @@
 """Time and peak memory of a count against the number of parameters D; sharding speed-up.
 
     python benchmarks/bench_scaling.py [--quick] [--only FAMILY] [--skip-sharding]
+                                       [--linalg auto|host|device|both] [--time-limit S]
                                        [--plot scaling.png]
 
 Each count runs in a fresh process (imports and compilation included); peak memory is the child's
@@ -12,6 +13,13 @@ maximum resident set size. Families:
   Targets: under 5 minutes and 8 GB at D ≥ 10,000.
 - ``momentum``: heavy-ball flow at D = 1,000 (state 2,001), linear and ReLU [20, 25, 20].
   Target: under 10 minutes.
+- ``gpu``: the rows of `benchmarks/gpu_check.sh`: linear and ReLU at D ≈ 2,000 and D ≈ 10,000,
+  then ReLU [784, 128, 10] (D = 101,632). Targets on a GPU: under 10 s at D ≈ 10,000 and under
+  5 minutes at D ≈ 100,000, compile included.
+
+``--linalg both`` runs every case twice in the same run, with the levels cut on the host
+(LAPACK) and on the device (`conflow.engine.device_basis`, ``CONFLOW_LINALG``), and prints the
+ratio of their count times and whether their ranks agree level by level.
 
 The fitted exponent is the least-squares slope of log(time) against log(D) over a family's cases
 with D ≥ 500. Same-run baselines: the smallest case of each family (t / t_min), the dense engine
@@ -39,10 +47,14 @@ model = cf.linear(dims) if kind == "linear" else cf.relu(dims)
 flow = cf.MomentumFlow(0.5) if flow == "momentum" else None
 result = cf.count_laws(model, flow, algorithm=algorithm,
                        devices=None if devices == "all" else int(devices))
+trace = result.trace
 print(json.dumps({"D": model.D, "state_dim": result.state_dim, "n_laws": result.n_laws,
                   "status": result.status, "gap": result.gap, "seconds": result.seconds,
                   "method": result.method, "depth": result.depth,
-                  "algorithm": result.trace.algorithm if result.trace else None,
+                  "algorithm": trace.algorithm if trace else None,
+                  "linalg": trace.linalg if trace else None,
+                  "ranks": trace.ranks if trace else None,
+                  "backend": __import__("jax").default_backend(),
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -56,7 +68,14 @@ FAMILIES = {
                       for h in (2, 4, 8, 13)],  # D = 794 h: 1,588 … 10,322
     "momentum": [("linear", [20, 25, 20], MOMENTUM, "auto"),
                  ("relu", [20, 25, 20], MOMENTUM, "auto")],  # D = 1,000, state 2,001
+    "gpu": [("linear", [45, 22, 45], GRADIENT, "auto"),  # D = 1,980
+            ("relu", [30, 30, 30, 4], GRADIENT, "auto"),  # D = 1,920
+            ("linear", [100, 50, 100], GRADIENT, "auto"),  # D = 10,000
+            ("relu", [784, 13, 10], GRADIENT, "auto"),  # D = 10,322
+            ("relu", [784, 128, 10], GRADIENT, "auto")],  # D = 101,632
 }
+#: Families run only when asked for (``--only``).
+ON_REQUEST = ("gpu",)
 # (seconds, MB) targets of the issue, for the cases they apply to.
 TARGETS = {GRADIENT: (300, 8000), MOMENTUM: (600, None)}
 CROSSOVER = [("relu", [40, 40, 40, 4], GRADIENT, alg) for alg in ("dense", "streamed")]
@@ -71,11 +90,15 @@ def fit_exponent(D: list[int], t: list[float]) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def count(case: tuple, devices: str = "all", env: dict | None = None) -> dict | None:
+def count(case: tuple, devices: str = "all", env: dict | None = None,
+          timeout: float = 1800) -> dict | None:
     kind, dims, flow, algorithm = case
     cmd = [sys.executable, "-c", SCRIPT, kind, ",".join(map(str, dims)), flow, algorithm,
            devices]
-    proc = run(cmd, 1800, env)
+    proc = run(cmd, timeout, env)
+    if proc["timeout"]:
+        print(f"{kind}{dims} {flow} {algorithm}: over the time limit of {timeout:g} s")
+        return None
     if proc["rc"] != 0:
         print(f"{kind}{dims} {flow} {algorithm}: failed\n{proc['err'][-800:]}")
         return None
@@ -126,18 +149,36 @@ def main() -> int:
     ap.add_argument("--skip-sharding", action="store_true")
     ap.add_argument("--skip-crossover", action="store_true")
     ap.add_argument("--plot", default=None, help="write a log–log plot (needs matplotlib)")
+    ap.add_argument("--linalg", choices=("auto", "host", "device", "both"), default="auto",
+                    help="where the levels are cut (both: each case twice, same run)")
+    ap.add_argument("--time-limit", type=float, default=1800, help="seconds per case")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/bench_scaling.json"))
     args = ap.parse_args()
-    results: dict = {"cpu_count": os.cpu_count(), "families": {}}
+    results: dict = {"cpu_count": os.cpu_count(), "families": {}, "linalg": args.linalg}
+    linalgs = ("host", "device") if args.linalg == "both" else (args.linalg,)
     print(HEADER)
-    for family in args.only or FAMILIES:
+    for family in args.only or [f for f in FAMILIES if f not in ON_REQUEST]:
         rows = []
         for case in FAMILIES[family][:2] if args.quick else FAMILIES[family]:
-            row = count(case)
-            if row is not None:
+            runs = {}
+            for linalg in linalgs:
+                env = None if linalg == "auto" else {"CONFLOW_LINALG": linalg}
+                row = count(case, env=env, timeout=args.time_limit)
+                if row is None:
+                    continue
+                runs[linalg] = row
                 rows.append(row)
                 dims = ",".join(map(str, case[1]))
-                print_row(f"{family}: {case[0]}[{dims}]", row, rows[0])
+                label = f"{family}: {case[0]}[{dims}]" + ("" if len(linalgs) == 1 else
+                                                          f" {row['linalg']}")
+                print_row(label, row, rows[0])
+            if len(runs) == 2:
+                host, device = runs["host"], runs["device"]
+                same = (host["ranks"], host["n_laws"]) == (device["ranks"], device["n_laws"])
+                device["device_over_host"] = device["seconds"] / host["seconds"]
+                device["same_ranks"] = same
+                print(f"  device / host: {device['device_over_host']:.2f}x count time; "
+                      f"same ranks per level: {same}")
         exponent = fit_exponent([r["D"] for r in rows], [r["seconds"] for r in rows])
         results["families"][family] = {"rows": rows, "exponent": exponent}
         if exponent is not None:

@@ -28,7 +28,7 @@ def run(cmd: list[str], timeout: float | None, extra_env: dict | None = None) ->
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=ROOT, env={**env(), **(extra_env or {})},
-                           capture_output=True, text=True, timeout=timeout)
+                           capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return {"timeout": True, "wall": time.perf_counter() - t0, "rc": None, "out": "",
                 "err": ""}
@@ -45,9 +45,11 @@ def last_json(text: str):
     raise ValueError("no JSON object on stdout")
 
 
-def run_json(cmd: list[str], timeout: float | None) -> tuple[dict, dict | None]:
-    """`run` and parse the last JSON line: (wall/rc/timeout/error record, JSON or ``None``)."""
-    r = run(cmd, timeout)
+def run_json(cmd: list[str], timeout: float | None,
+             extra_env: dict | None = None) -> tuple[dict, dict | None]:
+    """`run` (with ``extra_env``) and parse the last JSON line: (wall/rc/timeout/error record,
+    JSON or ``None``)."""
+    r = run(cmd, timeout, extra_env)
     record = {"wall_s": r["wall"], "timeout": r["timeout"], "rc": r["rc"], "error": None}
     if r["timeout"]:
         record["error"] = f"timed out after {timeout:.0f} s"

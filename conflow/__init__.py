@@ -6,7 +6,8 @@ importing conflow leaves the process's ``jax_enable_x64`` alone; see `conflow.pr
 - models: `linear`, `relu`, `factorization`, `nmf`, `icnn`, `product`, `attention`, `conv`,
   `softmax_layer`, `mlp`, `resnet`, `transformer`, `residual`, `custom`, `get_model`;
 - models from code: `from_model` → `SampledModel`; `count_laws_from_model` → `FromModelCount`;
-- flows: `AbstractFlow`, `GradientFlow`, `MomentumFlow`, `mirror_metric`, `parse_flow`;
+- flows: `AbstractFlow`, `GradientFlow`, `MomentumFlow` (both with ``weight_decay=λ``),
+  `SignFlow`, `mirror_metric`, `parse_flow`;
 - counting: `count_laws` → `LawCount`; the engine `lie_trace` → `LieTrace` on a `VectorFamily`;
 - which laws: `polynomial_laws` → `LawBasis` of `Law`s; `verify_law` → `Verdict`;
 - training experiments: `simulate`, `train`, optimizers (`gd`, `heavy_ball`, `nesterov`,
@@ -26,6 +27,7 @@ from conflow.flows import (
     AbstractFlow,
     GradientFlow,
     MomentumFlow,
+    SignFlow,
     mirror_metric,
     parse_flow,
 )
@@ -64,12 +66,13 @@ _LAZY = {
                     "verify_law"),
     "training.drift": ("DriftReport", "LawDrift", "drift_report", "loglog_slope"),
     "training.problem": ("forward_fn", "init_params", "make_loss"),
-    "training.monitors": ("Monitor",),
+    "training.monitors": ("Monitor", "rescaled_law"),
     "training.results": ("FlowState", "SimResult"),
     "training.simulate": ("Simulator", "make_simulator", "simulate"),
     "training.optimizers": ("Trainer", "TrainResult", "gd", "heavy_ball", "heavy_ball_flow",
                    "make_optimizer", "make_trainer", "mirror_descent", "mirror_heavy_ball",
-                   "momentum_coefficients", "nesterov", "train"),
+                   "momentum_coefficients", "nesterov", "sign_descent", "train",
+                   "with_weight_decay"),
     "training.plots": ("plot_drift", "plot_drift_vs_step"),
 }
 _LAZY_OWNER = {name: module for module, names in _LAZY.items() for name in names}
@@ -113,6 +116,9 @@ __all__ = [
     "mlp_forward",
     "momentum_coefficients",
     "nesterov",
+    "rescaled_law",
+    "sign_descent",
+    "with_weight_decay",
     "plot_drift",
     "plot_drift_vs_step",
     "simulate",
@@ -129,6 +135,7 @@ __all__ = [
     "LawExpression",
     "LawCount",
     "MomentumFlow",
+    "SignFlow",
     "LieTrace",
     "Model",
     "ParamBlock",

@@ -1,7 +1,8 @@
 """Errors conflow raises on purpose: each names the problem in one line.
 
-The CLI maps them to its exit codes: `InputError` → 2 (bad input), `ResourceLimitError` → 3 (a
-run that does not fit the machine, or stopped at a limit).
+The CLI maps them to its exit codes: `InputError` → 2 (bad input; `TooLargeError`, a count
+refused before it starts because its estimate does not fit, is one), `ResourceLimitError` → 3 (a
+run that ran out of a resource, or could not reach one).
 """
 
 
@@ -12,6 +13,11 @@ class InputError(ValueError):
 class PiecewiseError(InputError):
     """φ is piecewise polynomial (ReLU, max, abs, …): the exact engine counts it only on the
     activation region of a point (``region=θ0``)."""
+
+
+class TooLargeError(InputError):
+    """A run refused before it allocates anything: its estimated memory does not fit the machine
+    or the user's ``max_memory``. The message gives the estimate and the option that would fit."""
 
 
 class ResourceLimitError(RuntimeError):

@@ -127,7 +127,7 @@ def test_auto_counts_tiny_polynomial_models_exactly():
     assert count.method == "exact" and count.status == "ok" and count.n_laws == 0
     # numeric options ask for the numeric engine
     assert cf.count_laws(cf.linear([2, 3, 2]), algorithm="dense").method == "numeric"
-    assert cf.count_laws(cf.linear([3, 4, 4, 3])).method == "numeric"
+    assert cf.count_laws(cf.linear([2, 3, 2]), linalg="host").method == "numeric"
 
 
 def test_method_both_cross_checks_a_relu_network_given_as_code():

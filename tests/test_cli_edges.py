@@ -99,7 +99,7 @@ def test_a_closed_pipe_ends_quietly_and_a_full_disk_is_one_line():
                                   "device")
 
 
-def test_a_count_that_cannot_fit_is_one_line_and_exit_3():
+def test_a_count_that_cannot_fit_is_refused_up_front_with_exit_2():
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -107,8 +107,9 @@ def test_a_count_that_cannot_fit_is_one_line_and_exit_3():
     if total > 64 * 2**30:
         pytest.skip("this machine could try the 51 GiB count")
     run = _run(f"{sys.executable} -m conflow count linear 3000,3000,2")
-    assert run.returncode == 3, run.stderr[-2000:]
-    assert run.stderr.strip().startswith("conflow: error: out of memory")
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.strip().startswith("conflow: error: out of memory (estimated before")
+    assert len(run.stderr.strip().splitlines()) == 1
     assert "Traceback" not in run.stderr
 
 

@@ -285,10 +285,11 @@ def test_reproduce_momentum_smoke():
 
 
 def test_reproduce_papers_and_method():
-    assert reproduce.PAPERS == ("gradient", "momentum", "all")
+    assert reproduce.PAPERS == ("gradient", "momentum", "transformers", "all")
     assert reproduce.n_cases("gradient") == 5 + 50 + 50  # the gradient paper is unchanged
     assert reproduce.n_cases("momentum") == 4 * 20 * 3 + 2 * 20
-    assert reproduce.n_cases("all") == reproduce.n_cases("gradient") + reproduce.n_cases("momentum")
+    assert reproduce.n_cases("all") == sum(reproduce.n_cases(p)
+                                           for p in ("gradient", "momentum", "transformers"))
     rows = list(reproduce.run("momentum", limit=1, method="exact"))
     assert all(r.count.method == "exact" and r.match for r in rows)
     with pytest.raises(InputError, match="unknown method 'fast'"):

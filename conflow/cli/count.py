@@ -2,26 +2,37 @@
 
     conflow count MODEL DIMS [--bias] [--flow ...] [--tau T] [--metric M] [--seed S]
                   [--points N] [--max-depth K] [--method auto|numeric|exact|both] [--exact]
-                  [--devices N] [--dtype float64|float32] [--algorithm ...]
+                  [--devices N] [--dtype float64|float32] [--algorithm ...] [--linalg ...]
                   [--coordinator HOST:PORT --num-processes N --process-id I]
+                  [--max-memory SIZE] [--time-limit DURATION]
                   [--json] [--no-progress] [--no-escalate]
 
 Prints `CountResult.summary` (or its JSON); models counted on inputs (`SampledModel`) report the
-recount on twice as many inputs under ``inputs``. Exit code 0 whatever the status of the count,
-2 on bad input.
+recount on twice as many inputs under ``inputs``. Before a numeric count starts, its memory
+and time are estimated (`conflow.laws.cost`): an estimate above a few seconds is printed on
+stderr (``estimate: streamed engine, ~2.1 GB, ~7 min; …``), and a count that cannot fit the
+memory (``--max-memory``, default what the machine has available) is refused up front with the
+estimate and the option that would fit. ``--time-limit`` stops a count between levels
+(status ``not_converged``, the levels done kept). Exit code 0 whatever the status of the count,
+2 on bad input, 3 on a resource limit.
 """
 
 from __future__ import annotations
 
 import json
 
-from conflow.cli.arguments import add_json_argument, add_model_arguments, model_and_flow
+from conflow.cli.arguments import (
+    add_json_argument,
+    add_limit_arguments,
+    add_model_arguments,
+    model_and_flow,
+)
 from conflow.errors import InputError, check_int
 
 
 def add_parser(subparsers) -> None:
     """Add the ``count`` subcommand."""
-    from conflow.engine.trace import ALGORITHMS, DENSE_MAX_DIM
+    from conflow.engine.trace import ALGORITHMS, DENSE_MAX_DIM, LINALG_ENV, LINALGS
     from conflow.laws.count import METHODS
 
     c = subparsers.add_parser("count", help="count the conservation laws of a model under a flow")
@@ -40,12 +51,17 @@ def add_parser(subparsers) -> None:
                    help="numeric linear algebra: dense (one SVD per level), streamed (blocks "
                         "added to a trace basis, O(D r) memory), auto (streamed above "
                         f"state dim {DENSE_MAX_DIM})")
+    c.add_argument("--linalg", default="auto", choices=LINALGS,
+                   help="where the numeric levels are cut: device (the traces stay on the "
+                        "accelerator), host (LAPACK on the CPU), auto (device on GPUs, host on "
+                        f"CPUs; {LINALG_ENV} overrides)")
     c.add_argument("--coordinator", default=None,
                    help="HOST:PORT of process 0 for a multi-process run (jax.distributed)")
     c.add_argument("--num-processes", type=int, default=None)
     c.add_argument("--process-id", type=int, default=None)
     c.add_argument("--connect-timeout", type=float, default=None,
                    help="seconds to wait for the coordinator / the other processes (default 60)")
+    add_limit_arguments(c)
     add_json_argument(c)
     c.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it shows on a terminal once a count runs 2 s)")
@@ -69,9 +85,12 @@ def run(args) -> int:
                        args.connect_timeout)
     model, flow = model_and_flow(args)
     method = "exact" if args.exact else args.method
-    options = dict(method=method, points=args.points, seed=args.seed, max_depth=args.max_depth,
-                   devices=args.devices, dtype=args.dtype, algorithm=args.algorithm,
-                   escalate=not args.no_escalate, progress=False if args.no_progress else None)
+    options = {"method": method, "points": args.points, "seed": args.seed,
+               "max_depth": args.max_depth, "devices": args.devices, "dtype": args.dtype,
+               "algorithm": args.algorithm, "linalg": args.linalg,
+               "escalate": not args.no_escalate,
+               "progress": False if args.no_progress else None,
+               "max_memory": args.max_memory, "time_limit": args.time_limit}
     if isinstance(model, SampledModel):  # counted on inputs: recount on twice as many
         sampled = count_laws_from_model(model, flow=flow, **options)
         extra = sampled.to_json()

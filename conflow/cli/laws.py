@@ -1,13 +1,14 @@
 """``conflow laws``: a basis of the polynomial conservation laws, compared with the count.
 
-    conflow laws MODEL DIMS [--degree K] [--homogeneous] [--flow ...] [--tau T] [--metric M]
-                 [--bias] [--seed S] [--no-count] [--all] [--json]
+    conflow laws MODEL DIMS [--degree K] [--homogeneous] [--flow ...] [--tau T]
+                 [--weight-decay λ] [--metric M] [--bias] [--seed S] [--no-count] [--all] [--json]
 
 Prints a basis of the polynomial laws (families in matrix form, the rest as polynomials) and
 compares their number of independent members with `count_laws`. Default degree
 (`conflow.cli.arguments.default_degree`): 2 for gradient flows and τ = 0 momentum, 3 for τ > 0
-(the law carries s = e^{τt}, MATH.md §1.7), 5 for Nesterov (t³ × a bilinear form). Exit code 0,
-2 on bad input.
+(the law carries s = e^{τt}, MATH.md §1.7), 5 for Nesterov (t³ × a bilinear form), 4 for gradient
+flows with weight decay (s² × a quadratic, s = e^{λt}, MATH.md §2.10). The sign flow has no
+polynomial laws to search (they are piecewise): exit 2. Exit code 0, 2 on bad input.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """``conflow simulate``: run a flow or an optimizer on synthetic data and report law drift.
 
-    conflow simulate MODEL DIMS [--bias] [--flow gradient|momentum|nesterov] [--metric M] [--tau T]
-                     [--optimizer sgd|heavy-ball|nesterov|adam|mirror] [--lr LR] [--mu MU]
-                     [--nu NU] [--beta B] [--steps N | --t1 T] [--batch-size B] [--samples N]
-                     [--sweep-lr LR1,LR2,...] [--plot FILE] [--json] ...
+    conflow simulate MODEL DIMS [--bias] [--flow gradient|momentum|nesterov|sign] [--metric M]
+                     [--tau T] [--weight-decay λ]
+                     [--optimizer sgd|heavy-ball|nesterov|adam|adamw|sign|mirror] [--lr LR]
+                     [--mu MU] [--nu NU] [--beta B] [--steps N | --t1 T] [--batch-size B]
+                     [--samples N] [--sweep-lr LR1,LR2,...] [--plot FILE] [--json] ...
 
 Without ``--optimizer`` the continuous flow is integrated (diffrax) up to ``--t1`` (default 10);
 with it, the discrete optimizer runs ``--steps`` steps (default 1000) or ``--t1 / lr`` steps.
@@ -14,7 +15,11 @@ Monitored laws: the model's closed-form laws of the gradient flow of the chosen 
 (``gf_laws``: Euclidean; ``mirror_laws``: entropy metric), the momentum laws
 e^{τt}Antisym(…) of linear nets along momentum flows (``momentum_laws``), and the discrete heavy
 ball's exact β^{−k}⟨x_k − x_{k−1}, K x_k⟩ (``heavy_ball_laws``). The law the flow or optimizer keeps
-exactly, if any, is the noise floor of the drift report.
+exactly, if any, is the noise floor of the drift report. With ``--weight-decay λ`` the
+gradient-flow laws are also monitored at e^{λt}θ (``…(e^Λθ)``, `rescaled_law`; (1 − lr·λ)^{−k} for
+sgd, adamw and sign steps): the form P3's theorem says is conserved (MATH.md §2.10), the
+reference of continuous runs, while the plain law decays. Sign descent and Adam keep no law: their
+report shows the gradient-flow laws drifting.
 
 ``--sweep-lr`` reruns a discrete optimizer at each learning rate and fits the log–log slope of
 each law's final drift against the step (MATH.md §5: 2 at a fixed number of steps, 1 at a fixed
@@ -34,13 +39,14 @@ import numpy as np
 from conflow.cli.arguments import (
     FLOWS,
     add_json_argument,
+    check_weight_decay,
     make_flow,
     model_from_args,
     seed,
 )
 from conflow.errors import InputError
 
-OPTIMIZERS = ("sgd", "heavy-ball", "nesterov", "adam", "mirror")
+OPTIMIZERS = ("sgd", "heavy-ball", "nesterov", "adam", "adamw", "sign", "mirror")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -57,10 +63,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--metric", default=None, choices=("euclidean", "entropy"),
                    help="default: entropy for nmf/icnn, euclidean otherwise")
     p.add_argument("--tau", type=float, default=None, help="momentum damping τ (default 1)")
+    p.add_argument("--weight-decay", type=float, default=None, metavar="λ",
+                   help="weight decay λ ≥ 0: θ' + λθ = −∇L (continuous), or the optimizer's "
+                        "(sgd, heavy-ball, adamw, sign)")
     p.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
                    help="run this discrete optimizer instead of the continuous flow")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate / step δ (default 0.05; 0.01 for adam)")
+                   help="learning rate / step δ (default 0.05; 0.01 for adam, adamw, sign)")
     p.add_argument("--mu", type=float, default=None,
                    help="heavy-ball / mirror mass μ in μθ'' + νθ' = −∇L (heavy-ball default 1)")
     p.add_argument("--nu", type=float, default=1.0, help="friction ν (default 1)")
@@ -140,16 +149,23 @@ def _gf_laws(model, metric: str):
 def _continuous_monitors(model, flow, activation=None) -> tuple[dict, str | None]:
     """Laws to monitor along a continuous flow, and the one the flow keeps (the reference)."""
     from conflow.reference.closed_forms import has_momentum_laws, model_laws
+    from conflow.training.monitors import rescaled_law
 
     mons, ref = {}, None
     if activation not in (None, "relu"):  # the closed forms need a homogeneous activation
         law = _gf_laws(model, flow.metric_name)
         return ({"relu_laws": law} if law is not None else {}), None
+    if flow.locally_constant:  # sign flow: the gradient-flow laws, kept by nothing
+        law = _gf_laws(model, "euclidean")
+        return ({"gf_laws": law} if law is not None else {}), None
     if not flow.has_velocity:
         name = "mirror_laws" if flow.metric_name == "entropy" else "gf_laws"
         law = _gf_laws(model, flow.metric_name)
         if law is not None:
             mons[name], ref = law, name
+            if flow.has_time:  # weight decay: kept at e^{Λ(t)}θ, decays as it is
+                ref = f"{name}(e^Λθ)"
+                mons[ref] = rescaled_law(law, flow.weight_decay, name=ref)
         return mons, ref
     law = _gf_laws(model, flow.metric)
     if law is not None:
@@ -160,11 +176,19 @@ def _continuous_monitors(model, flow, activation=None) -> tuple[dict, str | None
 
 
 def _discrete_monitors(model, name: str, metric: str, beta: float | None,
-                       activation=None) -> tuple[dict, str | None]:
+                       activation=None, weight_decay: float | None = None,
+                       lr: float | None = None) -> tuple[dict, str | None]:
     from conflow.flows import MomentumFlow
     from conflow.reference.closed_forms import has_momentum_laws, linear_momentum_laws
+    from conflow.training.monitors import rescaled_law
 
     mons, ref = {}, None
+    if weight_decay and name in ("sgd", "adamw", "sign") and activation in (None, "relu"):
+        law = _gf_laws(model, metric)  # decoupled decay: x_{k+1} = (1 − lr·λ)x_k − lr·u_k
+        if law is not None:
+            mons["gf_laws"] = law
+            mons["gf_laws(e^Λθ)"] = rescaled_law(law, weight_decay, lr=lr, name="gf_laws(e^Λθ)")
+        return mons, None
     if activation not in (None, "relu"):  # not laws of a tanh net: monitored, never a reference
         law = _gf_laws(model, "entropy" if name == "mirror" else metric)
         return ({"relu_laws": law} if law is not None else {}), None
@@ -255,6 +279,7 @@ def run(args) -> int:
         if args.flow != "gradient" or args.tau is not None:
             raise InputError("--flow / --tau describe continuous flows; with --optimizer use "
                              "--lr, --mu, --nu, --beta")
+        check_weight_decay(args.weight_decay)
         if args.velocity_scale or args.t0 is not None:
             raise InputError("--velocity-scale and --t0 apply to continuous flows")
         lrs = _parse_lrs(args.sweep_lr) if args.sweep_lr else [None]
@@ -314,8 +339,9 @@ def _run_continuous(args, model, metric, data, params0):
     from conflow.training.drift import drift_report
     from conflow.training.simulate import simulate
 
-    flow = make_flow(args.flow, metric, args.tau if args.flow == "momentum" else None,
-                     default_tau=1.0)
+    flow = make_flow(args.flow, args.metric if args.flow == "sign" else metric,
+                     args.tau if args.flow == "momentum" else None, default_tau=1.0,
+                     weight_decay=args.weight_decay)
     flow.validate(model)
     monitors, ref = _continuous_monitors(model, flow, args.activation)
     t1 = 10.0 if args.t1 is None else args.t1
@@ -338,7 +364,8 @@ def _run_discrete(args, model, metric, data, params0, lr):
     from conflow.training.optimizers import make_optimizer, momentum_coefficients, train
 
     lr = lr if lr is not None else (args.lr if args.lr is not None else
-                                    (0.01 if args.optimizer == "adam" else 0.05))
+                                    (0.01 if args.optimizer in ("adam", "adamw", "sign")
+                                     else 0.05))
     if args.optimizer == "mirror" and not model.positive_mask.any():
         raise InputError(f"--optimizer mirror needs a model with positive blocks (nmf, icnn), "
                          f"not {model.name}")
@@ -346,7 +373,8 @@ def _run_discrete(args, model, metric, data, params0, lr):
         raise InputError("--optimizer mirror is the entropy-metric step: drop --metric euclidean")
     positive = {b.name: b.positive for b in model.blocks}
     tx, step_time, label = make_optimizer(args.optimizer, lr, mu=args.mu, nu=args.nu,
-                                          beta=args.beta, positive=positive)
+                                          beta=args.beta, positive=positive,
+                                          weight_decay=args.weight_decay)
     beta = None
     if args.optimizer == "heavy-ball":
         beta = args.beta if args.beta is not None else momentum_coefficients(
@@ -360,7 +388,13 @@ def _run_discrete(args, model, metric, data, params0, lr):
     if steps < 1:
         raise InputError(f"--steps must be >= 1, got {steps}")
     every = args.every if args.every is not None else _default_every(steps)
-    monitors, ref = _discrete_monitors(model, args.optimizer, metric, beta, args.activation)
+    decay = args.weight_decay
+    if args.optimizer == "adamw" and decay is None:
+        from conflow.training.optimizers import ADAMW_DEFAULT_DECAY
+
+        decay = ADAMW_DEFAULT_DECAY
+    monitors, ref = _discrete_monitors(model, args.optimizer, metric, beta, args.activation,
+                                       weight_decay=decay, lr=lr)
     if args.optimizer == "mirror" and args.mu:
         ref = None  # mirror heavy ball keeps no law exactly
     result = train(model, tx, params0, data, steps, every=every, monitors=monitors,

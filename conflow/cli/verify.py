@@ -1,11 +1,13 @@
 """``conflow verify``: test a hypothesised conservation law.
 
-    conflow verify MODEL DIMS --law EXPR [--flow ...] [--tau T] [--metric M] [--bias]
-                   [--points N] [--seed S] [--degree K] [--no-known] [--simulate]
+    conflow verify MODEL DIMS --law EXPR [--flow ...] [--tau T] [--weight-decay λ] [--metric M]
+                   [--bias] [--points N] [--seed S] [--degree K] [--no-known] [--simulate]
                    [--steps N] [--inits N] [--json]
 
 The law is written over the parameter names (see `conflow.laws.expressions`; momentum: ``dU1``
-for U1', ``t`` for the time, ``s`` = e^{τt}). The command also reports independence from the
+for U1', ``t`` for the time, ``s`` = e^{τt}; weight decay: ``t`` and ``s`` = e^{λt}, e.g.
+``s**2*(sum(U**2) - sum(V**2))``). The sign flow's laws are only piecewise polynomial, so no
+polynomial laws are searched for it (``--no-known`` is implied; the count still runs). The command also reports independence from the
 polynomial laws of degree ``--degree`` (default as ``conflow laws``; skip with ``--no-known``)
 and completeness against `count_laws`. Exit code: 0 if the verdict is ``conserved``, 1 if
 ``not_conserved`` or ``inconclusive``, 2 on bad input.
@@ -43,21 +45,34 @@ def add_parser(subparsers) -> None:
 
 def _closed_form_reference(model, flow):
     """The first closed-form law of the literature (`conflow.reference`) as a reference for the
-    simulation's drift table, or None."""
+    simulation's drift table, or None. Under a constant weight decay λ, the gradient-flow law H
+    is taken at e^{λt}θ (P3's theorem, MATH.md §2.10)."""
     import jax.numpy as jnp
 
+    from conflow.flows import GradientFlow
     from conflow.reference.closed_forms import closed_form_laws
 
+    if flow.locally_constant:
+        return None
+    if flow.has_time and not flow.has_velocity:
+        lam = flow.weight_decay
+        laws = None if callable(lam) else closed_form_laws(model, GradientFlow(flow.metric))
+        if laws is None:
+            return None
+        return lambda t, params: laws(jnp.exp(lam * t) * model.from_pytree(params))[0]
     laws = closed_form_laws(model, flow)
     if laws is None:
         return None
+    flat = model.from_pytree  # verify_law hands references the model's own parameters
     if not flow.has_velocity:
-        return lambda theta: laws(theta)[0]
-    return lambda t, theta, v: laws(jnp.concatenate([flow.time_variable(t)[None], theta, v]))[0]
+        return lambda params: laws(flat(params))[0]
+    return lambda t, params, v: laws(jnp.concatenate([flow.time_variable(t)[None], flat(params),
+                                                      flat(v)]))[0]
 
 
 def run(args) -> int:
     """Run ``conflow verify``; 0 if the law is conserved, 1 otherwise."""
+    from conflow.flows.decay import decay_json
     from conflow.laws.expressions import compile_law, expression_names
     from conflow.laws.verify import CONSERVED, verify_law
 
@@ -68,7 +83,7 @@ def run(args) -> int:
     model, flow = model_and_flow(args)
     law = compile_law(args.law, model, flow)  # every syntax / name error before any work
     known = None
-    if not args.no_known:
+    if not args.no_known and not flow.locally_constant:
         from conflow.laws.find import polynomial_laws
 
         known = polynomial_laws(model, flow, degree_from_args(args, flow), seed=args.seed,
@@ -81,7 +96,7 @@ def run(args) -> int:
     if args.json:
         out = verdict.to_json()
         out.update({"model": model.label, "flow": flow.name, "tau": flow.tau,
-                    "metric": flow.metric_name,
+                    "weight_decay": decay_json(flow.weight_decay), "metric": flow.metric_name,
                     "known_laws": None if known is None else known.n_laws})
         print(json.dumps(out))
     else:

@@ -71,7 +71,7 @@ def initialize(
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id,
-                               initialization_timeout=max(1, int(math.ceil(timeout))))
+                               initialization_timeout=max(1, math.ceil(timeout)))
     # Gloo announces its connections on file descriptor 1 at the first collective: make that
     # happen now, with fd 1 sent to stderr, so that stdout keeps only conflow's own output.
     sys.stdout.flush()
@@ -130,4 +130,4 @@ def to_host(x: jax.Array) -> np.ndarray:
     """The whole of a (possibly multi-process) array on every process."""
     if jax.process_count() > 1 and not x.is_fully_addressable:
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
+    return np.asarray(jax.device_get(x))

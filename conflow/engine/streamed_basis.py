@@ -23,13 +23,23 @@ the trace found before the block (with the dense engine, against the trace befor
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from scipy.linalg import lapack
 
 from conflow.engine.rank import cut_spectrum, row_space_svd
 
 # LAPACK's block size for the compact WY form: 512 made a 10⁴-dimensional trace 1.3× faster than 32.
 _WY_BLOCK = 512
+
+
+@functools.cache
+def _lapack():
+    """SciPy's LAPACK wrappers, loaded on the first streamed count on the host (0.1 s of
+    import that dense counts and `import conflow` do not pay)."""
+    from scipy.linalg import lapack
+
+    return lapack
 
 
 class TraceBasis:
@@ -48,7 +58,7 @@ class TraceBasis:
         """Qᵀ x for ``x (n, b)``: coordinates in which the trace is the first ``rank`` rows."""
         x = np.array(x, dtype=np.float64, order="F")
         for offset, v, t, u in self._factors:
-            x[offset:], _ = lapack.dgemqrt(v, t, x[offset:], trans="T")
+            x[offset:], _ = _lapack().dgemqrt(v, t, x[offset:], trans="T")
             x[offset : offset + u.shape[0]] = u.T @ x[offset : offset + u.shape[0]]
         return x
 
@@ -59,7 +69,7 @@ class TraceBasis:
         x[: self.rank] = np.eye(self.rank)
         for offset, v, t, u in reversed(self._factors):
             x[offset : offset + u.shape[0]] = u @ x[offset : offset + u.shape[0]]
-            x[offset:], _ = lapack.dgemqrt(v, t, x[offset:], trans="N")
+            x[offset:], _ = _lapack().dgemqrt(v, t, x[offset:], trans="N")
         return x.T
 
     def extend(self, y: np.ndarray, rtol: float) -> tuple[np.ndarray, int]:
@@ -71,7 +81,7 @@ class TraceBasis:
         if self.rank == self.n:
             return np.zeros(0), 0
         residual = self.rotate(np.asarray(y).T)[self.rank :]  # (n − r, b)
-        a, t, _ = lapack.dgeqrt(min(_WY_BLOCK, *residual.shape), residual)
+        a, t, _ = _lapack().dgeqrt(min(_WY_BLOCK, *residual.shape), residual)
         width = min(residual.shape)
         r_factor = np.triu(a[:width])  # (width, b)
         sigma, ut = row_space_svd(r_factor.T, full=False)  # left singular vectors of R, as rows

@@ -10,6 +10,12 @@ for τ = 0 and Nesterov. The flow for data with ∇_φℓ = c is z' = χ_0(z) �
 
 and the count is 2D + 1 − dim Lie{χ_0, χ_1, …, χ_d}(z) (MATH.md §3.2). The entropy metric gives
 mirror momentum θ'' + τθ' = −diag(τθ + θ')∇L, i.e. d/dt ∇Ψ(θ' + τθ) = −∇L, Ψ = Σ w log w − w.
+
+Weight decay λ (`conflow.flows.decay`, MATH.md §2.10): θ'' + τθ' + λ(t)θ = −M(w)^{-1}∇L, the L2
+penalty's force −λθ added to the drift's velocity part, χ_0 = (τs, v, −τv − λθ) (and likewise for
+τ = 0 and Nesterov), with λ(t) at t = log(s)/τ (τ > 0) or t = s. The state is unchanged. For an
+isometry K (⟨∇L, Kθ⟩ = 0, K antisymmetric) ⟨θ, Kθ⟩ = 0, so the Noether laws e^{τt}⟨θ', Kθ⟩
+survive any weight decay; the count, as always, is blind.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ import numpy as np
 
 from conflow.engine.trace import VectorFamily
 from conflow.errors import InputError
-from conflow.exact.polynomial import momentum_fields
+from conflow.exact.polynomial import Poly, exact_rational, momentum_fields
+from conflow.flows import decay
 from conflow.flows.base import AbstractFlow, FlowDynamics
 from conflow.flows.metrics import (
     InverseMetric,
@@ -56,15 +63,19 @@ class MomentumFlow(AbstractFlow):
         metric: ``"euclidean"``, ``"entropy"`` or a callable ``(w, g) -> M(w)^{-1} g`` (e.g.
             `mirror_metric` of a potential Ψ), evaluated at w = τθ + θ' (on parameter pytrees
             when integrated).
+        weight_decay: λ ≥ 0, a constant (default 0) or a function of time ``t -> λ(t)``:
+            θ'' + τθ' + λθ = −M(w)^{-1}∇L (module docstring).
     """
 
     damping: float | str = 0.0
     metric: str | InverseMetric = "euclidean"
+    weight_decay: decay.WeightDecay = 0.0
 
     has_velocity = True
 
     def __post_init__(self):
         check_metric(self.metric)
+        object.__setattr__(self, "weight_decay", decay.check_weight_decay(self.weight_decay))
         if isinstance(self.damping, str):
             if self.damping != NESTEROV:
                 raise InputError(f"damping must be a number τ >= 0 or 'nesterov', got "
@@ -79,9 +90,33 @@ class MomentumFlow(AbstractFlow):
     @property
     def label(self) -> str:
         prefix = {"euclidean": "", "entropy": "mirror-"}.get(self.metric_name, "custom-")
+        wd = decay.decay_label(self.weight_decay)
+        suffix = f"+wd({wd})" if wd else ""
         if self.tau is None:
-            return prefix + "nesterov"
-        return (prefix + "momentum" if prefix else "heavy-ball") + f"(τ={self.tau:g})"
+            return prefix + "nesterov" + suffix
+        return (prefix + "momentum" if prefix else "heavy-ball") + f"(τ={self.tau:g})" + suffix
+
+    @property
+    def is_polynomial(self) -> bool:
+        return isinstance(self.metric, str) and decay.is_constant(self.weight_decay)
+
+    @property
+    def not_polynomial_reason(self) -> str:
+        if callable(self.weight_decay):
+            return "the weight decay λ(t) is a function of time: the drift is not polynomial"
+        return super().not_polynomial_reason
+
+    @property
+    def time_name(self) -> str:
+        return "s" if self.tau else "t"
+
+    @property
+    def time_note(self) -> str:
+        return "s = exp(τ t)" if self.tau else ""
+
+    def decay_rate(self, s: Array) -> Array:
+        """λ(t) at the state's time coordinate s."""
+        return decay.rate(self.weight_decay, self.time_of(s))
 
     @property
     def tau(self) -> float | None:
@@ -102,6 +137,7 @@ class MomentumFlow(AbstractFlow):
         """G(z, a) = a_0 χ_0(z) + Σ_i a_i χ_i(z) on R^{2D+1}, m = d + 1 coefficients."""
         D, phi, tau = model.D, model.phi, self.tau
         inv_metric = inverse_metric(self.metric, model)
+        decayed = decay.is_decayed(self.weight_decay)
 
         def make_field(gradient: Callable[[Array, Array], Array]) -> Callable:
             # a_0 χ_0 + (0, 0, M(w)^{-1} gradient(θ, a[1:])), gradient = ∂φ(θ)ᵀa or ∇⟨a(f), φ⟩
@@ -114,6 +150,9 @@ class MomentumFlow(AbstractFlow):
                     drift = jnp.concatenate([jnp.ones(1), v, jnp.zeros(D)])
                 else:
                     drift = jnp.concatenate([(tau * s)[None], v, -tau * v])
+                if decayed:
+                    drift = drift - jnp.concatenate([jnp.zeros(D + 1),
+                                                     self.decay_rate(s) * theta])
                 force = inv_metric(rate * theta + v, gradient(theta, a[1:]))
                 return a[0] * drift + jnp.concatenate([jnp.zeros(D + 1), force])
 
@@ -129,21 +168,34 @@ class MomentumFlow(AbstractFlow):
 
     def polynomial_fields(self, model: Model, phi_polys: Sequence[object]) -> list:
         """[χ_0, χ_1, …, χ_d] of `conflow.exact.polynomial.momentum_fields` (Nesterov's drift
-        multiplied by t, which leaves the trace unchanged)."""
-        return momentum_fields(phi_polys, model.D, self.tau,
-                               metric_mask=mirror_coordinates(self.metric, model),
-                               nesterov=self.tau is None)
+        multiplied by t, which leaves the trace unchanged); a constant weight decay λ adds −λθ
+        to the drift's velocity part (−λtθ for Nesterov's multiplied drift)."""
+        fields = momentum_fields(phi_polys, model.D, self.tau,
+                                 metric_mask=mirror_coordinates(self.metric, model),
+                                 nesterov=self.tau is None)
+        if not decay.is_decayed(self.weight_decay):
+            return fields
+        if not decay.is_constant(self.weight_decay):
+            raise InputError("the exact engine needs a polynomial flow: a weight decay λ(t) "
+                             "given as a function is not polynomial")
+        D = model.D
+        lam = exact_rational(self.weight_decay, "weight decay λ")
+        factor = Poly.var(0) if self.tau is None else Poly.const(1)  # Nesterov: times t
+        drift = list(fields[0])
+        for j in range(D):
+            drift[1 + D + j] = drift[1 + D + j] - (factor * Poly.var(1 + j)).scale(lam)
+        return [tuple(drift), *fields[1:]]
 
     def sample_points(self, model: Model, key: Array | int, n: int) -> Array:
         """Generic states (s, θ, v), shape ``(n, 2D + 1)``: s ∈ (0.5, 2) (s > 0 is required for
         τ > 0 and Nesterov), θ from the model, v Gaussian and positive on mirror coordinates."""
         rng = as_generator(key)
         s = rng.uniform(0.5, 2.0, (n, 1))
-        theta = np.asarray(model.sample_points(rng, n))
+        theta = np.asarray(jax.device_get(model.sample_points(rng, n)))
         v = rng.standard_normal((n, model.D))
         if self.metric == "entropy":
             v = np.where(np.asarray(entropy_mask(model)), np.abs(v) + 0.1, v)
-        return jnp.asarray(np.concatenate([s, theta, v], axis=1))
+        return jax.device_put(np.concatenate([s, theta, v], axis=1))
 
     def check_point(self, model: Model, z: np.ndarray) -> None:
         z = np.asarray(z)
@@ -186,6 +238,10 @@ class MomentumFlow(AbstractFlow):
         t = jnp.asarray(t, jnp.float64)
         return jnp.exp(self.tau * t) if self.tau else t
 
+    def time_of(self, s: Array) -> Array:
+        """t = log(s)/τ for τ > 0, t = s for τ = 0 and Nesterov."""
+        return jnp.log(s) / self.tau if self.tau else s
+
 
 class _MomentumDynamics(FlowDynamics):
     """y = (θ, v) (Euclidean, callable metric: v' = −τv − M(τθ + v)^{-1}∇L); mirror momentum:
@@ -194,6 +250,7 @@ class _MomentumDynamics(FlowDynamics):
     def __init__(self, flow: MomentumFlow, grad: Callable, mask: Any):
         self.flow, self.grad, self.mask = flow, grad, mask
         self.mirror = flow.metric == "entropy"
+        self.decayed = decay.is_decayed(flow.weight_decay)
 
     def to_state(self, params, velocity, t0):
         if not self.mirror:
@@ -216,6 +273,7 @@ class _MomentumDynamics(FlowDynamics):
 
     def __call__(self, t, y, data):
         rate = self.flow.rate(t)
+        lam = decay.rate(self.flow.weight_decay, t) if self.decayed else 0.0
         damped = lambda vi, gi: -rate * vi - gi  # noqa: E731
         if not self.mirror:
             theta, v = y
@@ -223,11 +281,20 @@ class _MomentumDynamics(FlowDynamics):
             if callable(self.flow.metric):
                 w = jax.tree_util.tree_map(lambda x, vi: rate * x + vi, theta, v)
                 g = self.flow.metric(w, g)
+            if self.decayed:  # the L2 force −λθ
+                g = jax.tree_util.tree_map(lambda gi, x: gi + lam * x, g, theta)
             return (v, jax.tree_util.tree_map(damped, v, g))
         xi, eta = y  # (log θ, log w) on mirror coordinates, (θ, v) elsewhere
-        g = self.grad(tree_exp(self.mask, xi), data)
+        theta = tree_exp(self.mask, xi)
+        g = self.grad(theta, data)
         dxi = tree_where(self.mask,
                          jax.tree_util.tree_map(lambda a, b: jnp.exp(a - b) - rate, eta, xi), eta)
-        deta = tree_where(self.mask, jax.tree_util.tree_map(jnp.negative, g),
-                          jax.tree_util.tree_map(damped, eta, g))
+        if self.decayed:  # w' gains −λθ: (log w)' = −∇L − λθ/w on mirror coordinates
+            mirror_part = jax.tree_util.tree_map(
+                lambda m, gi, x, e: -gi - lam * x * jnp.exp(-jnp.where(m, e, 0.0)),
+                self.mask, g, theta, eta)
+            g = jax.tree_util.tree_map(lambda gi, x: gi + lam * x, g, theta)
+        else:
+            mirror_part = jax.tree_util.tree_map(jnp.negative, g)
+        deta = tree_where(self.mask, mirror_part, jax.tree_util.tree_map(damped, eta, g))
         return (dxi, deta)

@@ -12,6 +12,7 @@ never consulted.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,10 +20,16 @@ from typing import Any
 import numpy as np
 
 from conflow.engine.rank import DEFAULT_MIN_GAP
-from conflow.engine.trace import AMBIGUOUS, OK, LieTrace, lie_trace
-from conflow.errors import InputError, PiecewiseError, check_int
+from conflow.engine.trace import AMBIGUOUS, NOT_CONVERGED, OK, LieTrace, lie_trace
+from conflow.errors import (
+    InputError,
+    PiecewiseError,
+    TooLargeError,
+    check_int,
+)
 from conflow.exact import polynomial_form
 from conflow.flows import AbstractFlow, parse_flow
+from conflow.laws import cost as _cost
 from conflow.laws.exact_count import exact_count_laws
 from conflow.laws.points import generic_points
 from conflow.models.base import Model, check_model
@@ -32,12 +39,13 @@ from conflow.status import Status
 METHODS = ("auto", "numeric", "exact", "both")
 #: The fewest generic points of a numeric count: their agreement is part of the evidence.
 MIN_POINTS = 3
-# method="auto" uses the exact engine for momentum flows up to this state dimension (D ≤ 100),
-# and for gradient flows of tiny polynomial models (where it costs a few milliseconds and no
-# rounding can hide a direction: generators 1e-14 from dependent are still told apart).
-EXACT_AUTO_MAX_STATE = 201
-EXACT_AUTO_MAX_GRADIENT_STATE = 24
-EXACT_AUTO_MAX_OUTPUTS = 256
+# method="auto" runs the engine its cost estimate says is cheaper (`_auto_method`,
+# `conflow.laws.cost.exact_cost` against `numeric_cost`). An exact count estimated below this is
+# chosen without estimating the numeric one: the numeric engine's first count of a model in a
+# process takes 1–3 s here (compilation; ReLU [3,4,2], linear [3,4,4,3], 2026-12-01), and only
+# repeats of the same shapes with their programs compiled go below 0.1 s (0.02–0.15 s), where
+# the two engines cost the same to a user.
+NUMERIC_MIN_SECONDS = 0.1
 DISAGREE = Status.DISAGREE
 # Escalation tries the exact engine on polynomial φ (or on a point's activation region) only up
 # to these sizes: its modular Jacobian stacks grow as state_dim² × generators.
@@ -80,10 +88,14 @@ class LawCount:
     Attributes:
         model: architecture label, e.g. ``linear[3,4,2]``.
         dims: the architecture's dims.
-        flow: ``"gradient"``, ``"momentum"`` or ``"nesterov"``; ``tau`` the damping if any.
+        flow: ``"gradient"``, ``"momentum"``, ``"nesterov"`` or ``"sign"``; ``tau`` the damping
+            if any; ``flow_label`` the flow's full label (metric, weight decay, τ).
         metric: ``"euclidean"``, ``"entropy"`` or ``"custom"``.
         method: ``"numeric"`` (autodiff + SVD), ``"exact"`` (polynomial brackets mod p) or
             ``"both"`` (both, cross-checked).
+        method_reason: why that engine ran: ``"requested"``, or for ``method="auto"`` the
+            choice and its estimates, e.g. ``"auto: polynomial, 144 monomials, est. 0.04 s vs
+            numeric ≥ 0.1 s"`` (`_auto_method`).
         D: number of parameters.
         state_dim: dimension of the state space (D for gradient flows, 2D + 1 for momentum).
         dim_lie: dim Lie(W)(z) at generic points (``None`` unless status is ``ok``).
@@ -121,6 +133,8 @@ class LawCount:
     settled_by: str = ""
     points_redrawn: int = 0
     redraw_reasons: tuple[str, ...] = ()
+    method_reason: str = ""
+    flow_label: str = ""
 
     @property
     def gap(self) -> float | None:
@@ -140,8 +154,10 @@ class LawCount:
     def to_json(self) -> dict[str, Any]:
         """The JSON object of the command-line contract (DESIGN.md)."""
         out: dict[str, Any] = {
-            "model": self.model, "dims": list(self.dims), "flow": self.flow, "tau": self.tau,
-            "metric": self.metric, "method": self.method, "D": self.D,
+            "model": self.model, "dims": list(self.dims), "flow": self.flow,
+            "flow_label": self.flow_label or self.flow, "tau": self.tau, "metric": self.metric,
+            "method": self.method, "method_reason": self.method_reason,
+            "D": self.D,
             "state_dim": self.state_dim, "dim_lie": self.dim_lie, "n_laws": self.n_laws,
             "status": self.status, "reason": self.reason, "depth": self.depth,
             "gap": None, "points": self.points, "seconds": self.seconds,
@@ -160,6 +176,7 @@ class LawCount:
                 "numeric_depth": t.depth,
                 "dtype": t.dtype,
                 "algorithm": t.algorithm,
+                "linalg": t.linalg,
                 "sigma_uncertain": list(t.uncertain),
             })
         out["attempts"] = [a.to_json() for a in self.attempts]
@@ -182,18 +199,21 @@ class LawCount:
             if self.status == OK
             else f"{self.model}: {self.status.upper()} ({self.reason})"
         )
-        flow = self.flow + (f" τ={self.tau:g}" if self.tau is not None else "")
+        flow = (self.flow_label or self.flow) + (
+            f" τ={self.tau:g}" if self.tau is not None and "τ" not in self.flow_label else "")
         lines = [
             head,
-            f"  flow {flow} ({self.metric}), D = {self.D}, state dim = {self.state_dim}, "
-            f"dim Lie(W)(z) = {self.dim_lie}, method {self.method}, {self.seconds:.2f} s",
+            (f"  flow {flow} ({self.metric}), D = {self.D}, state dim = {self.state_dim}, "
+             f"dim Lie(W)(z) = {self.dim_lie}, {self.seconds:.2f} s"),
+            f"  method: {self.method}" + (f" ({self.method_reason})" if self.method_reason else ""),
         ]
         if self.trace is not None:
             t = self.trace
             fmt = lambda xs: " ".join(f"{x:.2e}" for x in xs) or "-"
             ranks = " → ".join(str(r[0]) if len(set(r)) == 1 else str(r) for r in t.ranks)
             lines += [
-                f"  numeric ({t.algorithm}, {t.dtype}): rank per level {ranks} (depth {t.depth})",
+                f"  numeric ({t.algorithm}, {t.linalg}, {t.dtype}): rank per level {ranks} "
+                f"(depth {t.depth})",
                 f"  σ around the cut: {fmt(t.kept_tail)} | {fmt(t.dropped_head)}   "
                 f"gap {t.gap:.2e}; {t.n_agree}/{t.points.shape[0]} points agree",
             ]
@@ -215,27 +235,60 @@ class LawCount:
         return "\n".join(lines)
 
 
-def _auto_method(model: Model, flow: AbstractFlow) -> str:
-    """``"exact"`` for polynomial φ under a named metric when the exact engine is the cheaper
-    trustworthy engine: momentum flows up to state dim ``EXACT_AUTO_MAX_STATE`` (their Lie
-    algebras need brackets of depth 6–10), gradient flows of tiny models (state dim ≤
-    ``EXACT_AUTO_MAX_GRADIENT_STATE``, ≤ ``EXACT_AUTO_MAX_OUTPUTS`` outputs); else numeric."""
+def _auto_method(model: Model, flow: AbstractFlow, points: int = 3,
+                 max_memory: int | None = None) -> tuple[str, str]:
+    """``(method, reason)``: the engine ``method="auto"`` runs and why.
+
+    The exact engine when its estimated time (`conflow.laws.cost.exact_cost`, from the size of
+    φ's polynomials, the state dimension and the flow's expected depth) is below the numeric
+    engine's (`conflow.laws.cost.numeric_cost`) and its memory fits; the numeric engine when the
+    flow's fields are not polynomial (a callable metric), φ is not polynomial (tanh, …) or only
+    piecewise polynomial (ReLU networks counted on inputs, max, abs: the exact engine counts
+    those on one activation region only, so it is left to escalation), or the exact engine is
+    estimated dearer. Cheap next to a count: a lower bound of the exact cost from (n, D, d)
+    alone (`exact_cost_floor`) is compared with the numeric estimate before φ's polynomials of
+    a large model are extracted, and the numeric estimate is skipped when the exact one is
+    below `NUMERIC_MIN_SECONDS`."""
     if not flow.is_polynomial:
-        return "numeric"
-    n = flow.state_dim(model)
-    if flow.has_velocity:
-        small = n <= EXACT_AUTO_MAX_STATE
-    else:
-        small = n <= EXACT_AUTO_MAX_GRADIENT_STATE and model.d <= EXACT_AUTO_MAX_OUTPUTS
-    return "exact" if small and _is_polynomial(model) else "numeric"
+        return "numeric", "auto: the metric is a callable, its fields are not polynomial"
+    n, D, momentum = flow.state_dim(model), model.D, flow.has_velocity
+    numeric_s: list[float] = []
 
+    def numeric_seconds() -> float:
+        if not numeric_s:
+            numeric_s.append(_cost.numeric_cost(model, flow, points).seconds)
+        return numeric_s[0]
 
-def _is_polynomial(model: Model) -> bool:
+    d = model.d
+    floor = _cost.exact_cost_floor(n, D, d, momentum=momentum)
+    if floor.seconds >= NUMERIC_MIN_SECONDS and floor.seconds >= numeric_seconds():
+        return "numeric", (f"auto: too large for the exact engine (state dim {n}, {d} "
+                           f"outputs: est. ≥ {_seconds(floor.seconds)} vs numeric "
+                           f"{_seconds(numeric_seconds())})")
     try:
-        polynomial_form(model.phi, model.D)
+        polys = polynomial_form(model.phi, D)
+    except PiecewiseError:
+        return "numeric", "auto: φ is piecewise polynomial, not polynomial"
     except InputError:
-        return False
-    return True
+        return "numeric", "auto: φ is not polynomial"
+    size = _cost.polynomial_size(polys)
+    est = _cost.exact_cost(n, D, size, momentum=momentum)
+    what = f"auto: polynomial, {size.monomials} monomials, est. {_seconds(est.seconds)}"
+    if est.seconds < NUMERIC_MIN_SECONDS:
+        what += f" vs numeric ≥ {_seconds(NUMERIC_MIN_SECONDS)}"
+    elif est.seconds >= numeric_seconds():
+        return "numeric", f"{what} vs numeric {_seconds(numeric_seconds())}"
+    else:
+        what += f" vs numeric {_seconds(numeric_seconds())}"
+    limits = [x for x in (_cost.available_memory(), max_memory) if x is not None]
+    if limits and est.bytes > min(limits):
+        return "numeric", (f"{what}, but ~{_cost.format_size(est.bytes)}: more memory than "
+                           f"{_cost.format_size(min(limits))}")
+    return "exact", what
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.2g} s"
 
 
 @float64
@@ -252,8 +305,11 @@ def count_laws(
     devices: int | None = None,
     dtype: str = "float64",
     algorithm: str = "auto",
+    linalg: str = "auto",
     escalate: bool = True,
     progress: bool | None = None,
+    max_memory: int | str | None = None,
+    time_limit: float | str | None = None,
 ) -> LawCount:
     """Count the conservation laws of ``model`` under ``flow`` (default: Euclidean gradient flow).
 
@@ -264,16 +320,18 @@ def count_laws(
     - ``"exact"``: polynomial brackets, ranks modulo two 61-bit primes (`conflow.exact`); needs a
       polynomial φ and a named metric;
     - ``"both"``: both, and status ``disagree`` if they differ (a bug in one of the engines);
-    - ``"auto"`` (default): the exact engine for polynomial φ where it is cheap — momentum flows
-      of small models (state dim ≤ ``EXACT_AUTO_MAX_STATE``: their Lie algebras need brackets
-      of depth 6–10, and the exact engine's modular matrices grow as state_dim² × generators)
-      and gradient flows of tiny ones (state dim ≤ ``EXACT_AUTO_MAX_GRADIENT_STATE``) — and
-      numeric otherwise (`_auto_method`).
+    - ``"auto"`` (default): the engine estimated cheaper (`_auto_method`): the exact one for
+      polynomial φ (linear, ReLU path-lifting, NMF, ICNN, …) under a named metric when its
+      estimated time — from the number of φ's monomials, the state dimension and the flow's
+      expected depth (`conflow.laws.cost.exact_cost`) — is below the numeric engine's
+      (`conflow.laws.cost.numeric_cost`); numeric otherwise. ``method_reason`` says which and
+      why.
 
     The numeric engine shards its bracket batches over ``devices`` local devices (default all),
     evaluates them in ``dtype`` (float64; float32 only on request, with a warning) and cuts the
-    levels by ``algorithm`` (``dense``, ``streamed`` or ``auto``; see `lie_trace`), with a
-    progress bar on stderr for counts that run more than two seconds (``progress``: ``None``
+    levels by ``algorithm`` (``dense``, ``streamed`` or ``auto``; see `lie_trace`) on the device
+    or the host (``linalg``: ``device``, ``host`` or ``auto``, which is the device on accelerators;
+    see `conflow.engine.trace.default_linalg`), with a progress bar on stderr for counts that run more than two seconds (``progress``: ``None``
     shows it only on a terminal).
     ``max_depth`` defaults to 6 for the numeric engine (each level roughly doubles the compiled
     program) and 30 for the exact one; a trace still growing there is ``not_converged``.
@@ -285,6 +343,17 @@ def count_laws(
     (`_escalation_steps`: the exact engine for small polynomial φ, fresh and more points, the
     exact engine on the points' activation regions for piecewise-polynomial φ); ``attempts``
     and ``settled_by`` say what ran and what settled it.
+
+    Resources (`conflow.laws.cost`): before a numeric count allocates anything, its memory and
+    time are estimated (`numeric_cost`). Above ``max_memory`` (bytes, or a size such as
+    ``"4G"``; default and cap: the memory the machine has available now) the count falls back
+    to smaller batches, or from the dense to the streamed algorithm when ``algorithm="auto"``;
+    if nothing fits it raises `TooLargeError` with the estimate and the option that would
+    make it fit. An estimate above `ESTIMATE_SHOW_SECONDS` is printed on stderr (unless
+    ``progress=False``). ``time_limit`` (seconds, or ``"90s"``, ``"5m"``) bounds the whole count,
+    escalation included: a count that reaches it stops between levels and reports
+    ``not_converged`` with a reason starting "time limit", keeping the levels done (in
+    ``trace``). The exact engine is not interrupted: it is only not started once the time is up.
     """
     t0 = time.perf_counter()
     check_model(model)
@@ -295,10 +364,21 @@ def count_laws(
     seed = check_int("seed", seed, 0)
     if max_depth is not None:
         max_depth = check_int("max_depth", max_depth, 1)
+    if max_memory is not None:
+        max_memory = _cost.parse_size(max_memory, "max_memory")
+    if time_limit is not None:
+        time_limit = _cost.parse_duration(time_limit, "time_limit")
+    deadline = None if time_limit is None else t0 + time_limit
     flow.validate(model)
+    method_reason = "requested"
     if method == "auto":
-        numeric_options = algorithm != "auto" or dtype != "float64" or rtol is not None
-        method = "numeric" if numeric_options else _auto_method(model, flow)
+        numeric_options = [f"{k}={v!r}" for k, v, default in (
+            ("algorithm", algorithm, "auto"), ("linalg", linalg, "auto"), ("dtype", dtype, "float64"),
+            ("rtol", rtol, None))
+            if v != default]
+        method, method_reason = (
+            ("numeric", f"auto: numeric options given ({', '.join(numeric_options)})")
+            if numeric_options else _auto_method(model, flow, points, max_memory))
 
     n = flow.state_dim(model)
     trace = exact = None
@@ -306,28 +386,62 @@ def count_laws(
     settled_by = ""
     traces: list[LieTrace] = []  # every numeric try, in order
     redrawn, redraw_reasons = 0, ()
+    numeric_depth = 6 if max_depth is None else max_depth
+    plans: dict[int, NumericPlan] = {}
+
+    def plan(n_points: int) -> NumericPlan:
+        if n_points not in plans:
+            plans[n_points] = plan_numeric(model, flow, n_points, algorithm, numeric_depth,
+                                           max_memory)
+        return plans[n_points]
 
     def numeric(try_seed: int, n_points: int) -> LieTrace:
         nonlocal redrawn, redraw_reasons
+        chosen = plan(n_points)  # TooLargeError before anything is allocated
         drawn = generic_points(model, flow, try_seed, n_points)
         redrawn, redraw_reasons = redrawn + drawn.redrawn, redraw_reasons + drawn.reasons
+        limit = {} if deadline is None else {"time_limit": _remaining(deadline)}
         traces.append(lie_trace(flow.family(model), drawn.points, seed=try_seed,
-                                max_depth=6 if max_depth is None else max_depth, rtol=rtol, min_gap=min_gap,
-                                devices=devices, dtype=dtype, algorithm=algorithm,
-                                progress=progress))
+                                max_depth=numeric_depth, rtol=rtol, min_gap=min_gap,
+                                devices=devices, dtype=dtype, algorithm=chosen.algorithm,
+                                linalg=linalg,
+                                max_chunk=chosen.max_chunk, block=chosen.block,
+                                progress=progress, **limit))
+        if deadline is not None and traces[-1].reason.startswith("time limit"):
+            # the engine was given the time left; the reason names the count's limit
+            _, _, where = traces[-1].reason.partition(" reached")
+            traces[-1] = dataclasses.replace(
+                traces[-1], reason=f"time limit of {time_limit:g} s reached{where}")
         return traces[-1]
 
     if method in ("numeric", "both"):
+        first = plan(points)
+        if progress is not False and first.cost.seconds >= ESTIMATE_SHOW_SECONDS:
+            print(first.announce(time_limit), file=sys.stderr, flush=True)
         trace = numeric(seed, points)
+    time_up = ""
     if method in ("exact", "both"):
-        exact = _exact_trace(model, flow, seed, 30 if max_depth is None else max_depth,
-                             None if trace is None else trace.points)
+        if trace is not None and deadline is not None and time.perf_counter() >= deadline:
+            time_up = (f"time limit of {time_limit:g} s reached before the exact engine "
+                       "started")
+        else:
+            exact = _exact_trace(model, flow, seed, 30 if max_depth is None else max_depth,
+                                 None if trace is None else trace.points)
 
     if method == "numeric" and escalate and trace.status == AMBIGUOUS:
         attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
         for step in _escalation_steps(model, flow, seed, points, n, max_depth, numeric, traces):
+            if deadline is not None and time.perf_counter() >= deadline:
+                time_up = (f"time limit of {time_limit:g} s reached while escalating, before "
+                           f"'{_STEP_LABELS.get(step.__name__, step.__name__)}'")
+                break
             t_step = time.perf_counter()
-            result = step()
+            try:
+                result = step()
+            except TooLargeError as e:  # this step does not fit: the next may
+                attempts.append(Attempt(_STEP_LABELS.get(step.__name__, step.__name__),
+                                        "skipped", NOT_CONVERGED, None, str(e), 0.0))
+                continue
             if result is None:
                 continue
             label, detail, engine_result = result
@@ -340,9 +454,18 @@ def count_laws(
             if engine_result.status == OK:
                 settled_by, settled_dim = f"{label} ({detail})", engine_result.dim
                 break
+        if not settled_by and not time_up:
+            time_up = next((a.reason for a in attempts[1:]
+                            if a.reason.startswith("time limit")), "")
 
     if attempts and settled_by:
         dim, status, reason = settled_dim, OK, ""
+    elif time_up and attempts:
+        dim, status = None, NOT_CONVERGED
+        reason = (f"{time_up}; the count was ambiguous ({attempts[0].reason})"
+                  + "".join(f"; tried {a.step} ({a.detail}): {a.status}" for a in attempts[1:]))
+    elif time_up:
+        dim, status, reason = None, NOT_CONVERGED, time_up
     elif attempts:
         dim, status = None, AMBIGUOUS
         reason = (f"{attempts[0].reason}; escalation did not settle it: tried "
@@ -353,6 +476,7 @@ def count_laws(
         model=model.label,
         dims=tuple(model.dims),
         flow=flow.name,
+        flow_label=flow.label,
         tau=flow.tau,
         metric=flow.metric_name,
         method=method,
@@ -370,7 +494,127 @@ def count_laws(
         settled_by=settled_by,
         points_redrawn=redrawn,
         redraw_reasons=tuple(redraw_reasons),
+        method_reason=method_reason,
     )
+
+
+#: An estimate above this many seconds is printed on stderr before the count starts.
+ESTIMATE_SHOW_SECONDS = 5.0
+#: The escalation steps of `_escalation_steps`, by function name.
+_STEP_LABELS = {"exact": "exact", "fresh": "fresh points", "regions": "exact on regions"}
+
+
+def _remaining(deadline: float) -> float:
+    """Seconds left before ``deadline`` (a tiny positive number once it has passed: the engine
+    then stops before its first level)."""
+    return max(deadline - time.perf_counter(), 1e-6)
+
+
+@dataclasses.dataclass(frozen=True)
+class NumericPlan:
+    """How a numeric count runs within the memory it may use (`plan_numeric`).
+
+    Attributes:
+        algorithm: passed to `lie_trace` (the request, or ``"streamed"`` when the dense
+            algorithm of ``"auto"`` does not fit).
+        max_chunk, block: `lie_trace`'s batch sizes (lowered from 256 and 512 to fit).
+        cost: the estimate of the run as planned (`conflow.laws.cost.Cost`).
+        budget: the memory the count may use, bytes (``None``: unknown, not guarded).
+        note: what was changed to fit ("" if nothing).
+    """
+
+    algorithm: str
+    max_chunk: int
+    block: int
+    cost: _cost.Cost
+    budget: int | None
+    note: str = ""
+
+    def announce(self, time_limit: float | None = None) -> str:
+        """One line for stderr: ``estimate: streamed engine, ~2.1 GB, ~7 min; …``."""
+        bound = ("bound it with --time-limit (time_limit=)" if time_limit is None
+                 else f"stops at the time limit of {_cost.format_duration(time_limit)}")
+        note = f"; {self.note}" if self.note else ""
+        return f"estimate: {self.cost.line()}{note}; {bound}"
+
+
+def memory_budget(max_memory: int | None) -> tuple[int | None, str]:
+    """The bytes a count may use and how to name that bound in a message: ``max_memory``
+    capped by what the machine has available now (`conflow.laws.cost.available_memory`)."""
+    available = _cost.available_memory()
+    if max_memory is None:
+        if available is None:
+            return None, ""
+        return available, f"the {_cost.format_size(available)} this machine has available"
+    if available is None or max_memory <= available:
+        return max_memory, f"--max-memory {_cost.format_size(max_memory)}"
+    return available, (f"the {_cost.format_size(available)} this machine has available "
+                       f"(--max-memory {_cost.format_size(max_memory)} is more)")
+
+
+# Batch sizes tried, largest first, when a count does not fit: (max_chunk, block). The chunk
+# goes first: a chunk's chains hold ~20× the floats of a streamed block's row.
+_SMALLER_BATCHES = (tuple((256 >> s, 512) for s in range(9))
+                    + tuple((1, 512 >> s) for s in range(1, 6)))
+
+
+def plan_numeric(model: Model, flow: AbstractFlow, points: int, algorithm: str = "auto",
+                 max_depth: int = 6, max_memory: int | None = None) -> NumericPlan:
+    """The batch sizes and algorithm under which a numeric count fits its memory budget
+    (`memory_budget`), from `conflow.laws.cost.numeric_cost`: smaller bracket batches first,
+    then, for ``algorithm="auto"``, the streamed algorithm instead of the dense one.
+
+    Raises `TooLargeError` (one line: the estimate, the bound, the option that would make it
+    fit) when nothing fits.
+    """
+    budget, bound = memory_budget(max_memory)
+    n = flow.state_dim(model)
+    resolved = _cost.resolve_algorithm(algorithm, n)
+    cost = _cost.numeric_cost(model, flow, points, resolved, max_depth=max_depth)
+    if budget is None or cost.bytes <= budget:
+        return NumericPlan(algorithm, 256, 512, cost, budget)
+    fallback = ["streamed"] if algorithm == "auto" and resolved == "dense" else []
+    for alg in [resolved] + fallback:
+        for chunk, block in _SMALLER_BATCHES:
+            smaller = _cost.numeric_cost(model, flow, points, alg, max_depth=max_depth,
+                                         max_chunk=chunk, block=block)
+            if smaller.bytes <= budget:
+                note = ("the dense engine does not fit: streamed instead" if alg != resolved
+                        else f"smaller batches ({chunk} samples per call) to fit")
+                return NumericPlan(alg, chunk, block, smaller, budget, note)
+    smallest = min((_cost.numeric_cost(model, flow, points, alg, max_depth=max_depth,
+                                       max_chunk=1, block=16) for alg in [resolved] + fallback),
+                   key=lambda c: c.bytes)
+    raise TooLargeError(
+        f"out of memory (estimated before starting): {model.label} at {points} points needs "
+        f"{smallest.line()}, more than {bound}; "
+        + _what_fits(model, flow, points, algorithm, resolved, max_depth, max_memory, smallest))
+
+
+def _what_fits(model: Model, flow: AbstractFlow, points: int, algorithm: str, resolved: str,
+               max_depth: int, max_memory: int | None, smallest: _cost.Cost) -> str:
+    """The option that would make a count that does not fit fit, for the refusal's message."""
+    available = _cost.available_memory()
+    room = available if available is not None else float("inf")
+
+    def least(n_points: int, algs: list[str]) -> _cost.Cost:
+        return min((_cost.numeric_cost(model, flow, n_points, a, max_depth=max_depth,
+                                       max_chunk=1, block=16) for a in algs),
+                   key=lambda c: c.bytes)
+
+    budget = room if max_memory is None else min(room, max_memory)
+    if resolved == "dense" and algorithm == "dense":
+        streamed = least(points, ["streamed"])
+        if streamed.bytes <= budget:
+            return f"--algorithm streamed fits ({streamed.line()})"
+    if points > MIN_POINTS:
+        fewer = least(MIN_POINTS, [resolved, "streamed"])
+        if fewer.bytes <= budget:
+            return f"--points {MIN_POINTS} fits ({fewer.line()})"
+    if max_memory is not None and smallest.bytes <= room:
+        return f"--max-memory {_cost.format_size(smallest.bytes * 1.1)} fits this machine"
+    return (f"no option makes it fit here: it needs a machine with ~"
+            f"{_cost.format_size(smallest.bytes)} of memory, or a smaller model")
 
 
 def _attempt(step: str, detail: str, result: Any, n: int, seconds: float | None = None
@@ -445,7 +689,7 @@ def _exact_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int,
     regions of ``regions`` (states, shape (P, state_dim); default: 3 generic points), settled
     when every region gives the same dimension (`_region_trace`)."""
     if not flow.is_polynomial:
-        raise InputError("the exact method needs a named metric (euclidean or entropy)")
+        raise InputError(f"the exact method needs polynomial fields: {flow.not_polynomial_reason}")
     try:
         return exact_count_laws(model, flow, seed=seed, max_depth=max_depth)
     except PiecewiseError:

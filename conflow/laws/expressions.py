@@ -11,7 +11,9 @@ Grammar (everything else is refused):
 - names: the model's parameter blocks (``U1``, ``W2``, ``b1``, ``U``, ``V``, ``x``, …: the arrays of
   `Model.unflatten`), the constant ``pi``, and, for momentum flows, the velocity blocks ``dU1``,
   ``dW2``, … (θ' in the same layout, prefix ``d``), the time ``t`` and the state's time variable
-  ``s`` (s = exp(τ t) for constant τ > 0; s = t for τ = 0 and Nesterov, MATH.md §3.2);
+  ``s`` (s = exp(τ t) for constant τ > 0; s = t for τ = 0 and Nesterov, MATH.md §3.2); for
+  first-order flows with weight decay, ``t`` and ``s`` (s = exp(λ t) for a constant λ, s = t for a
+  function λ(t), MATH.md §2.10);
 - ``+ - * / ** @`` and unary ``+ -``;
 - subscripts with integer literals, slices of integer literals and tuples of those
   (``U1[0,1]``, ``U1[:,0]``, ``V[-1, 1:3]``); integer indices are bounds-checked;
@@ -103,9 +105,14 @@ def _is_momentum(flow: AbstractFlow) -> bool:
     return flow is not None and flow.has_velocity
 
 
+def _has_time(flow: AbstractFlow) -> bool:
+    return flow is not None and flow.has_time
+
+
 def time_name(flow: AbstractFlow) -> str:
-    """How the state's time coordinate is printed: ``t`` if s = t (τ = 0, Nesterov), else ``s``."""
-    return "s" if flow is not None and flow.tau else "t"
+    """How the state's time coordinate is printed: ``t`` if s = t (τ = 0, Nesterov, λ(t)), else
+    ``s`` (s = e^{τt} or e^{λt})."""
+    return "t" if flow is None else flow.time_name
 
 
 def expression_names(model: Model, flow: AbstractFlow | str | None = None) -> list[str]:
@@ -115,8 +122,10 @@ def expression_names(model: Model, flow: AbstractFlow | str | None = None) -> li
     for b in model.blocks:
         ident = identifier(b.name)
         names += [ident + n[len(b.name):] for n in b.entry_names()]
-    if not _is_momentum(flow):
+    if not _has_time(flow):
         return names
+    if not _is_momentum(flow):
+        return [time_name(flow)] + names
     return [time_name(flow)] + names + [VELOCITY_PREFIX + n for n in names]
 
 
@@ -124,12 +133,12 @@ def _namespace_keys(model: Model, flow: AbstractFlow) -> set[str]:
     keys = {identifier(b.name) for b in model.blocks}
     if len(keys) != len(model.blocks):
         raise InputError("two parameter blocks have the same expression name; rename them")
-    if _is_momentum(flow):
-        vel = {VELOCITY_PREFIX + k for k in keys}
+    if _has_time(flow):
+        vel = {VELOCITY_PREFIX + k for k in keys} if _is_momentum(flow) else set()
         clash = (vel | {"s", "t"}) & keys
         if clash:
-            raise InputError(f"block name(s) {sorted(clash)} clash with the momentum names "
-                             f"(s, t, d<block>); rename them")
+            raise InputError(f"block name(s) {sorted(clash)} clash with the names of the state's "
+                             f"time and velocity (s, t, d<block>); rename them")
         keys |= vel | {"s", "t"}
     clash = keys & (set(FUNCTIONS) | set(CONSTANTS))
     if clash:
@@ -138,16 +147,16 @@ def _namespace_keys(model: Model, flow: AbstractFlow) -> set[str]:
 
 
 def _namespace(model: Model, flow: AbstractFlow, z: Array) -> dict[str, Array]:
-    """Name → array at the state ``z`` (θ for gradient flows, (s, θ, v) for momentum flows)."""
-    if not _is_momentum(flow):
+    """Name → array at the state ``z`` (θ for gradient flows, (s, θ) with weight decay, (s, θ, v)
+    for momentum flows)."""
+    if not _has_time(flow):
         return {identifier(k): v for k, v in model.unflatten(z).items()}
-    D = model.D
-    s, theta, vel = z[0], z[1 : D + 1], z[D + 1 :]
+    s, theta, vel = flow.split_state(model, z)
     env = {identifier(k): v for k, v in model.unflatten(theta).items()}
-    env.update({VELOCITY_PREFIX + identifier(k): v for k, v in model.unflatten(vel).items()})
-    tau = flow.tau
+    if vel is not None:
+        env.update({VELOCITY_PREFIX + identifier(k): v for k, v in model.unflatten(vel).items()})
     env["s"] = s
-    env["t"] = jnp.log(s) / tau if tau else s
+    env["t"] = flow.time_of(s)
     return env
 
 
@@ -314,7 +323,7 @@ class LawExpression:
     Attributes:
         text: the expression as given.
         tree: the validated syntax tree.
-        state_dim: D for gradient flows, 2D + 1 for momentum flows.
+        state_dim: D for gradient flows, D + 1 with weight decay, 2D + 1 for momentum flows.
     """
 
     text: str
@@ -339,7 +348,7 @@ def compile_law(text: str, model: Model, flow: AbstractFlow | str | None = None)
     """
     names = _namespace_keys(model, flow)
     tree = parse_expression(text, names)
-    n = 2 * model.D + 1 if _is_momentum(flow) else model.D
+    n = model.D if flow is None else flow.state_dim(model)
     law = LawExpression(text.strip(), tree, model, flow, n)
     if flow is not None and hasattr(flow, "sample_points"):
         z = flow.sample_points(model, 7, 1)[0]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 
 from conflow.errors import InputError
@@ -109,7 +110,8 @@ def generic_points(model: Model, flow: AbstractFlow, seed: int, n: int, *,
         raise InputError(f"points must be a positive integer, got {n!r}")
     if not isinstance(max_redraws, (int, np.integer)) or max_redraws < 0:
         raise InputError(f"max_redraws must be a non-negative integer, got {max_redraws!r}")
-    points = np.array(flow.sample_points(model, int(seed), int(n)), dtype=np.float64)
+    points = np.array(jax.device_get(flow.sample_points(model, int(seed), int(n))),
+                      dtype=np.float64)
     redrawn, reasons, degenerate = 0, [], []
     for i in range(points.shape[0]):
         severity, reason = _assess(model, flow, points[i])
@@ -121,7 +123,7 @@ def generic_points(model: Model, flow: AbstractFlow, seed: int, n: int, *,
         while best[0] and k < max_redraws and redrawn + k < MAX_TOTAL_REDRAWS:
             k += 1
             rng = np.random.default_rng([int(seed), REDRAW_TAG, i, k])
-            z = np.asarray(flow.sample_points(model, rng, 1), dtype=np.float64)[0]
+            z = np.asarray(jax.device_get(flow.sample_points(model, rng, 1)), dtype=np.float64)[0]
             severity, reason = _assess(model, flow, z)
             if severity < best[0]:
                 best = (severity, reason, z)
@@ -170,7 +172,7 @@ def _match_generator_ranks(model: Model, flow: AbstractFlow, seed: int, points: 
             while ranks[i] < max(ranks) and k < min(max_redraws, MAX_RANK_REDRAWS):
                 k += 1
                 rng = np.random.default_rng([int(seed), RANK_TAG, i, k, start])
-                z = np.asarray(flow.sample_points(model, rng, 1), dtype=np.float64)[0]
+                z = np.asarray(jax.device_get(flow.sample_points(model, rng, 1)), dtype=np.float64)[0]
                 if _assess(model, flow, z)[0]:
                     continue
                 r = rank_of(flow.theta_of_state(model, z))

@@ -1,7 +1,8 @@
 """`verify_law`: test a hypothesised conservation law h, structurally and (optionally) empirically.
 
 Structural test (MATH.md §1.2, §3.2, §7): h is a law iff ⟨∇h(z), χ_j(z)⟩ = 0 for every generator
-χ_j of the flow — the drift χ_0 included for momentum flows — at every state z. At ``points``
+χ_j of the flow — the drift χ_0 included for momentum flows and weight decay (MATH.md §2.10) — at
+every state z. At ``points``
 generic states, with ∇h by autodiff, each (point, generator) pair gives the relative residual
 
     r = |⟨∇h, χ_j⟩| / Σ_k |∂_k h · χ_{j,k}|,
@@ -65,14 +66,16 @@ LOSSES = ("square", "cross_entropy")
 
 
 def state_function(model: Model, flow: AbstractFlow, h: Any, state: bool = False) -> Callable:
-    """h as a scalar function of the flow's state z (θ, or (s, θ, v) for momentum flows).
+    """h as a scalar function of the flow's state z (θ, (s, θ) with weight decay, or (s, θ, v) for
+    momentum flows).
 
     ``h`` may be a law expression (str, see `conflow.laws.expressions`), a `Law`, a `LawExpression`,
     or a JAX callable written on the model's own parameters (`Model.to_pytree`: the dict of
     named blocks of a built-in model, the params pytree of `conflow.custom`, the Equinox / NNX
-    module of `conflow.from_model`): h(params) for gradient flows, h(t, params, velocity) for
-    momentum flows (t the time: t = log(s)/τ for τ > 0, t = s for τ = 0 and Nesterov; velocity
-    has the structure of params); or h(z) on the flat state with ``state=True``.
+    module of `conflow.from_model`): h(params) for gradient flows, h(t, params) for gradient flows
+    with weight decay, h(t, params, velocity) for momentum flows (t the time: t = log(s)/τ or
+    log(s)/λ when s = e^{τt} or e^{λt}, t = s otherwise, `AbstractFlow.time_of`; velocity has the
+    structure of params); or h(z) on the flat state with ``state=True``.
     """
     if isinstance(h, str):
         return compile_law(h, model, flow)
@@ -83,16 +86,14 @@ def state_function(model: Model, flow: AbstractFlow, h: Any, state: bool = False
                          f"{type(h).__name__}")
     if state:
         fn = h
-    elif not flow.has_velocity:
+    elif not flow.has_time:
         def fn(z):
             return h(model.to_pytree(z))
     else:
-        D, tau = model.D, flow.tau
-
         def fn(z):
-            s = z[0]
-            t = jnp.log(s) / tau if tau else s
-            return h(t, model.to_pytree(z[1 : D + 1]), model.to_pytree(z[D + 1 :]))
+            s, theta, v = flow.split_state(model, z)
+            args = (flow.time_of(s), model.to_pytree(theta))
+            return h(*args) if v is None else h(*args, model.to_pytree(v))
 
     def scalar(z):
         out = jnp.asarray(fn(z))
@@ -104,11 +105,9 @@ def state_function(model: Model, flow: AbstractFlow, h: Any, state: bool = False
 
 
 def generator_names(model: Model, flow: AbstractFlow) -> list[str]:
-    """A readable name for every generator, in the order of ``flow.family(model)``."""
-    metric = "" if getattr(flow, "metric_name", "euclidean") == "euclidean" else "M⁻¹"
-    if flow.has_velocity:
-        return ["χ_0 (drift)"] + [f"χ_{j + 1} (force {metric}∇φ[{j}])" for j in range(model.d)]
-    return [f"χ_{j} = {metric}∇φ[{j}]" for j in range(model.d)]
+    """A readable name for every generator, in the order of ``flow.family(model)``
+    (`AbstractFlow.generator_names`)."""
+    return flow.generator_names(model)
 
 
 # ------------------------------------------------------------------------------------- results
@@ -230,7 +229,9 @@ class Verdict:
             lines.append(f"  independent of the {self.rank_known} known independent laws: "
                          f"{'yes' if self.independent else 'no'} (rank {self.rank_known} → "
                          f"{self.rank_with_h})")
-        if self.n_count is not None:
+        if self.n_count is not None and self.complete is None:
+            lines.append(f"  count_laws: {self.n_count}")
+        elif self.n_count is not None:
             lines.append(f"  count_laws: {self.n_count}; the known laws"
                          f"{' plus h' if self.independent and self.verdict == CONSERVED else ''}"
                          f" are {'complete' if self.complete else 'not complete'}")
@@ -284,7 +285,8 @@ def verify_law(
 
     Args:
         h: an expression string, a `Law`, or a JAX function — h(θ) for gradient flows,
-            h(t, θ, v) for momentum flows, or h(z) of the state with ``state=True``.
+            h(t, θ) for gradient flows with weight decay, h(t, θ, v) for momentum flows, or h(z)
+            of the state with ``state=True``.
         known: laws already found — a `LawBasis`, or a sequence of `Law`s / expression strings /
             state functions — for the independence and completeness report.
         count: a `LawCount`, ``True`` to run `count_laws`, or ``None`` (default: run it only when
@@ -328,7 +330,7 @@ def verify_law(
         elif worst <= TOL_CONSERVED:
             verdict = CONSERVED
             reason = (f"⟨∇h, χ⟩ = 0 to rounding for all {len(names)} generators"
-                      + (" (drift included)" if flow.has_velocity else ""))
+                      + (" (drift included)" if flow.has_time else ""))
         elif worst >= TOL_BROKEN:
             verdict = NOT_CONSERVED
             reason = f"⟨∇h, {names[gen]}⟩ ≠ 0 (relative residual {worst:.1e})"
@@ -475,13 +477,11 @@ N_SQUARE, N_BATCH, N_CLASSES = 16, 8, 3
 
 def _make_integrator(model: Model, flow: AbstractFlow):
     """rhs(z, data) of the flow for the loss mix in ``data``, and a jitted RK4 trajectory."""
-    fam = flow.family(model)
-    field, phi, D = fam.field, model.phi, model.D
-    momentum = flow.has_velocity
+    field, phi = flow.vector_field(model), model.phi
 
     def rhs(z, data):
         A, y, onehot, w_sq, w_ce, scale = data
-        theta = z[1 : D + 1] if momentum else z
+        theta = flow.split_state(model, z)[1]
 
         def loss(p):
             out = A @ p
@@ -490,9 +490,7 @@ def _make_integrator(model: Model, flow: AbstractFlow):
             ce = jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.sum(logits * onehot, axis=1))
             return scale * (w_sq * sq + w_ce * ce)
 
-        c = jax.grad(loss)(phi(theta))
-        a = jnp.concatenate([jnp.ones(1), -c]) if momentum else -c
-        return field(z, a)
+        return field(z, jax.grad(loss)(phi(theta)))
 
     def rk4(z, data, dt):
         k1 = rhs(z, data)

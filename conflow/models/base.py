@@ -153,7 +153,7 @@ class Model:
         """
         rng = as_generator(key)
         parts = [draw_block(rng, b, n) for b in self.blocks]
-        return jnp.asarray(np.concatenate(parts, axis=1) if parts else np.zeros((n, 0)))
+        return jax.device_put(np.concatenate(parts, axis=1) if parts else np.zeros((n, 0)))
 
     def to_pytree(self, theta: Float[Array, " D"]) -> Any:
         """Flat θ, shape ``(D,)`` → the parameters as the user writes laws on them: the dict of

@@ -56,9 +56,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from conflow.errors import InputError
-from conflow.flows import AbstractFlow, parse_flow
+from conflow.flows import AbstractFlow, SignFlow, parse_flow
+from conflow.flows import decay as weight_decay
+from conflow.models.attention import attention_heads
 from conflow.models.base import Model, split_flat
-from conflow.reference.gradient_laws import gradient_laws
+from conflow.precision import float64
+from conflow.reference.gradient_laws import gradient_laws, homogeneous_laws
+from conflow.training.monitors import decay_integral
 
 Array = jax.Array
 
@@ -158,6 +162,65 @@ def nmf_scalar_gradient_laws(theta: Array, model: Model) -> Array:
     return psi[1:] - psi[0]
 
 
+def decayed_laws(z: Array, laws: Callable[[Array], Array], flow: AbstractFlow) -> Array:
+    """H(e^{Λ(t)}θ) at a state z = (s, θ) of a gradient flow with weight decay (MATH.md §2.10):
+    s = e^{λt} for a constant λ (so e^{Λ} = s), s = t for a function λ(t) (Λ by quadrature,
+    `conflow.training.monitors.decay_integral`).
+
+    P3 Thm 2.1: every law under weight decay has this form with H a law without it. Conversely
+    [derived], if H is a law and homogeneous (H(cθ) = c^k H(θ)), then along θ' = −λθ − ∇L,
+    d/dt H(e^Λθ) = e^Λ⟨∇H(e^Λθ), θ' + λθ⟩ = −e^{kΛ}⟨∇H(θ), ∇L(θ)⟩ = 0. ``laws`` should therefore
+    be `homogeneous_laws` (Example 4.8's third law is not homogeneous and is not kept: its count
+    drops from 3 to 2 under weight decay, blind, with both engines)."""
+    s, theta = z[0], z[1:]
+    lam = flow.weight_decay
+    factor = s if weight_decay.is_constant(lam) else jnp.exp(decay_integral(lam, s))
+    return laws(factor * theta)
+
+
+def _uv_sign_laws(u: Array, v: Array) -> list[Array]:
+    """Sign-flow laws of φ = UVᵀ, U ∈ R^{n×r}, V ∈ R^{m×r} [derived; MATH.md §2.11 / P3 App. R
+    state none except n = m = r = 1].
+
+    Under θ' = −sign(∂φᵀc), coordinate θ_j moves by −sign(⟨g_j, c⟩), g_j = ∂φ/∂θ_j. When
+    g_a = α g_b with α ≠ 0 of locally constant sign, sign(g-scale)·θ moves alike, so
+    sign(α_a)θ_a − sign(α_b)θ_b is a law (locally). For UVᵀ, g_{U_ik} = e_i v_kᵀ and
+    g_{V_jk} = u_k e_jᵀ are parallel only when m = 1 (U_i1..U_ir share the line e_i, scales v_k)
+    or n = 1 (V_j1..V_jr share e_j, scales u_k); n = m = 1 puts all 2r coordinates on one line:
+
+    - n = m = 1: sign(v_k)u_k − sign(v_1)u_1 (k ≥ 2), sign(u_k)v_k − sign(v_1)u_1: 2r − 1 laws
+      (r = 1: sign(u)v − sign(v)u = ±(|v| − |u|), P3's |U| − |V|);
+    - m = 1 < n: sign(v_k)U_ik − sign(v_1)U_i1, k ≥ 2: n(r − 1) laws;
+    - n = 1 < m: sign(u_k)V_jk − sign(u_1)V_j1, k ≥ 2: m(r − 1) laws;
+    - n, m ≥ 2: none.
+    """
+    n, m = u.shape[0], v.shape[0]
+    if n == 1 and m == 1:
+        su, sv = jnp.sign(u[0]), jnp.sign(v[0])
+        ref = sv[0] * u[0, 0]
+        return [sv[1:] * u[0, 1:] - ref, su * v[0] - ref]
+    if m == 1:
+        sv = jnp.sign(v[0])
+        return [(sv[1:] * u[:, 1:] - sv[0] * u[:, :1]).ravel()]
+    if n == 1:
+        su = jnp.sign(u[0])
+        return [(su[1:] * v[:, 1:] - su[0] * v[:, :1]).ravel()]
+    return []
+
+
+def sign_flow_laws(theta: Array, model: Model) -> Array:
+    """The sign-flow laws of ``factorization`` (U, V), 2-matrix ``linear`` (U = U_1, V = U_2ᵀ)
+    and ``attention`` (per head, the factors (Qᵀ, Kᵀ) and (Vᵀ, Oᵀ)): `_uv_sign_laws`."""
+    if model.name == "attention":
+        q, k, v, o = attention_heads(theta, model.blocks)
+        parts = [p for h in range(q.shape[0])
+                 for p in _uv_sign_laws(q[h].T, k[h].T) + _uv_sign_laws(v[h].T, o[h].T)]
+    else:
+        a, b = split_flat(theta, model.blocks)
+        parts = _uv_sign_laws(a, b if model.name == "factorization" else b.T)
+    return jnp.concatenate(parts) if parts else jnp.zeros((0,), dtype=theta.dtype)
+
+
 def closed_form_laws(model: Model, flow: AbstractFlow | str | None = None,
                      ) -> Callable[[Array], Array] | None:
     """The closed-form laws of ``model`` under ``flow`` as a function of the flow's state, or
@@ -167,9 +230,26 @@ def closed_form_laws(model: Model, flow: AbstractFlow | str | None = None,
     - gradient flow, entropy metric: NMF Σ_i U_ik − Σ_j V_kj (plus `nmf_scalar_gradient_laws` when
       n1 = n3 = 1), ICNN Σ_i U_ik − ½(‖v_k‖² + b_k²) (MATH.md §4.2, §4.4);
     - momentum / Nesterov: `linear_momentum_laws` for ``linear`` and ``factorization``; no law
-      (an empty vector) for ReLU, NMF, ICNN and the product (MATH.md §3.4).
+      (an empty vector) for ReLU, NMF, ICNN and the product (MATH.md §3.4);
+    - Euclidean gradient flow with weight decay, on z = (s, θ): `decayed_laws` of the
+      homogeneous closed forms (MATH.md §2.10);
+    - sign flow: `sign_flow_laws` for ``factorization``, 2-matrix ``linear`` and ``attention``
+      (MATH.md §2.11, derived).
     """
     flow = None if flow is None else parse_flow(flow)
+    if isinstance(flow, SignFlow):
+        families = ("factorization", "attention") + (("linear",) if len(model.dims) == 3 else ())
+        if model.name not in families:
+            return None
+        return functools.partial(sign_flow_laws, model=model)
+    if flow is not None and flow.has_time and not flow.has_velocity:  # weight decay
+        laws = homogeneous_laws(model)
+        if laws is None or flow.metric_name != "euclidean" or model.name in ENTROPY_FAMILIES:
+            return None
+        return functools.partial(decayed_laws, laws=laws, flow=flow)
+    lam = getattr(flow, "weight_decay", None)  # None: a flow without the option
+    if _is_momentum(flow) and lam is not None and weight_decay.is_decayed(lam):
+        return None  # momentum with weight decay: no closed form recorded
     if not _is_momentum(flow):
         metric = "euclidean" if flow is None else flow.metric_name
         laws = gradient_laws(model)
@@ -190,6 +270,7 @@ def closed_form_laws(model: Model, flow: AbstractFlow | str | None = None,
     return None
 
 
+@float64
 def known_count(
     model: Model, flow: AbstractFlow | str | None = None, key: Array | None = None, *,
     deep_scalar_factors: bool = True

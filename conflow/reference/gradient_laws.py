@@ -6,11 +6,15 @@ reference layer imports this module, so the engines cannot see these laws.
 `gradient_laws(model)` looks the family up by the model's name: θ ↦ (h_1(θ), …, h_K(θ)) for the
 Euclidean gradient flow (the entropy flow for ``nmf`` and ``icnn``), or ``None``; a residual
 wrapper ``residual-<family>`` has its block's laws (x + g(θ, x) keeps g's rescaling symmetries).
+A family's network given as code (`conflow.from_model` on ``conv_apply`` / ``attention_apply``,
+relabelled with `SampledModel.as_family`) holds the same named arrays in another order (a dict's
+keys sorted); its laws are looked up by block name (`_in_family_layout`).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -20,7 +24,7 @@ import numpy as np
 from conflow.models.attention import NAMES as ATTENTION_NAMES
 from conflow.models.attention import attention_blocks, attention_heads
 from conflow.models.base import Model, ParamBlock, split_flat
-from conflow.models.conv import conv_neurons
+from conflow.models.conv import conv_blocks, conv_neurons
 from conflow.models.icnn import split_icnn
 from conflow.models.relu import split_relu
 
@@ -34,7 +38,7 @@ def balancedness_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     """
     mats = split_flat(theta, blocks)
     parts = []
-    for u_in, u_out in zip(mats[:-1], mats[1:]):
+    for u_in, u_out in itertools.pairwise(mats):
         m = u_in.T @ u_in - u_out @ u_out.T  # (n_i, n_i)
         rows, cols = np.triu_indices(m.shape[0])  # static: cheaper to trace than jnp
         parts.append(m[rows, cols])
@@ -65,7 +69,7 @@ def attention_laws(theta: Array, blocks: Sequence[ParamBlock]) -> Array:
     q, k, v, o = attention_heads(theta, blocks)
     d1 = q.shape[1]
     iu = np.triu_indices(d1)
-    gram = lambda a: jnp.einsum("hia,hja->hij", a, a)  # noqa: E731
+    gram = lambda a: jnp.einsum("hia,hja->hij", a, a)
     parts = [(gram(q) - gram(k))[:, iu[0], iu[1]], (gram(v) - gram(o))[:, iu[0], iu[1]]]
     return jnp.stack(parts, axis=1).ravel()
 
@@ -143,6 +147,34 @@ def _mlp_relu_laws(theta: Array, model: Model) -> Array:
     return jnp.concatenate(_neuron_laws(model.unravel(theta), len(model.dims) - 1))
 
 
+#: Name of the P3 Example 4.8 model: `resnet` [1,1,2] with its points drawn in Ω (the model is
+#: built by `conflow.reference.reproduce`).
+EXAMPLE_4_8 = "ex4.8-resnet"
+
+
+def _asinh_part(a: Array, alpha: Array) -> Array:
+    """F(a, α) = ½ asinh(2a/|α|) + ¼ √(α² + 4a²), so ∂F/∂a = (1 + a)/√(α² + 4a²)."""
+    return 0.5 * jnp.arcsinh(2 * a / jnp.abs(alpha)) + 0.25 * jnp.sqrt(alpha**2 + 4 * a**2)
+
+
+def example_4_8_laws(theta: Array, model: Model) -> Array:
+    """P3 Example 4.8, g = x + uσ(vx) + sσ(t(x + uσ(vx))) (`resnet` [1,1,2]) on the region
+    Ω = {sgn t = sgn v = sgn u} (MATH.md §2.9): u² − v², s² − t² and a third law
+
+        F(uv, u² − v²) − F(st, s² − t²),   F(a, α) = ½ asinh(2a/|α|) + ¼ √(α² + 4a²)
+
+    (derived here; P3 gives the count 3, not the law). On Ω, g(θ, x) is x or x(1 + uv)(1 + st)
+    depending on the sign of x, so W = R∇φ with φ = (1 + uv)(1 + st). Along φ's flow,
+    (uv)' = −c(1 + st)(u² + v²) and (st)' = −c(1 + uv)(s² + t²), with u² + v² = √(α² + 4(uv)²)
+    (α = u² − v² conserved) and likewise for (s, t); so (1 + a)da/√(α² + 4a²) =
+    (1 + b)db/√(β² + 4b²) for a = uv, b = st: the third law. Needs α, β ≠ 0 (generic).
+    """
+    b0, b1 = model.unravel(theta)["blocks"]
+    u, v, s, t = (jnp.ravel(x)[0] for x in (b0["U"], b0["V"], b1["U"], b1["V"]))
+    alpha, beta = u**2 - v**2, s**2 - t**2
+    return jnp.stack([alpha, beta, _asinh_part(u * v, alpha) - _asinh_part(s * t, beta)])
+
+
 #: family name -> laws(θ, model)
 _BY_BLOCKS = {
     "linear": balancedness_laws,
@@ -159,6 +191,7 @@ _BY_MODEL = {
     "transformer": _transformer_laws,
     "softmax": lambda theta, model: softmax_laws(theta, *model.dims),
     "product": lambda theta, model: product_laws(theta),
+    EXAMPLE_4_8: example_4_8_laws,
 }
 
 #: A short formula per family, for reports.
@@ -175,6 +208,7 @@ DESCRIPTIONS = {
     "resnet": "‖V_i[j,:]‖² + b_i[j]² − ‖U_i[:,j]‖² per block i, hidden neuron j",
     "transformer": "attention laws per head + ‖V[j,:]‖² − ‖U[:,j]‖² per MLP neuron",
     "softmax": "column sums Σ_i W[i,j] (one per input feature)",
+    EXAMPLE_4_8: "u² − v², s² − t², F(uv, u² − v²) − F(st, s² − t²) on Ω (P3 Example 4.8)",
 }
 
 
@@ -189,10 +223,47 @@ def gradient_laws(model: Model) -> Callable[[Array], Array] | None:
     """The family's closed-form gradient-flow laws θ ↦ h(θ), shape ``(D,) -> (K,)``, or None."""
     family = _family(model)
     if family in _BY_BLOCKS:
-        return functools.partial(_BY_BLOCKS[family], blocks=model.blocks)
+        laws = _BY_BLOCKS[family]
+        own = _family_blocks(model, family)
+        if own is None or _layout(own) == _layout(model.blocks):
+            return functools.partial(laws, blocks=model.blocks)
+        if sorted(_layout(own)) != sorted(_layout(model.blocks)):
+            return None
+        return functools.partial(_in_family_layout, laws=laws, model=model, blocks=own)
     if family in _BY_MODEL:
         return functools.partial(_BY_MODEL[family], model=model)
     return None
+
+
+def _layout(blocks: Sequence[ParamBlock]) -> list[tuple[str, tuple[int, ...]]]:
+    return [(b.name, tuple(b.shape)) for b in blocks]
+
+
+def _family_blocks(model: Model, family: str) -> tuple[ParamBlock, ...] | None:
+    """The built-in layout of ``conv`` / ``attention`` for the model's dims (None otherwise)."""
+    if family == "conv" and len(model.dims) == 5:
+        return conv_blocks(*model.dims, bias=model.bias)
+    if family == "attention" and len(model.dims) in (2, 3):
+        return attention_blocks(*model.dims[:2], model.dims[2] if len(model.dims) == 3 else 1)
+    return None
+
+
+def _in_family_layout(theta: Array, laws: Callable, model: Model,
+                      blocks: Sequence[ParamBlock]) -> Array:
+    """``laws`` (written for the family's layout ``blocks``) at θ in the model's layout: the
+    same named arrays, matched by name."""
+    named = model.unflatten(theta)
+    return laws(jnp.concatenate([jnp.ravel(named[b.name]) for b in blocks]), blocks)
+
+
+def homogeneous_laws(model: Model) -> Callable[[Array], Array] | None:
+    """The closed-form laws h with h(cθ) = c^k h(θ) for c > 0: all of `gradient_laws(model)`
+    except Example 4.8's third law (every other family's laws are linear or quadratic forms).
+    Under weight decay these are the ones kept as H(e^{Λ(t)}θ) (`closed_forms.decayed_laws`)."""
+    laws = gradient_laws(model)
+    if laws is None or _family(model) != EXAMPLE_4_8:
+        return laws
+    return lambda theta: laws(theta)[:2]
 
 
 def description(model: Model) -> str:

@@ -3,7 +3,8 @@
 A monitor with one positional argument is called as ``h(params)``; one with two or more as
 ``h(params, velocity, t)`` with velocity θ'(t) (for gradient flows the field −M⁻¹∇L, evaluated only
 if some monitor asks; for discrete runs x_k − x_{k−1}) and the time t (or step index). `Monitor`
-makes this explicit; `as_monitors` normalises what users pass.
+makes this explicit; `as_monitors` normalises what users pass; `rescaled_law` turns a law of a
+flow without weight decay into its conserved form e^{Λ(t)}θ under weight decay (MATH.md §2.10).
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 from conflow.errors import InputError
 
@@ -27,6 +32,54 @@ class Monitor:
 
     def __call__(self, params, velocity, t):
         return self.fn(params, velocity, t) if self.needs_state else self.fn(params)
+
+
+#: Gauss–Legendre nodes for Λ(t) = ∫_0^t λ of a weight decay given as a function.
+QUADRATURE_NODES = 32
+
+
+def decay_integral(weight_decay: float | Callable, t: Any) -> Any:
+    """Λ(t) = ∫_0^t λ(u) du: λt for a constant, Gauss–Legendre quadrature with
+    `QUADRATURE_NODES` nodes for a function λ(u) (exact for polynomials of degree < 64)."""
+    t = jnp.asarray(t, jnp.float64)
+    if not callable(weight_decay):
+        return float(weight_decay) * t
+    x, w = np.polynomial.legendre.leggauss(QUADRATURE_NODES)
+    u = 0.5 * t * (jnp.asarray(x) + 1.0)
+    values = jnp.stack([jnp.asarray(weight_decay(ui), jnp.float64) for ui in u])
+    return 0.5 * t * jnp.sum(jnp.asarray(w) * values)
+
+
+def rescaled_law(h: Callable, weight_decay: float | Callable, *, lr: float | None = None,
+                 name: str | None = None) -> Monitor:
+    """The law H of a flow without weight decay, evaluated at e^{Λ(t)}θ: the form in which it
+    is conserved under θ' + λ(t)θ = −∇L (P3's theorem, MATH.md §2.10; Λ = ∫_0^t λ).
+
+    ``h(params)`` is H on the parameter pytree. For a continuous run (`conflow.simulate`) the
+    monitor's third argument is the time t; with ``lr`` it is the step index k of a discrete run
+    with decoupled decay x_{k+1} = (1 − lr·λ)x_k − lr·u_k (`make_optimizer(..., weight_decay=λ)`),
+    and the factor is (1 − lr·λ)^{−k} (constant λ only), which undoes the decay exactly (the
+    optimizer's own steps still move H, as without decay).
+    """
+    if lr is not None:
+        if callable(weight_decay):
+            raise InputError("rescaled_law with lr (a discrete run) needs a constant λ")
+        keep = 1.0 - float(lr) * float(weight_decay)
+        if not keep > 0:
+            raise InputError(f"1 − lr·λ must be > 0, got {keep}")
+
+        def factor(k):
+            return keep ** (-k)
+    else:
+        def factor(t):
+            return jnp.exp(decay_integral(weight_decay, t))
+
+    def law(params, velocity, t):
+        c = factor(t)
+        return h(jax.tree_util.tree_map(lambda x: c * x, params))
+
+    base = name or getattr(h, "__name__", None) or "law"
+    return Monitor(f"{base}(e^Λθ)" if name is None else name, law, needs_state=True)
 
 
 def _positional_arity(fn: Callable) -> int:

@@ -23,6 +23,12 @@ and x_k ≈ θ(kδ). μ = 0 is gradient descent with learning rate δ/ν (time t
   exactly, MATH.md §4.2), plain GD elsewhere.
 - `mirror_heavy_ball`: the P2 notebooks' discretisation of μθ'' + νθ' = −(μθ' + νθ) ⊙ ∇L,
   x_{k+1} − x_k = β d_k − α (μ d_k/δ + ν x_k) ⊙ ∇L(x_k), d_k = x_k − x_{k−1}.
+- `sign_descent`: x_{k+1} = x_k − η sign(∇L(x_k)) (``optax.sign_sgd``), the explicit Euler step of
+  the sign flow θ' = −sign(∇L) (`conflow.flows.SignFlow`; Adam with β1 = β2 = 0, ε = 0).
+- weight decay (`make_optimizer(..., weight_decay=λ)`, MATH.md §2.10): x_{k+1} = (1 − ηλ)x_k − η u_k
+  with u_k the optimizer's step direction (``optax.add_decayed_weights``; AdamW is
+  ``optax.adamw``), the Euler step of θ' + λθ = −u; a law H of the flow without decay is then
+  carried, approximately, by H((1 − ηλ)^{−k} x_k) (`conflow.training.monitors.rescaled_law`).
 
 `train` runs the steps inside ``lax.scan`` (one compiled call, or a few chunks with a progress
 bar), draws minibatches, and evaluates the monitors every ``every`` steps only.
@@ -189,11 +195,44 @@ def mirror_heavy_ball(delta: float, mu: float = 1.0, nu: float = 1.0,
     return optax.GradientTransformation(init, update)
 
 
-OPTIMIZERS = ("sgd", "heavy-ball", "nesterov", "adam", "mirror")
+def sign_descent(lr: float) -> optax.GradientTransformation:
+    """Sign descent x ← x − lr sign(∇L) (= ``optax.sign_sgd(lr)``): the Euler step of
+    θ' = −sign(∇L), and Adam with β1 = β2 = 0 and ε = 0."""
+    return optax.sign_sgd(_check_lr(lr))
+
+
+def _check_weight_decay(weight_decay: float) -> float:
+    lam = float(weight_decay)
+    if not (math.isfinite(lam) and lam >= 0):
+        raise InputError(f"weight decay λ must be finite and >= 0, got {lam}")
+    return lam
+
+
+def with_weight_decay(optimizer: optax.GradientTransformation, weight_decay: float, lr: float,
+                      coupled: bool = False) -> optax.GradientTransformation:
+    """Weight decay λ added to ``optimizer``. Decoupled (default, as AdamW): x ← x + u − lr·λ·x
+    for the optimizer's update u, the Euler step of θ' + λθ = −(the optimizer's direction).
+    ``coupled``: the gradient becomes ∇L + λx before the optimizer sees it (the L2 penalty
+    λ/2‖x‖²; for the heavy ball, the discretisation of θ'' + τθ' + λθ = −∇L of
+    `conflow.flows.MomentumFlow`). For `gd` both are x ← x − lr(∇L + λx)."""
+    lam = _check_weight_decay(weight_decay)
+    if lam == 0:
+        return optimizer
+    if coupled:
+        return optax.chain(optax.add_decayed_weights(lam), optimizer)
+    return optax.chain(optimizer, optax.add_decayed_weights(-lr * lam))
+
+
+OPTIMIZERS = ("sgd", "heavy-ball", "nesterov", "adam", "adamw", "sign", "mirror")
+#: Optimizers that take a ``weight_decay``.
+DECAYED = ("sgd", "heavy-ball", "adamw", "sign")
+#: AdamW's weight decay when none is given (optax's default).
+ADAMW_DEFAULT_DECAY = 1e-4
 
 
 def make_optimizer(name: str, lr: float, *, mu: float | None = None, nu: float = 1.0,
                    beta: float | None = None, positive: PyTree = None,
+                   weight_decay: float | None = None,
                    ) -> tuple[optax.GradientTransformation, float, str]:
     """An optimizer by name (`OPTIMIZERS`), with the time one step stands for and a label.
 
@@ -202,9 +241,30 @@ def make_optimizer(name: str, lr: float, *, mu: float | None = None, nu: float =
       δ = lr, μ (default 1) and ν; one step = δ.
     - ``nesterov``: `nesterov` with δ = lr; one step = δ.
     - ``adam``: ``optax.adam(lr)``; one step = lr (nominal).
+    - ``adamw``: ``optax.adamw(lr, weight_decay=λ)`` (λ default `ADAMW_DEFAULT_DECAY`); one step
+      = lr (nominal).
+    - ``sign``: `sign_descent` (lr); one step = lr time units of the sign flow.
     - ``mirror``: `mirror_descent` (lr) if μ is None or 0, else `mirror_heavy_ball` (δ = lr, μ, ν).
+
+    ``weight_decay`` λ (``sgd``, ``sign``: `with_weight_decay`, x ← x + u − lr·λ·x;
+    ``heavy-ball``: coupled, ∇L + λx enters the momentum; ``adamw``: optax's own) is refused by
+    the others (use ``adamw`` for Adam).
     """
     lr = _check_lr(lr)
+    if weight_decay is not None:
+        weight_decay = _check_weight_decay(weight_decay)
+        if name not in DECAYED and name in OPTIMIZERS:
+            raise InputError(f"weight decay applies to {', '.join(DECAYED)}, not {name}"
+                             + (" (use adamw)" if name == "adam" else ""))
+    decayed = weight_decay is not None and name != "adamw"
+    tx, step_time, label = _named_optimizer(name, lr, mu, nu, beta, positive, weight_decay)
+    if decayed and weight_decay:
+        return (with_weight_decay(tx, weight_decay, lr, coupled=name == "heavy-ball"),
+                step_time, f"{label}+wd(λ={weight_decay:g})")
+    return tx, step_time, label
+
+
+def _named_optimizer(name, lr, mu, nu, beta, positive, weight_decay):
     if name == "sgd":
         return gd(lr), lr, f"sgd(lr={lr:g})"
     if name == "heavy-ball":
@@ -222,6 +282,11 @@ def make_optimizer(name: str, lr: float, *, mu: float | None = None, nu: float =
         return nesterov(lr), lr, f"nesterov(δ={lr:g})"
     if name == "adam":
         return optax.adam(lr), lr, f"adam(lr={lr:g})"
+    if name == "adamw":
+        lam = ADAMW_DEFAULT_DECAY if weight_decay is None else weight_decay
+        return optax.adamw(lr, weight_decay=lam), lr, f"adamw(lr={lr:g}, λ={lam:g})"
+    if name == "sign":
+        return sign_descent(lr), lr, f"sign(lr={lr:g})"
     if name == "mirror":
         if not mu:
             return mirror_descent(lr, positive), lr, f"mirror(lr={lr:g})"

@@ -15,6 +15,10 @@ flow                  ODE                                         state integrat
 ``"mirror-momentum"`` θ'' + τθ' = −(τθ + θ') ⊙ ∇L(θ) on positive  (log θ, log w), w = θ' + τθ > 0
                       leaves (MATH.md §3.1), heavy ball elsewhere (d/dt log w = −∇L, θ' = w − τθ)
 ``"mirror-nesterov"`` the same with τ = 3/t                       (log θ, log w)
+weight decay λ(t)     θ' + λθ = −M⁻¹∇L, θ'' + τθ' + λθ = −M⁻¹∇L  as without decay (mirror: the
+                      (``weight_decay=``, MATH.md §2.10)          log coordinates gain −λ, −λθ/w)
+``"sign"``            θ' = −sign(∇L) (`SignFlow`)                 θ (a discontinuous field: the
+                                                                  steps shrink at sign switches)
 ====================  ==========================================  ==================================
 
 The convention is conflow's (`conflow.flows`): **τ multiplies θ'**, so momentum laws carry e^{τt}
@@ -171,6 +175,11 @@ class Simulator:
         data = jax.tree_util.tree_map(jnp.asarray, data)
         recorded, pf, vf, stats, ok = run(params, velocity, data, mask, rtol, atol)
         if not bool(ok):
+            if self.flow.locally_constant:
+                raise InputError(f"the solver stopped before t1 = {self.t1}: the sign flow's "
+                                 "field is discontinuous and the adaptive steps stall where an "
+                                 "entry of ∇L is held at 0 (a sliding mode); integrate a shorter "
+                                 "horizon, or run sign descent: train(..., sign_descent(lr))")
             raise InputError(f"the solver stopped before t1 = {self.t1} (max_steps = "
                              f"{self.max_steps} reached, or a non-finite state); raise max_steps "
                              "or check the step size / data scale")
@@ -205,10 +214,11 @@ def make_simulator(problem: Any, flow: AbstractFlow | str = "gradient", *, t1: f
                    tau: float | None = None, solver: str | diffrax.AbstractSolver = "tsit5",
                    rtol: float = 1e-8, atol: float = 1e-10, dt0: float | None = None,
                    max_steps: int = 1_000_000, progress: bool = False,
-                   estimate_error: bool = False, error_factor: float = 10.0) -> Simulator:
+                   estimate_error: bool = False, error_factor: float = 10.0,
+                   weight_decay: float | Callable | None = None) -> Simulator:
     """Set up (and compile on first call) a continuous-flow run; see `simulate` for arguments."""
     prob = as_problem(problem, loss=loss, activation=activation, positive=positive)
-    flow = parse_flow(flow, tau=tau, default_tau=1.0)
+    flow = parse_flow(flow, tau=tau, default_tau=1.0, weight_decay=weight_decay)
     if prob.model is not None:
         flow.validate(prob.model)
     flow.dynamics(jax.grad(prob.loss), None)  # a flow that cannot integrate says so now
@@ -245,14 +255,15 @@ def simulate(problem: Any, flow: AbstractFlow, theta0: PyTree, data: Any = None,
              positive: PyTree = None, solver: str | diffrax.AbstractSolver = "tsit5",
              rtol: float = 1e-8, atol: float = 1e-10, dt0: float | None = None,
              max_steps: int = 1_000_000, progress: bool = False, estimate_error: bool = False,
-             error_factor: float = 10.0) -> SimResult:
+             error_factor: float = 10.0, weight_decay: float | Callable | None = None,
+             ) -> SimResult:
     """Integrate a training flow from θ0 over [t0, t1] and record monitors at the save times.
 
     Args:
         problem: a loss function of the parameter pytree (``loss(params)`` if ``data`` is None,
             else ``loss(params, data)``), or a conflow `Model` (with ``data`` and ``loss``).
         flow: a name in `conflow.flows.FLOW_NAMES` or a flow object (`GradientFlow`,
-            `MomentumFlow`).
+            `MomentumFlow`, `SignFlow`).
         theta0: the initial parameter pytree (for a `Model`: a dict of blocks or flat θ).
         data: the data passed to the loss (a model: ``(x, y)``, or the matrix X for NMF).
         t1: end time. ``t0`` defaults to 0 (1e-3 for Nesterov, which needs t0 > 0).
@@ -272,6 +283,10 @@ def simulate(problem: Any, flow: AbstractFlow, theta0: PyTree, data: Any = None,
         progress: a tqdm progress bar (diffrax's TqdmProgressMeter).
         estimate_error: rerun at rtol, atol / ``error_factor`` and report the difference of
             every monitor as the integrator's error estimate (`SimResult.error`).
+        error_factor: how much tighter the rerun of ``estimate_error`` is.
+        weight_decay: λ ≥ 0 (or a function of t) for a named gradient or momentum flow:
+            θ' + λθ = −∇L, θ'' + τθ' + λθ = −∇L (a flow object carries its own). Monitor the
+            laws in their conserved form with `conflow.training.monitors.rescaled_law`.
 
     Returns:
         A `SimResult`.
@@ -280,5 +295,5 @@ def simulate(problem: Any, flow: AbstractFlow, theta0: PyTree, data: Any = None,
                          loss=loss, activation=activation, positive=positive, tau=tau,
                          solver=solver, rtol=rtol, atol=atol, dt0=dt0, max_steps=max_steps,
                          progress=progress, estimate_error=estimate_error,
-                         error_factor=error_factor)
+                         error_factor=error_factor, weight_decay=weight_decay)
     return sim(theta0, data, velocity0)

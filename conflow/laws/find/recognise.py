@@ -30,10 +30,11 @@ class _Piece:
 def _block_vars(model: Model, flow: AbstractFlow) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Block name → (state indices of θ entries, of velocity entries or None), block-shaped."""
     momentum = flow.has_velocity
+    offset = 1 if flow.has_time else 0  # the time coordinate s comes first
     D, out, start = model.D, {}, 0
     for b in model.blocks:
         ids = np.arange(start, start + b.size).reshape(b.shape)
-        out[b.name] = (ids + 1, ids + 1 + D) if momentum else (ids, None)
+        out[b.name] = (ids + 1, ids + 1 + D) if momentum else (ids + offset, None)
         start += b.size
     return out
 
@@ -201,7 +202,37 @@ def families(model: Model, flow: AbstractFlow) -> list[_Family]:
                         fams.append(_Family((p, q, b), "vector", p.size, (), "", ""))
     for p in sums:  # a single block's sums (softmax layer: column sums, MATH.md §2.8)
         fams.append(_Family((p,), "vector", p.size, (), "", ""))
+    if flow.has_time:  # weight decay: the laws H(e^{Λ(t)}θ)
+        return _decayed(fams, flow)
     return fams
+
+
+def _piece_degree(p: _Piece) -> int | None:
+    """The degree of a piece's entries in θ (None if not homogeneous)."""
+    poly = p.entry((0,) if p.kind == "vector" else (0, 0))
+    degrees = {len(m) for m in poly}
+    return degrees.pop() if len(degrees) == 1 else None
+
+
+def _decayed(fams: list[_Family], flow: AbstractFlow) -> list[_Family]:
+    """Under a constant weight decay λ the laws are H(sθ), s = e^{λt} (MATH.md §2.10): a family
+    homogeneous of degree k in θ gets the factor s^k; mixed-degree families (and every family
+    when λ is a function of t: then e^{Λ(t)} is not polynomial in s = t) are dropped."""
+    if flow.time_name != "s":
+        return []
+    out = []
+    for fam in fams:
+        degrees = {_piece_degree(p) for p in fam.pieces}
+        if len(degrees) != 1 or None in degrees:
+            continue
+        k = degrees.pop()
+        uni = "s" if k == 1 else f"s{str(k).translate(_SUPERSCRIPTS)}"
+        code = "s" if k == 1 else f"s**{k}"
+        out.append(dataclasses.replace(fam, factor=(0,) * k, factor_uni=uni, factor_code=code))
+    return out
+
+
+_SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 class Recogniser:

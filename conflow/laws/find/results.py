@@ -41,12 +41,13 @@ class Law:
             ``index`` its entry, e.g. ``(0, 1)``; ``None`` if not recognised.
         family_code: the same family in the expression language, e.g.
             ``(U1.T @ U1 - U2 @ U2.T)`` (append the index to get a ``--law``).
-        state_dim: D (gradient flows) or 2D + 1 (momentum flows).
+        state_dim: D (gradient flows), D + 1 (with weight decay) or 2D + 1 (momentum flows).
         model, flow: what the law was found for (set by `polynomial_laws`); they make the law
             callable on the model's own parameters.
 
-    Call it as ``law(params)`` (gradient flows) or ``law(t, params, velocity)`` (momentum
-    flows) on the parameters the way `Model.to_pytree` gives them (the dict of named blocks,
+    Call it as ``law(params)`` (gradient flows), ``law(t, params)`` (gradient flows with weight
+    decay) or ``law(t, params, velocity)`` (momentum flows) on the parameters the way
+    `Model.to_pytree` gives them (the dict of named blocks,
     the pytree of `conflow.custom`, the module of `conflow.from_model`); `fn` is P on the flat
     state, shape ``(state_dim,) -> ()``.
     """
@@ -94,27 +95,37 @@ class Law:
 
     @float64
     def __call__(self, *args: Any) -> Array:
-        """P on the model's parameters: ``law(params)`` or ``law(t, params, velocity)``."""
+        """P on the model's parameters: ``law(params)``, ``law(t, params)`` (weight decay) or
+        ``law(t, params, velocity)``."""
         if self.model is None:
             raise InputError("this Law has no model: evaluate it on the flat state with law.fn(z)")
         return self.fn(self.state(*args))
 
     def as_monitor(self) -> Callable:
         """The law as a `conflow.simulate` / `conflow.train` monitor: ``h(params)``, or
-        ``h(params, velocity, t)`` for momentum flows."""
+        ``h(params, velocity, t)`` for momentum flows and weight decay."""
         if self.model is None:
             raise InputError("this Law has no model to be monitored on")
-        if not self.flow.has_velocity:
+        if not self.flow.has_time:
             return lambda params: self(params)
+        if not self.flow.has_velocity:
+            return lambda params, velocity, t: self(t, params)
         return lambda params, velocity, t: self(t, params, velocity)
 
     def state(self, *args: Any) -> Array:
-        """The flat state z of ``(params)`` or ``(t, params, velocity)``."""
+        """The flat state z of ``(params)``, ``(t, params)`` or ``(t, params, velocity)``."""
         model, flow = self.model, self.flow
-        if not flow.has_velocity:
+        if not flow.has_time:
             if len(args) != 1:
                 raise InputError(f"a gradient-flow law takes (params), got {len(args)} arguments")
             return model.from_pytree(args[0])
+        if not flow.has_velocity:
+            if len(args) != 2:
+                raise InputError(f"a law of a flow with weight decay takes (t, params), got "
+                                 f"{len(args)} arguments")
+            t, params = args
+            return jnp.concatenate([jnp.reshape(flow.time_variable(t), (1,)),
+                                    model.from_pytree(params)])
         if len(args) != 3:
             raise InputError(f"a momentum law takes (t, params, velocity), got {len(args)} "
                              "arguments")
@@ -195,6 +206,8 @@ class LawBasis:
             (normalised rows: rounding level for a true law).
         monomials, classes, largest_class, grading: size of the search and how it was split.
         points: generic points used by the largest class (plus 2 validation points).
+        weight_decay: the flow's weight decay λ (``"function"`` for λ(t); ``None`` without).
+        time_note: what the time variable s of the laws stands for, e.g. ``s = exp(λ t)``.
     """
 
     model: str
@@ -223,6 +236,8 @@ class LawBasis:
     points: int
     seconds: float
     seconds_count: float
+    weight_decay: float | str | None = None
+    time_note: str = ""
 
     @property
     def n_laws(self) -> int:
@@ -247,6 +262,7 @@ class LawBasis:
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model, "dims": list(self.dims), "flow": self.flow, "tau": self.tau,
+            "weight_decay": self.weight_decay,
             "metric": self.metric, "degree": self.degree, "homogeneous": self.homogeneous,
             "state_dim": self.state_dim, "n_laws": self.n_laws,
             "n_independent": self.n_independent,
@@ -273,6 +289,9 @@ class LawBasis:
         if self.status != OK:
             head += f"  [{self.status.upper()}: {self.reason}]"
         flow = self.flow + (f" τ={self.tau:g}" if self.tau is not None else "")
+        if self.weight_decay is not None:
+            flow += (" λ(t)" if isinstance(self.weight_decay, str)
+                     else f" λ={self.weight_decay:g}")
         lines = [head]
         if self.count is not None:
             if self.complete:
@@ -294,7 +313,7 @@ class LawBasis:
             f"{self.seconds:.2f} s" + (f" + count {self.seconds_count:.2f} s"
                                        if self.count is not None else ""))
         if self.laws and self.laws[0].variables[0] == "s":
-            lines.append("  s = exp(τ t)")
+            lines.append(f"  {self.time_note or 's = exp(τ t)'}")
         for fam in self.families:
             lines.append(f"  {fam.describe()}    --law \"{fam.code}[...]\"")
         products = [law for law in self.laws if law.factors is not None]

@@ -20,6 +20,7 @@ from conflow.engine.rank import (
 )
 from conflow.errors import InputError, check_int
 from conflow.flows import AbstractFlow, parse_flow
+from conflow.flows.decay import decay_json
 from conflow.laws.count import count_laws
 from conflow.laws.expressions import expression_names
 from conflow.laws.find.echelon import in_span, rationalise, rref
@@ -62,6 +63,10 @@ def polynomial_laws(
         raise InputError(f"degree must be an integer >= 1, got {degree!r}")
     degree = int(degree)
     flow.validate(model)
+    if flow.locally_constant:
+        raise InputError(f"the {flow.label} flow's fields are locally constant: its laws are only "
+                         "piecewise polynomial (e.g. abs(U[0,0]) - abs(V[0,0])); test one with "
+                         "verify_law instead")
     n = flow.state_dim(model)
     names = tuple(expression_names(model, flow))
 
@@ -109,6 +114,7 @@ def polynomial_laws(
         monomials=len(monos), classes=len(results),
         largest_class=max(len(r.cols) for r in results), grading=grading,
         points=max(r.points for r in results), seconds=seconds, seconds_count=seconds_count,
+        weight_decay=decay_json(flow.weight_decay), time_note=flow.time_note,
     )
 
 

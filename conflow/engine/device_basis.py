@@ -1,0 +1,157 @@
+"""Trace bases on the device: the level loop's linear algebra where the brackets are.
+
+At each of P points the trace found so far is an orthonormal basis T_p (rows), kept on the
+device(s) that evaluated the brackets, in one array ``basis (P, cap, n)`` whose rows
+rank_p … cap − 1 are zero. A stack Y (S × n) of normalised rows — a level's samples, or a block of
+them — is cut by
+
+    R = Y − (Y Tᵀ) T, twice          block classical Gram–Schmidt, re-orthogonalised (CGS2)
+    R = U Σ Vᵀ                       one batched SVD (after a QR when Y is tall)
+    k_p = #{σ > cut}                 on the host, from the σ's alone (`conflow.engine.rank`)
+    T ← [T; V[:k]ᵀ]                  rows rank_p … rank_p + k_p − 1
+
+Matrix products and one SVD per stack: what GPUs do well. The σ's are those of Y projected on the
+complement of the trace, as in the host engine (`conflow.engine.levels`), so both cut the same
+ranks; only the σ's (P × min(S, n) numbers) leave the device. Shapes are static: the capacity
+grows by doubling (a handful of compiled programs per count), and with several devices the
+points are split over them (each point's trace is independent; P is padded to a multiple of the
+device count with zero points, which no one reads).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from conflow.engine.distributed import global_array, to_host
+
+Array = jax.Array
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _project_out(y: Array, basis: Array) -> Array:
+    """y − (y Tᵀ) T for ``y (P, S, n)``, ``basis (P, cap, n)`` (orthonormal rows or zero)."""
+    coordinates = jnp.einsum("psn,pcn->psc", y, basis, precision=_HIGHEST)
+    return y - jnp.einsum("psc,pcn->psn", coordinates, basis, precision=_HIGHEST)
+
+
+@functools.partial(jax.jit, static_argnames=("generators", "project", "n_points", "out"))
+def _spectrum(basis, values, scales, scale0, *, generators, project, n_points, out):
+    """σ and Vᵀ of each point's normalised rows projected off its trace.
+
+    ``values (P, S, n)``, ``scales (P, S)``; ``generators``: the rows are judged against the
+    largest generator seen so far at the point (``scale0 (P,)``, updated and returned). Returns
+    σ ``(P, q)``, Vᵀ ``(P, q, n)`` with q = min(S, n), the new scale0 and whether every row
+    was finite.
+    """
+    pad = n_points - values.shape[0]
+    values = jnp.pad(values, ((0, pad), (0, 0), (0, 0)))
+    scales = jnp.pad(scales, ((0, pad), (0, 0)))
+    if generators:
+        scale0 = jnp.maximum(scale0, jnp.max(scales, axis=1))
+        scales = jnp.broadcast_to(scale0[:, None], scales.shape)
+    y = values / jnp.where(scales > 0, scales, 1.0)[..., None]
+    finite = jnp.all(jnp.isfinite(y))
+    if project:
+        y = _project_out(_project_out(y, basis), basis)
+    if y.shape[1] > y.shape[2]:  # tall: the n × n triangular factor has the same σ and V
+        y = jnp.linalg.qr(y, mode="r")
+    # LAPACK's SVD can fail to converge on pure rounding noise (~1e-16 entries): unit max-entry
+    size = jnp.max(jnp.abs(y), axis=(1, 2), keepdims=True)
+    size = jnp.where(size > 0, size, 1.0)
+    _, sigma, vt = jnp.linalg.svd(y / size, full_matrices=False)
+    sigma = sigma * size[:, :, 0]
+    if out is not None:
+        sigma, vt = (jax.lax.with_sharding_constraint(x, out) for x in (sigma, vt))
+    return sigma, vt, scale0, finite
+
+
+@jax.jit
+def _insert(basis: Array, vt: Array, ranks: Array, added: Array) -> Array:
+    """Rows ``ranks[p] … ranks[p] + added[p] − 1`` of ``basis`` ← the first ``added[p]`` rows
+    of ``vt[p]``."""
+    slots = jnp.arange(basis.shape[1])[None, :] - ranks[:, None]  # (P, cap)
+    take = (slots >= 0) & (slots < added[:, None])
+    rows = jnp.take_along_axis(vt, jnp.clip(slots, 0, vt.shape[1] - 1)[..., None], axis=1)
+    return jnp.where(take[..., None], rows, basis)
+
+
+def bucket(k: int) -> int:
+    """k rounded up to one of 8 sizes per octave (at most 12.5% more): stack and capacity sizes
+    that vary from count to count then compile a handful of programs."""
+    step = 1 << max(0, k.bit_length() - 4)
+    return -(-k // step) * step
+
+
+@functools.partial(jax.jit, static_argnames=("cap",))
+def _grow(basis: Array, cap: int) -> Array:
+    return jnp.pad(basis, ((0, 0), (0, cap - basis.shape[1]), (0, 0)))
+
+
+class DeviceBases:
+    """The traces found so far at P points, as orthonormal rows on the device.
+
+    ``ranks`` (host, shape ``(P,)``) are the dimensions found; `spectrum` cuts a stack against
+    the traces and `extend` adds the first k_p of its directions at each point.
+    """
+
+    def __init__(self, n_points: int, n: int, dtype, sharding: NamedSharding | None = None):
+        n_dev = 1 if sharding is None else sharding.mesh.size
+        self.n = n
+        self.n_points = n_points
+        self._padded = -(-n_points // n_dev) * n_dev
+        self._sharding = None if sharding is None else NamedSharding(
+            sharding.mesh, PartitionSpec(sharding.mesh.axis_names[0]))
+        self.ranks = np.zeros(n_points, dtype=int)
+        self._basis = self._put(np.zeros((self._padded, 0, n), dtype))
+        self._scale0 = self._put(np.zeros(self._padded, dtype))
+        self._vt: Array | None = None
+
+    def _put(self, x: np.ndarray) -> Array:
+        if self._sharding is None:
+            return jax.device_put(x)
+        if jax.process_count() > 1:
+            return global_array(x, self._sharding)
+        return jax.device_put(x, self._sharding)
+
+    def _pad(self, x: np.ndarray) -> np.ndarray:
+        return np.pad(x, (0, self._padded - self.n_points))
+
+    @property
+    def capacity(self) -> int:
+        return self._basis.shape[1]
+
+    def spectrum(self, values: Array, scales: Array, generators: bool) -> tuple[np.ndarray, bool]:
+        """σ of each point's stack ``values (P, S, n)`` (scales ``(P, S)``) off its trace, on the
+        host: shape ``(P, min(S, n))``, descending; and whether every row was finite.
+
+        ``generators``: depth 0, where rows are judged against the largest generator seen so
+        far at the point (over every stack given so far), not their own scale.
+        """
+        sigma, self._vt, self._scale0, finite = _spectrum(
+            self._basis, values, scales, self._scale0, generators=generators,
+            project=bool(self.capacity and self.ranks.any()), n_points=self._padded,
+            out=self._sharding)
+        return to_host(sigma)[: self.n_points], bool(to_host(finite))
+
+    def extend(self, added: np.ndarray) -> None:
+        """Add the first ``added[p]`` directions of the last `spectrum`'s stack at each point."""
+        added = np.asarray(added, dtype=int)
+        if not added.any():
+            return
+        need = int(np.max(self.ranks + added))
+        if need > self.capacity:
+            cap = min(self.n, bucket(max(need, 2 * self.capacity)))
+            self._basis = _grow(self._basis, cap)
+        self._basis = _insert(self._basis, self._vt, self._put(self._pad(self.ranks)),
+                              self._put(self._pad(added)))
+        self.ranks = self.ranks + added
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The traces' orthonormal bases, shape ``(P, cap, n)`` on the host (rows ≥ rank zero)."""
+        return to_host(self._basis)[: self.n_points]

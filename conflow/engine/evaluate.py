@@ -1,0 +1,283 @@
+"""Random bracket chains at generic points, evaluated where the data is.
+
+A stage evaluates S right-nested bracket chains of one depth at each of P points (MATH.md §1.6):
+chain s uses the coefficients c_s = (a_0, …, a_depth), uniform on [−√3, √3] (unit variance: any
+law with a density makes a sample escape every proper subspace of the level's span with
+probability one). They are drawn on the host from the count's seed, one stream per count, and
+sent with an explicit `put` (a few MB per call; drawing them on the device would compile a
+random-number program costing more than small counts themselves); a stage chunked differently
+to fit memory draws the same samples. Values stay on the device.
+
+The batch is (points × samples) flattened, point-major, which runs ~10× faster than nested
+vmaps; with a `batch_sharding`, the flat batch is split over its devices. Compiled programs are
+cached per *structure* of the field (its jaxpr), so counting many nets of equal shapes (as
+`conflow reproduce` does) compiles each stage once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import jaxpr_as_fun
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from conflow.engine.brackets import Family, bracket_chain
+from conflow.engine.distributed import global_array
+from conflow.engine.family import VectorFamily
+from conflow.engine.rank import rounding_amplification
+from conflow.errors import InputError
+
+Array = jax.Array
+
+# XLA's LLVM optimisation passes dominate the compile time of deeply nested brackets while buying
+# little on small states; below this state dimension the bracket kernels are compiled at -O0,
+# without the fusion emitters and in one codegen unit (≈ 2× faster compiles, measured).
+FAST_COMPILE_MAX_DIM = 512
+FAST_COMPILE_OPTIONS = {
+    "xla_backend_optimization_level": 0,
+    "xla_cpu_use_fusion_emitters": False,
+    "xla_cpu_parallel_codegen_split_count": 1,
+}
+# Primitives whose -O0 code is far slower than optimised code (an Equinox Conv1d CNN: 673 s at
+# -O0 against 11 s optimised, measured): families using them are always compiled optimised.
+_SLOW_UNOPTIMISED = ("conv_general_dilated",)
+# Fields whose jaxpr holds Python callables (custom derivative rules, host callbacks) are not
+# identified by their text: they are compiled as given, never shared.
+_UNSHAREABLE = ("custom_jvp_call", "custom_vjp_call", "callback")
+# Closed-over constants hashed to share a compiled program: at most this many elements.
+_SHARE_MAX_CONST_ELEMENTS = 1 << 20
+
+#: Coefficients are uniform on [−√3, √3] (unit variance).
+COEFF_HALF_WIDTH = math.sqrt(3.0)
+#: The flat batch of a compiled stage call holds at most this many points' worth of samples.
+BATCH_POINTS = 3
+
+
+def _compile_options(fast_compile: bool) -> dict | None:
+    return FAST_COMPILE_OPTIONS if fast_compile else None
+
+
+def _abstract(family: VectorFamily, k: int, dtype) -> tuple:
+    return (jax.ShapeDtypeStruct((family.state_dim,), dtype), jax.ShapeDtypeStruct((k,), dtype))
+
+
+def fast_compile(family: VectorFamily) -> bool:
+    """Whether the family's bracket kernels are compiled at -O0 (small states, no slow ops)."""
+    if family.state_dim > FAST_COMPILE_MAX_DIM:
+        return False
+    field, k = family.sampled
+    text = str(jax.make_jaxpr(field)(*_abstract(family, k, jnp.float64)))
+    return not any(name in text for name in _SLOW_UNOPTIMISED)
+
+
+_SHARED_FIELDS: dict[tuple, Family] = {}
+
+
+def shared_field(family: VectorFamily, dtype) -> Family:
+    """The family's sampled field, as one function object per structure (jaxpr text and constants).
+
+    Two models of equal shapes give the same object, so the compiled programs of the first count
+    serve the next (`_stage_evaluator` is cached on it). Fields with custom derivative rules or
+    callbacks, or large constants, are returned as given.
+    """
+    field, k = family.sampled
+    closed = jax.make_jaxpr(field)(*_abstract(family, k, dtype))
+    text = str(closed.jaxpr)
+    if any(name in text for name in _UNSHAREABLE) or sum(
+            np.size(c) for c in closed.consts) > _SHARE_MAX_CONST_ELEMENTS:
+        return field
+    digest = hashlib.sha256(text.encode())
+    for const in jax.device_get(list(closed.consts)):
+        const = np.asarray(const)
+        digest.update(f"{const.dtype}{const.shape}".encode())
+        digest.update(np.ascontiguousarray(const).tobytes())
+    key = (digest.hexdigest(), family.state_dim, k, str(dtype))
+    if key not in _SHARED_FIELDS:
+        evaluate = jaxpr_as_fun(closed)
+        _SHARED_FIELDS[key] = lambda z, a: evaluate(z, a)[0]
+    return _SHARED_FIELDS[key]
+
+
+def batch_sharding(devices: int | None = None) -> NamedSharding | None:
+    """Sharding of the bracket batch over ``devices`` devices (``None``: all of them; in a
+    multi-process run, `jax.devices()` lists every process's devices).
+
+    Returns ``None`` (no sharding) for a single device. The batch axis is the only one split:
+    every device evaluates its share of the random bracket chains, so results do not depend on
+    the number of devices (up to rounding).
+    """
+    available = jax.devices()
+    n = len(available) if devices is None else devices
+    if n < 1 or n > len(available):
+        raise InputError(f"devices must be between 1 and {len(available)}, got {devices}")
+    if n == 1:
+        return None
+    return NamedSharding(Mesh(np.array(available[:n]), ("batch",)), PartitionSpec("batch"))
+
+
+def put(x: np.ndarray, sharding: NamedSharding | None = None) -> Array:
+    """An explicit host-to-device transfer of ``x`` (replicated over ``sharding``'s mesh, or to
+    the default device), valid in a multi-process run too."""
+    if sharding is None:
+        return jax.device_put(x)
+    replicated = NamedSharding(sharding.mesh, PartitionSpec())
+    if jax.process_count() > 1:  # every process holds the same host data
+        return global_array(np.asarray(x), replicated)
+    return jax.device_put(x, replicated)
+
+
+@functools.lru_cache(maxsize=256)
+def _stage_evaluator(
+    field: Family, depth: int, first: int, chunk: int, m: int, dtype: str, fast_compile: bool,
+    sharding: NamedSharding | None, weighted: bool,
+) -> Callable:
+    """jit of ``chunk`` random bracket chains of ``depth`` at every point, levels ``first..``.
+
+    Signature of the result: ``(points (P, n), coeffs (chunk, depth + 1, m), weights (P, m) |
+    None) -> (values (P, chunk, L, n), scales (P, chunk, L), all finite)`` for the levels
+    ``first..depth`` (L of them); the scales include the chain's `rounding_amplification`, so every normalised row
+    carries rounding noise of about the same relative size. ``weights`` rescale each point's
+    coefficients (`generator_weights`).
+    """
+    chain = bracket_chain(field, depth)
+
+    def levels(z, coeffs):
+        values, scales = chain(z, coeffs)
+        return values[first:], (scales * rounding_amplification(values, scales))[first:]
+
+    def evaluate(points, coeffs, weights):
+        n_points = points.shape[0]
+        z = jnp.repeat(points, chunk, axis=0)  # (P · chunk, n), point-major
+        flat = jnp.tile(coeffs, (n_points, 1, 1))
+        if weighted:
+            flat = flat * jnp.repeat(weights, chunk, axis=0)[:, None, :]
+        if sharding is not None:
+            z = jax.lax.with_sharding_constraint(z, sharding)
+            flat = jax.lax.with_sharding_constraint(flat, sharding)
+        values, scales = jax.vmap(levels)(z, flat)
+        return (values.reshape(n_points, chunk, *values.shape[1:]),
+                scales.reshape(n_points, chunk, -1), jnp.all(jnp.isfinite(values)))
+
+    return jax.jit(evaluate, compiler_options=_compile_options(fast_compile))
+
+
+@functools.partial(jax.jit, static_argnums=1, compiler_options=FAST_COMPILE_OPTIONS)
+def _join(parts: tuple[Array, ...], n_samples: int) -> Array:
+    return jnp.concatenate(parts, axis=1)[:, :n_samples]
+
+
+def _chunk_size(n_points: int, depth: int, m: int, n_samples: int, max_chunk: int,
+                max_chunk_floats: int, n_dev: int) -> int:
+    """Samples per compiled call: a power of two bounded by ``max_chunk``, the coefficient floats
+    per call and `BATCH_POINTS` × ``max_chunk`` flat chains (their intermediates), then rounded
+    up so that the flat batch splits evenly over ``n_dev`` devices."""
+    per_call = max(1, max_chunk_floats // (n_points * (depth + 1) * m))
+    per_point = max(1, BATCH_POINTS * max_chunk // n_points)
+    chunk = min(1 << max(0, (n_samples - 1).bit_length()), max_chunk,
+                1 << (per_call.bit_length() - 1), 1 << (per_point.bit_length() - 1))
+    return -(-chunk // n_dev) * n_dev
+
+
+def evaluate_stage(
+    field: Family,
+    m: int,
+    points: Array,
+    rng: np.random.Generator,
+    first: int,
+    depth: int,
+    n_samples: int,
+    fast_compile: bool,
+    max_chunk: int,
+    max_chunk_floats: int,
+    sharding: NamedSharding | None = None,
+    weights: Array | None = None,
+) -> tuple[Array, Array]:
+    """``n_samples`` random bracket chains of ``depth`` at every point: levels ``first..depth``.
+
+    ``points (P, n)`` and ``weights (P, m)`` are device arrays; ``rng`` draws the coefficients.
+    The result stays on the device: ``values (P, S, L, n)``, ``scales (P, S, L)``. A batch whose
+    chains do not fit in memory (``RESOURCE_EXHAUSTED``) is evaluated again in halves, with the
+    same samples.
+    """
+    n_points = points.shape[0]
+    n_dev = 1 if sharding is None else sharding.mesh.size
+    chunk = _chunk_size(n_points, depth, m, n_samples, max_chunk, max_chunk_floats, n_dev)
+    dtype = str(points.dtype)
+    state = rng.bit_generator.state
+    while True:
+        evaluate = _stage_evaluator(field, depth, first, chunk, m, dtype, fast_compile, sharding,
+                                    weights is not None)
+        try:
+            # one draw serves every point (each point's samples are generic on their own), and
+            # draws in chunks of any size are the same stream
+            parts = [evaluate(points, put(rng.uniform(-COEFF_HALF_WIDTH, COEFF_HALF_WIDTH,
+                                                      (chunk, depth + 1, m)).astype(dtype),
+                                          sharding), weights)
+                     for _ in range(0, n_samples, chunk)]
+            finite = all(jax.device_get([f for _, _, f in parts]))
+            break
+        except Exception as e:
+            if "RESOURCE_EXHAUSTED" not in str(e) or chunk <= n_dev:
+                raise
+            chunk = max(n_dev, chunk // 2 // n_dev * n_dev)
+            rng.bit_generator.state = state
+    if not finite:
+        raise InputError(
+            f"the vector fields are not finite at a generic point (bracket depth ≤ {depth}): "
+            "check that φ is differentiable there and returns finite values"
+        )
+    if len(parts) == 1 and chunk == n_samples:
+        return parts[0][0], parts[0][1]
+    return (_join(tuple(v for v, _, _ in parts), n_samples),
+            _join(tuple(s for _, s, _ in parts), n_samples))
+
+
+# Balancing evaluates every generator at every point: done while that is at most this many floats.
+_BALANCE_MAX_FLOATS = 1 << 24
+
+
+@functools.lru_cache(maxsize=64)
+def _weights_program(field: Family, n: int, m: int, fast_compile: bool) -> Callable:
+    # The field is linear in a, so its Jacobian in a, (n, m), holds every generator as a column:
+    # n reverse passes or m forward ones, whichever is fewer (ReLU path-liftings have m ≫ n).
+    jacobian = jax.jacrev if n < m else jax.jacfwd
+
+    def weights(points):
+        columns = jax.vmap(jacobian(field, argnums=1), in_axes=(0, None))(
+            points, jnp.zeros(m, points.dtype))
+        norms = jnp.linalg.norm(columns, axis=1)  # (P, m)
+        w = jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 1.0)
+        return w, jnp.all(jnp.isfinite(columns))
+
+    return jax.jit(weights, compiler_options=_compile_options(fast_compile))
+
+
+def generator_weights(family: VectorFamily, points: Array, fast_compile: bool) -> Array | None:
+    """w[p, j] = 1 / ‖χ_j(z_p)‖ (1 where χ_j(z_p) = 0), shape ``(P, m)``, on the device;
+    ``None`` if too large, or for structured coefficients (not rescaled one generator at a time).
+
+    Drawing coefficient a_j with scale w_j at point z_p makes every generator contribute at the
+    same scale there. The spans of the levels do not change (the coefficients of a bracket are
+    constants; only their distribution changes), but without it generators of very different
+    sizes (1e10 apart, measured) put the small ones' directions below the cut with a clean gap.
+    """
+    P, n, m = points.shape[0], family.state_dim, family.n_coeffs
+    if P * m * n > _BALANCE_MAX_FLOATS or family.sample_field is not None:
+        return None
+    try:
+        weights, finite = _weights_program(family.field, n, m, fast_compile)(points)
+        finite = jax.device_get(finite)
+    except Exception as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return None
+    if not finite:
+        raise InputError("the vector fields are not finite at a generic point: check that φ is "
+                         "differentiable there and returns finite values")
+    return weights

@@ -1,0 +1,42 @@
+"""`VectorFamily`: the generators G(z, a) = Σ_j a_j χ_j(z) a flow hands to the engine."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from conflow.engine.brackets import Family
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorFamily:
+    """A family of vector fields on R^n, linear in its coefficients.
+
+    Attributes:
+        field: ``(z, a) -> R^n`` with ``z`` of shape ``(n,)`` and ``a`` of shape ``(m,)``, linear in
+            ``a``: field(z, a) = Σ_j a_j χ_j(z). Must be a JAX-traceable function.
+        state_dim: n.
+        n_coeffs: m, the number of generators χ_j.
+        name: for reports.
+        sample_field: optional ``(z, f) -> R^n``, equal to ``field(z, a(f))`` for *structured*
+            coefficient vectors a(f) ∈ R^m, f of shape ``(n_sample_coeffs,)``, where a is a
+            polynomial map whose image spans R^m (e.g. tensor products of per-layer vectors: then
+            a generic element Σ_j a_j χ_j of W_0 is the gradient of one forward pass, never a sum
+            over the m generators). Random f with a density then give generic elements of every
+            level (the image of an irreducible variety is not contained in a proper subspace of
+            its span), so the engine draws f and evaluates ``sample_field`` when it is given.
+        n_sample_coeffs: length of f.
+    """
+
+    field: Family
+    state_dim: int
+    n_coeffs: int
+    name: str = ""
+    sample_field: Family | None = None
+    n_sample_coeffs: int | None = None
+
+    @property
+    def sampled(self) -> tuple[Family, int]:
+        """The field the engine evaluates on random coefficients, and their number."""
+        if self.sample_field is not None:
+            return self.sample_field, int(self.n_sample_coeffs)
+        return self.field, self.n_coeffs

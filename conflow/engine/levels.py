@@ -1,0 +1,350 @@
+"""The level loop: W_{k+1} = W_k + [W_0, W_k] at every point, cut level by level.
+
+Three ways to cut the levels, with the same evidence (`conflow.engine.rank.RankBand` per stack)
+and the same ranks:
+
+- `device_levels`: the traces stay on the device as orthonormal rows (`DeviceBases`): each
+  stack — a whole level (``block=None``), or blocks of it — is projected off the trace by CGS2
+  and cut by one batched SVD; only σ's come to the host. The default on accelerators.
+- `dense_levels` (host): at each point an orthonormal basis B of the complement of the trace; a
+  level's samples projected onto B, one SVD (NumPy / LAPACK). O(n³) time, O(n²) memory per point.
+- `streamed_levels` (host): blocks of samples extend a Householder trace basis per point
+  (`conflow.engine.streamed_basis`). O(n r²) time and O(n r) memory for a trace of dimension r.
+
+A level is complete once a stack leaves samples to spare (samples are generic, so a stack that
+does not fill has spanned all the level adds there). The loop stops when a level adds nothing at
+any point (stagnation), when the trace is all of R^n, at the depth cap, or at a time limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from conflow.engine.device_basis import DeviceBases, bucket
+from conflow.engine.distributed import to_host
+from conflow.engine.rank import RankBand, cut_spectrum, normalise_rows, row_space_svd
+from conflow.engine.streamed_basis import TraceBasis
+from conflow.errors import InputError
+
+#: (rows, columns, error of the complement) of a normalised stack ↦ its `RankBand`.
+BandFn = Callable[[int, int, float], RankBand]
+#: ``(points, first, depth, samples) -> (values (P, S, L, n), scales (P, S, L))`` on the device.
+Evaluate = Callable[[np.ndarray, int, int, int], tuple[Any, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelRecord:
+    """One level W_depth of the construction.
+
+    Attributes:
+        depth: bracket depth k (0 = the generators themselves).
+        samples: number of random nested brackets evaluated per point.
+        ranks: dim W_depth(z_p) at each point.
+        added: directions this level added at each point.
+        sigma_kept: smallest singular value kept at this level (over points), or ``None``.
+        sigma_dropped: largest singular value dropped at this level (over points), or ``None``.
+        seconds: wall time of the level (evaluation + linear algebra).
+        saturated: the level kept more directions than its samples can span, which only noise
+            can do (an rtol below rounding): the count is then ambiguous.
+        uncertain: the singular values of this level, at any point, that their `RankBand` does
+            not settle (largest first): between the noise ceiling and the signal floor, or put
+            on the wrong side of the band by a user's rtol. A count with any is ambiguous.
+        noise, signal: the band of the level's first stack (``None`` if nothing was cut).
+    """
+
+    depth: int
+    samples: int
+    ranks: tuple[int, ...]
+    added: tuple[int, ...]
+    sigma_kept: float | None
+    sigma_dropped: float | None
+    seconds: float
+    saturated: bool = False
+    uncertain: tuple[float, ...] = ()
+    noise: float | None = None
+    signal: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Levels:
+    """What a level loop found: its records, the dimension at each point, every σ kept and
+    dropped, whether it stagnated (or filled R^n), and why it stopped early ("" if it did not)."""
+
+    records: list[LevelRecord]
+    dims: list[int]
+    kept: list[float]
+    dropped: list[float]
+    converged: bool
+    stopped: str = ""
+
+
+def margin(c: int) -> int:
+    """Samples drawn beyond what a level can add on a c-dimensional complement."""
+    return 8 + c // 16
+
+
+def n_brackets(m: int, depth: int, cap: int) -> int:
+    """m^(depth+1), the number of right-nested brackets of ``depth``, or ``cap`` if larger."""
+    return m ** (depth + 1) if (depth + 1) * math.log2(max(m, 2)) < 62 else cap
+
+
+def samples_needed(c: int, m: int, depth: int) -> int:
+    """Samples that span level ``depth`` on a complement of dimension ``c``: at most
+    min(c, m^(depth+1)) new directions, a margin on top against unlucky draws, rounded up to a
+    `bucket` (few distinct shapes to compile)."""
+    return bucket(min(c, n_brackets(m, depth, c)) + margin(c))
+
+
+def _basis_error(error: float, band: RankBand, sigma: np.ndarray, k: int) -> float:
+    """The error bound of a trace basis after a stack added ``k`` directions, the weakest
+    σ_k: sin θ ≲ rounding / σ_k (Wedin), the largest over its stacks (`RankBand`)."""
+    return max(error, band.rounding / float(sigma[k - 1])) if k else error
+
+
+class _Tally:
+    """What one level's cuts found, over its stacks and points."""
+
+    def __init__(self, depth: int, n_points: int, band_for: BandFn, errors: list[float]):
+        self.depth, self.band_for, self.errors = depth, band_for, errors
+        self.t0 = time.perf_counter()
+        self.samples = 0
+        self.added = [0] * n_points
+        self.kept: list[float] = []
+        self.dropped: list[float] = []
+        self.uncertain: list[float] = []
+        self.bands: list[RankBand] = []
+        self.saturated = False
+
+    def band(self, p: int, n_rows: int, n_cols: int) -> RankBand:
+        """The band of point ``p``'s next ``n_rows × n_cols`` stack."""
+        band = self.band_for(n_rows, n_cols, self.errors[p])
+        self.bands.append(band)
+        return band
+
+    def cut(self, p: int, sigma: np.ndarray, n_rows: int, n_cols: int) -> int:
+        """Cut point ``p``'s σ's of an ``n_rows × n_cols`` stack inside its band; returns k."""
+        band = self.band(p, n_rows, n_cols)
+        k = cut_spectrum(sigma, band.cut).rank
+        self.add(p, band, sigma, k)
+        return k
+
+    def add(self, p: int, band: RankBand, sigma: np.ndarray, k: int) -> None:
+        """Book a cut of point ``p``'s σ's that kept ``k`` of them."""
+        self.uncertain.extend(band.unsettled(sigma, k).tolist())
+        self.errors[p] = _basis_error(self.errors[p], band, sigma, k)
+        self.added[p] += k
+        self.kept.extend(sigma[:k].tolist())
+        self.dropped.extend(sigma[k:].tolist())
+
+    def record(self, ranks: list[int] | np.ndarray, seconds: float | None = None) -> LevelRecord:
+        return LevelRecord(
+            depth=self.depth,
+            samples=self.samples,
+            ranks=tuple(int(r) for r in ranks),
+            added=tuple(self.added),
+            sigma_kept=min(self.kept) if self.kept else None,
+            sigma_dropped=max(self.dropped) if self.dropped else None,
+            seconds=time.perf_counter() - self.t0 if seconds is None else seconds,
+            saturated=self.saturated,
+            uncertain=tuple(sorted(self.uncertain, reverse=True)),
+            noise=self.bands[0].noise if self.bands else None,
+            signal=self.bands[0].signal if self.bands else None,
+        )
+
+
+def _dims_text(dims) -> str:
+    dims = [int(d) for d in dims]
+    return str(dims[0]) if len(set(dims)) == 1 else f"{min(dims)}–{max(dims)}"
+
+
+def _time_up(limit: float | None, depth: int, within: bool = False) -> str:
+    if limit is None:
+        return ""
+    where = f"during depth {depth} (its blocks so far kept)" if within else f"before depth {depth}"
+    return f"time limit of {limit:g} s reached {where}"
+
+
+def device_levels(
+    evaluate: Evaluate, bases: DeviceBases, m: int, max_depth: int, band_for: BandFn,
+    block: int | None, bar: Any, expired: Callable[[], bool], time_limit: float | None = None,
+) -> Levels:
+    """The levels with the traces on the device: stacks of at most ``block`` samples (``None``:
+    a whole level per stack) projected off `DeviceBases` and cut there."""
+    P, n = bases.n_points, bases.n
+    errors = [0.0] * P  # how well each trace basis is known (`_basis_error`)
+    kept: list[float] = []
+    dropped: list[float] = []
+    records: list[LevelRecord] = []
+    for depth in range(max_depth + 1):
+        remaining = n - bases.ranks
+        c = int(remaining.max())
+        if c == 0:  # the trace is R^n at every point
+            return Levels(records, bases.ranks.tolist(), kept, dropped, True)
+        if expired():
+            return Levels(records, bases.ranks.tolist(), kept, dropped, False,
+                          _time_up(time_limit, depth))
+        bound = min(c, n_brackets(m, depth, c))
+        size = samples_needed(c, m, depth)
+        if block is not None:
+            size = min(size, bucket(block))
+        spare = min(margin(c), max(1, size // 4))
+        tally = _Tally(depth, P, band_for, errors)
+        active = [p for p in range(P) if remaining[p] > 0]
+        while active and not tally.saturated:
+            values, scales = evaluate(np.arange(P), depth, depth, size)
+            tally.samples += size
+            sigma, finite = bases.spectrum(values[:, :, 0], scales[:, :, 0], depth == 0)
+            if not finite:
+                raise InputError("the vector fields are not finite at a generic point: check "
+                                 "that φ is differentiable there and returns finite values")
+            added = np.zeros(P, dtype=int)
+            still = []
+            for p in active:
+                c_p = n - int(bases.ranks[p])
+                added[p] = tally.cut(p, sigma[p, : min(size, c_p)], size, c_p)
+                # more directions than the level's brackets span, or a whole stack kept when
+                # it held the whole level: rounding noise was counted
+                tally.saturated |= tally.added[p] > bound or (
+                    added[p] >= size and tally.samples == size and size > bound)
+                if size - added[p] < spare and c_p - added[p] > 0:
+                    still.append(p)
+            bases.extend(added)
+            active = still
+            bar.set_postfix_str(f"depth {depth}, {tally.samples} samples: dim "
+                                f"{_dims_text(bases.ranks)}")
+            if active and expired():
+                break
+        records.append(tally.record(bases.ranks))
+        kept.extend(tally.kept)
+        dropped.extend(tally.dropped)
+        bar.update(1)
+        if active and not tally.saturated:  # stopped inside the level
+            return Levels(records, bases.ranks.tolist(), kept, dropped, False,
+                          _time_up(time_limit, depth, within=True))
+        if tally.saturated or not any(tally.added):
+            return Levels(records, bases.ranks.tolist(), kept, dropped, not tally.saturated)
+    return Levels(records, bases.ranks.tolist(), kept, dropped, False)
+
+
+def dense_levels(
+    evaluate: Evaluate, P: int, n: int, m: int, max_depth: int, band_for: BandFn, bar: Any,
+    expired: Callable[[], bool], time_limit: float | None = None,
+) -> Levels:
+    """The levels by stacking on the host: each level's samples projected on the complement,
+    one SVD per point."""
+    # Orthonormal bases (rows) of the complement of the trace found so far, one per point.
+    complements = [np.eye(n) for _ in range(P)]
+    errors = [0.0] * P
+    dims = [0] * P
+    kept: list[float] = []
+    dropped: list[float] = []
+    records: list[LevelRecord] = []
+    depth = 0
+    while depth <= max_depth:
+        if max(c.shape[0] for c in complements) == 0:  # the trace is R^n at every point
+            return Levels(records, dims, kept, dropped, True)
+        if expired():
+            return Levels(records, dims, kept, dropped, False, _time_up(time_limit, depth))
+        # One compiled chain serves the levels depth..stage_depth of this stage; its evaluation
+        # time is booked on the stage's first level. Stages: {0} (the generators, which need the
+        # most samples but no brackets), {1, 2}, then one level at a time (compile time roughly
+        # doubles per level).
+        t_stage = time.perf_counter()
+        stage_depth = min(max_depth, {0: 0, 1: 2}.get(depth, depth))
+        c_max = max(c.shape[0] for c in complements)
+        values, scales = (to_host(x) for x in evaluate(
+            np.arange(P), depth, stage_depth, samples_needed(c_max, m, depth)))
+        for level in range(stage_depth - depth + 1):
+            c_max = max(c.shape[0] for c in complements)
+            if level and c_max == 0:
+                return Levels(records, dims, kept, dropped, True)
+            # All samples are generic, so the first S_j of them serve level j.
+            s_j = samples_needed(c_max, m, depth)
+            tally = _Tally(depth, P, band_for, errors)
+            tally.samples = s_j
+            v, s = values[:, :s_j, level], scales[:, :s_j, level]
+            if depth == 0:  # generators are judged against the largest of them at the point
+                s = np.broadcast_to(np.max(s, axis=1, keepdims=True), s.shape)
+            for p, basis in enumerate(complements):
+                if basis.shape[0] == 0:
+                    continue
+                rows = normalise_rows(v[p], s[p]) @ basis.T  # (S, c)
+                sigma, vt = row_space_svd(rows)
+                k = tally.cut(p, sigma, *rows.shape)
+                # S exceeds what the level can add, so a rank reaching S means noise was kept
+                tally.saturated |= k >= rows.shape[0]
+                dims[p] += k
+                complements[p] = vt[k:] @ basis
+            records.append(tally.record(
+                dims, time.perf_counter() - t_stage if level == 0 else None))
+            bar.set_postfix_str(f"depth {depth}: dim {_dims_text(dims)}", refresh=False)
+            bar.update(1)
+            kept.extend(tally.kept)
+            dropped.extend(tally.dropped)
+            depth += 1
+            if tally.saturated or not any(tally.added):
+                return Levels(records, dims, kept, dropped, not tally.saturated)
+    return Levels(records, dims, kept, dropped, False)
+
+
+def streamed_levels(
+    evaluate: Evaluate, P: int, n: int, m: int, max_depth: int, band_for: BandFn, block: int,
+    bar: Any, expired: Callable[[], bool], time_limit: float | None = None,
+) -> Levels:
+    """The levels by streaming on the host: blocks of ``block`` samples extend a Householder
+    `TraceBasis` per point. Memory O(r n) per point plus one block; no level is ever stacked."""
+    bases = [TraceBasis(n) for _ in range(P)]
+    errors = [0.0] * P
+    scale0 = np.zeros(P)  # depth 0: the largest generator so far at each point
+    kept: list[float] = []
+    dropped: list[float] = []
+    records: list[LevelRecord] = []
+    for depth in range(max_depth + 1):
+        remaining = [n - basis.rank for basis in bases]
+        c = max(remaining)
+        if c == 0:
+            return Levels(records, [b.rank for b in bases], kept, dropped, True)
+        if expired():
+            return Levels(records, [b.rank for b in bases], kept, dropped, False,
+                          _time_up(time_limit, depth))
+        bound = min(c, n_brackets(m, depth, c))
+        size = min(samples_needed(c, m, depth), bucket(block))
+        spare = min(margin(c), max(1, size // 4))
+        tally = _Tally(depth, P, band_for, errors)
+        active = [p for p in range(P) if remaining[p] > 0]
+        while active and not tally.saturated:
+            values, scales = (to_host(x) for x in evaluate(np.array(active), depth, depth, size))
+            tally.samples += size
+            still = []
+            for i, p in enumerate(active):
+                v, s = values[i, :, 0], scales[i, :, 0]
+                if depth == 0:
+                    scale0[p] = max(scale0[p], float(np.max(s)))
+                    s = np.full_like(s, scale0[p])
+                band = tally.band(p, size, n - bases[p].rank)
+                sigma, k = bases[p].extend(normalise_rows(v, s), band.cut)
+                tally.add(p, band, sigma, k)
+                tally.saturated |= tally.added[p] > bound
+                if size - k < spare and bases[p].rank < n:
+                    still.append(p)
+            active = still
+            bar.set_postfix_str(f"depth {depth}, {tally.samples} samples: dim "
+                                f"{_dims_text([b.rank for b in bases])}")
+            if active and expired():
+                break
+        records.append(tally.record([b.rank for b in bases]))
+        kept.extend(tally.kept)
+        dropped.extend(tally.dropped)
+        bar.update(1)
+        if active and not tally.saturated:  # stopped inside the level
+            return Levels(records, [b.rank for b in bases], kept, dropped, False,
+                          _time_up(time_limit, depth, within=True))
+        if tally.saturated or not any(tally.added):
+            return Levels(records, [b.rank for b in bases], kept, dropped, not tally.saturated)
+    return Levels(records, [b.rank for b in bases], kept, dropped, False)

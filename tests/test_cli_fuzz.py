@@ -27,7 +27,13 @@ NUMBERS = st.sampled_from(["-1", "0", "1", "2", "3", "4", "2.5", "nan", "inf", "
                            "1e400", "99999999999999999999"])
 OPTIONS = st.lists(st.one_of(
     st.tuples(st.sampled_from(["--seed", "--points", "--max-depth", "--tau", "--devices",
-                               "--connect-timeout", "--degree"]), NUMBERS),
+                               "--connect-timeout", "--degree", "--weight-decay"]), NUMBERS),
+    st.tuples(st.sampled_from(["--max-memory"]), st.sampled_from(["1", "4G", "500M", "0", "-1G",
+                                                                   "4X", "", "1e400"])),
+    st.tuples(st.sampled_from(["--time-limit"]), st.sampled_from(["90", "5m", "0", "-1", "1h2",
+                                                                   "nan", ""])),
+    st.tuples(st.sampled_from(["--linalg", "--algorithm"]), st.sampled_from(["auto", "host",
+                                                                             "device", "gpu"])),
     st.tuples(st.sampled_from(["--flow"]), st.sampled_from(["gradient", "momentum", "nesterov",
                                                              "sign", ""])),
     st.tuples(st.sampled_from(["--metric"]), st.sampled_from(["euclidean", "entropy", "l2"])),

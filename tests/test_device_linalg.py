@@ -35,8 +35,8 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("algorithm", ["dense", "streamed"])
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case, algorithm", [(case, "dense") for case in CASES] + [
+    (case, "streamed") for case in ("linear", "relu+bias", "momentum")])
 def test_device_and_host_cut_the_same_ranks(case, algorithm):
     make, flow = CASES[case]
     model, flow = make(), flow or cf.GradientFlow()
@@ -97,20 +97,20 @@ def test_linalg_environment_variable(monkeypatch):
         trace_module.default_linalg()
 
 
-def test_time_limit_stops_between_levels_and_keeps_them(monkeypatch):
+@pytest.mark.parametrize("linalg", ["host", "device"])
+def test_time_limit_stops_between_levels_and_keeps_them(monkeypatch, linalg):
     model = cf.linear([3, 4, 4, 3])
     flow = cf.GradientFlow()
     family, points = flow.family(model), flow.sample_points(model, 0, 3)
-    for linalg in ("host", "device"):
-        # the engine's clock: 0 s at the start and at depth 0's check, 10 s from then on
-        ticks = iter([0.0, 0.0])
-        monkeypatch.setattr(trace_module, "time",
-                            types.SimpleNamespace(perf_counter=lambda: next(ticks, 10.0)))
-        result = lie_trace(family, points, linalg=linalg, time_limit=5.0)
-        assert result.status == "not_converged"
-        assert result.reason == "time limit of 5 s reached before depth 1"
-        assert result.dim is None
-        assert [level.depth for level in result.levels] == [0]  # the level done is kept
+    # the engine's clock: 0 s at the start and at depth 0's check, 10 s from then on
+    ticks = iter([0.0, 0.0])
+    monkeypatch.setattr(trace_module, "time",
+                        types.SimpleNamespace(perf_counter=lambda: next(ticks, 10.0)))
+    result = lie_trace(family, points, linalg=linalg, time_limit=5.0)
+    assert result.status == "not_converged"
+    assert result.reason == "time limit of 5 s reached before depth 1"
+    assert result.dim is None
+    assert [level.depth for level in result.levels] == [0]  # the level done is kept
     with pytest.raises(cf.InputError, match="time_limit"):
         lie_trace(family, points, time_limit=-1)
 

@@ -150,8 +150,3 @@ class DeviceBases:
         self._basis = _insert(self._basis, self._vt, self._put(self._pad(self.ranks)),
                               self._put(self._pad(added)))
         self.ranks = self.ranks + added
-
-    @property
-    def rows(self) -> np.ndarray:
-        """The traces' orthonormal bases, shape ``(P, cap, n)`` on the host (rows ≥ rank zero)."""
-        return to_host(self._basis)[: self.n_points]

@@ -24,7 +24,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import jaxpr_as_fun
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from conflow.engine.brackets import Family, bracket_chain
@@ -99,6 +98,9 @@ def shared_field(family: VectorFamily, dtype) -> Family:
         digest.update(np.ascontiguousarray(const).tobytes())
     key = (digest.hexdigest(), family.state_dim, k, str(dtype))
     if key not in _SHARED_FIELDS:
+        # 0.07 s of import (etils, …): paid by the first count, not by `import conflow`
+        from jax.extend.core import jaxpr_as_fun
+
         evaluate = jaxpr_as_fun(closed)
         _SHARED_FIELDS[key] = lambda z, a: evaluate(z, a)[0]
     return _SHARED_FIELDS[key]

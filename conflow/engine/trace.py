@@ -305,19 +305,17 @@ def lie_trace(
     def expired() -> bool:
         return time_limit is not None and time.perf_counter() - t_start > time_limit
 
-    loop_args = (band_for,)
     with progress_bar(progress, max_depth + 1, f"Lie trace ({algorithm}, {linalg}, n={n}, "
                       f"{P} points)") as bar:
         if linalg == "device":
-            found = device_levels(evaluate, DeviceBases(P, n, dtype, sharding), m,
-                                  max_depth, *loop_args, None if algorithm == "dense" else block,
-                                  bar, expired, time_limit)
+            found = device_levels(evaluate, DeviceBases(P, n, dtype, sharding), m, max_depth,
+                                  band_for, None if algorithm == "dense" else block, bar, expired,
+                                  time_limit)
         elif algorithm == "dense":
-            found = dense_levels(evaluate, P, n, m, max_depth, *loop_args, bar, expired,
-                                 time_limit)
+            found = dense_levels(evaluate, P, n, m, max_depth, band_for, bar, expired, time_limit)
         else:
-            found = streamed_levels(evaluate, P, n, m, max_depth, *loop_args, block, bar,
-                                    expired, time_limit)
+            found = streamed_levels(evaluate, P, n, m, max_depth, band_for, block, bar, expired,
+                                    time_limit)
     return _verdict(found, P, n, points, rtol, min_gap, time.perf_counter() - t_start, dtype,
                     algorithm, linalg, max_depth)
 

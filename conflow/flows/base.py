@@ -93,13 +93,18 @@ class AbstractFlow(abc.ABC):
 
     @property
     def is_polynomial(self) -> bool:
-        """Whether the generators are polynomial when φ is (the exact engine can count)."""
-        return isinstance(self.metric, str)
+        """Whether the generators are polynomial when φ is (the exact engine can count): a named
+        metric, and no weight decay or a constant one (its drift (λs, −λθ) is linear)."""
+        return isinstance(self.metric, str) and not callable(self.weight_decay)
 
     @property
     def not_polynomial_reason(self) -> str:
         """Why the exact engine cannot take this flow (empty when `is_polynomial`)."""
-        return "" if self.is_polynomial else "the metric is a callable: its fields are not polynomial"
+        if self.is_polynomial:
+            return ""
+        if callable(self.weight_decay):
+            return "the weight decay λ(t) is a function of time: the drift is not polynomial"
+        return "the metric is a callable: its fields are not polynomial"
 
     @property
     def locally_constant(self) -> bool:

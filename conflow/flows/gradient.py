@@ -87,16 +87,6 @@ class GradientFlow(AbstractFlow):
         return f"{base}+wd({wd})" if wd else base
 
     @property
-    def is_polynomial(self) -> bool:
-        return isinstance(self.metric, str) and decay.is_constant(self.weight_decay)
-
-    @property
-    def not_polynomial_reason(self) -> str:
-        if callable(self.weight_decay):
-            return "the weight decay λ(t) is a function of time: the drift is not polynomial"
-        return super().not_polynomial_reason
-
-    @property
     def has_time(self) -> bool:
         return decay.is_decayed(self.weight_decay)
 

@@ -97,16 +97,6 @@ class MomentumFlow(AbstractFlow):
         return (prefix + "momentum" if prefix else "heavy-ball") + f"(τ={self.tau:g})" + suffix
 
     @property
-    def is_polynomial(self) -> bool:
-        return isinstance(self.metric, str) and decay.is_constant(self.weight_decay)
-
-    @property
-    def not_polynomial_reason(self) -> str:
-        if callable(self.weight_decay):
-            return "the weight decay λ(t) is a function of time: the drift is not polynomial"
-        return super().not_polynomial_reason
-
-    @property
     def time_name(self) -> str:
         return "s" if self.tau else "t"
 

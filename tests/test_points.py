@@ -162,7 +162,43 @@ def test_unit_dead_by_construction_is_listed_degenerate():
     assert "1 of 1 recorded switch never changes" in reason and "v[0]" in reason
     gp = generic_points(model, None, 0, 2, max_redraws=3)
     assert gp.degenerate == (0, 1) and gp.redrawn == 6
-    assert len(gp.reasons) == 2 and all("still degenerate after 3 redraws" in r for r in gp.reasons)
+    assert len(gp.reasons) == 2 and all("still degenerate after 3 block redraws" in r for r in gp.reasons)
+
+
+def _deep_relu_apply(p, x):
+    """A bias-free ReLU MLP 4-6-6-6-6-1 as a plain JAX function."""
+    for w in p["hidden"]:
+        x = jax.nn.relu(w @ x)
+    return p["out"] @ x
+
+
+def test_deep_narrow_net_is_repaired_block_by_block():
+    """4 hidden layers of width 6: nearly every whole draw has a dead or rarely active unit
+    (fewer than 1 in 300 is clean); block redraws clean every point, and the rarer outcome of
+    each switch then holds on at least 1/64 of the inputs."""
+    params = {"hidden": [np.zeros((6, 4))] + [np.zeros((6, 6))] * 3, "out": np.zeros((1, 6))}
+    model = from_model(_deep_relu_apply, params, input_shape=(4,), n_inputs=512)
+    first = np.asarray(model.sample_points(0, 3))
+    assert sum(model.degeneracy(t)[0] > 0 for t in first) >= 2
+    gp = generic_points(model, None, 0, 3)
+    assert gp.redrawn > 0
+    for t in gp.points:
+        assert model.degeneracy(t) == (0, None)
+        assert not model.rare_switches(t).any()
+        # a repaired point keeps the blocks that were fine: it is not a whole fresh draw
+    bounds = [(0, 24), (24, 60), (60, 96), (96, 132), (132, 138)]
+    assert any(np.array_equal(p[a:b], f[a:b]) for p, f in zip(gp.points, first) for a, b in bounds)
+
+
+def test_rare_columns():
+    from conflow.models.from_model import constant_columns, min_switch_inputs, rare_columns
+
+    pat = np.array([[0, 1, 1, -1], [0, 1, 0, 0], [0, 1, 0, 1], [0, 0, 0, 1]] * 4)
+    assert constant_columns(pat).tolist() == [True, False, False, False]
+    assert rare_columns(pat, 5).tolist() == [True, True, True, False]
+    assert rare_columns(pat, 4).tolist() == [True, False, False, False]
+    assert rare_columns(np.zeros((3, 0)), 2).shape == (0,)
+    assert min_switch_inputs(10) == 1 and min_switch_inputs(640) == 10
 
 
 def test_smooth_sampled_model_is_never_degenerate():
@@ -180,3 +216,30 @@ def test_bad_arguments():
             generic_points(model, None, **kwargs)
     with pytest.raises(InputError):
         generic_points(model, None, 0, 2, max_redraws=-1)
+
+
+def test_generic_region_step_takes_the_largest_dimension_of_a_piecewise_model():
+    """Disagreeing points of a model with switches, each cut clean: the largest dimension is
+    the generic one when at least two and half of the points reach it; never for smooth models."""
+    import dataclasses
+
+    from conflow.engine.trace import AMBIGUOUS, OK
+    from conflow.laws.count import _generic_region
+
+    relu = _small_relu_model()
+    trace = cf.count_laws(relu, points=3, escalate=False, method="numeric").trace
+    dim = max(trace.point_dims)
+    split = dataclasses.replace(trace, status=AMBIGUOUS, dim=None, point_dims=(dim, dim - 1, dim),
+                                reason=f"points disagree: dimensions {(dim, dim - 1, dim)}")
+    step, detail, settled = _generic_region(relu, GradientFlow(), split)
+    assert step == "generic region" and settled.status == OK and settled.dim == dim
+    assert "2 of 3 points" in detail
+    lonely = dataclasses.replace(split, point_dims=(dim, dim - 1, dim - 1))
+    assert _generic_region(relu, GradientFlow(), lonely) is None
+    other = dataclasses.replace(split, reason="1 singular value(s) neither rounding nor clear")
+    assert _generic_region(relu, GradientFlow(), other) is None
+    smooth = from_model(lambda p, x: jnp.tanh(p["W"] @ x), {"W": np.zeros((2, 3))},
+                        input_shape=(3,), n_inputs=16)
+    own = dataclasses.replace(split, points=np.asarray(smooth.sample_points(0, 3)))
+    assert _generic_region(smooth, GradientFlow(), own) is None
+    assert _generic_region(cf.linear([2, 2, 2]), GradientFlow(), split) is None

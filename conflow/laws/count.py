@@ -58,7 +58,8 @@ class Attempt:
     """One try of a count: the first one, or a step of the escalation of an ambiguous one.
 
     Attributes:
-        step: ``"numeric"``, ``"exact"``, ``"fresh points"`` or ``"exact on regions"``.
+        step: ``"numeric"``, ``"exact"``, ``"fresh points"``, ``"generic region"`` or
+            ``"exact on regions"``.
         detail: what was run (points, seed, primes, …).
         status: the try's status; ``n_laws`` its count when ``ok``.
         reason: why it was not ``ok`` (empty when ok).
@@ -501,7 +502,8 @@ def count_laws(
 #: An estimate above this many seconds is printed on stderr before the count starts.
 ESTIMATE_SHOW_SECONDS = 5.0
 #: The escalation steps of `_escalation_steps`, by function name.
-_STEP_LABELS = {"exact": "exact", "fresh": "fresh points", "regions": "exact on regions"}
+_STEP_LABELS = {"exact": "exact", "fresh": "fresh points", "generic_region": "generic region",
+                "regions": "exact on regions"}
 
 
 def _remaining(deadline: float) -> float:
@@ -645,7 +647,10 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
 
     1. ``exact``: φ polynomial and small: the certified count (`conflow.exact`).
     2. ``fresh points``: twice the points, a new seed (new points, new coefficient draws).
-    3. ``exact on regions``: φ piecewise polynomial (ReLU, leaky ReLU, max, abs, …) and small:
+    3. ``generic region``: a piecewise model from code (recorded switches) whose latest points
+       disagree with every point's own cut clean: the largest dimension, when at least two and at
+       least half of the points reach it (`_generic_region`).
+    4. ``exact on regions``: φ piecewise polynomial (ReLU, leaky ReLU, max, abs, …) and small:
        the exact count of the polynomial φ is on the activation region of each numeric point;
        settles the count when every region is ok and they agree.
     """
@@ -670,6 +675,9 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
     def fresh():
         return "fresh points", f"{2 * points} points, seed {seed + 1}", numeric(seed + 1, 2 * points)
 
+    def generic_region():
+        return _generic_region(model, flow, traces[-1])
+
     def regions():
         if too_big or polynomial():
             return None
@@ -680,7 +688,35 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
             return None  # not piecewise polynomial (tanh, exp, …), or a point on a boundary
         return "exact on regions", f"the activation regions of {len(states)} points", run
 
-    return [exact, fresh, regions]
+    return [exact, fresh, generic_region, regions]
+
+
+def _generic_region(model: Model, flow: AbstractFlow, trace: LieTrace):
+    """The escalation step ``generic region``: settle disagreeing points of a piecewise model.
+
+    θ-space of a network with switches (ReLU, leaky ReLU, max pooling, … recorded by
+    `SampledModel.patterns`) splits into open regions of fixed activation behaviour; on those
+    where a unit is dead, always on, or active on a sliver of the inputs, fewer parameters act
+    on the sample and dim Lie(W) is lower than on the architecture's generic region (the
+    repaired points of `generic_points` avoid the ones the model can see, not all). So when the
+    points disagree while each point's own cut is clean (no σ in the band, no weak generators,
+    the gap above ``min_gap``), the largest dimension is the generic one, and the points below
+    it lie in degenerate regions. Taken only when at least two and at least half of the points
+    reach it; ``None`` otherwise (and for every other model)."""
+    patterns = getattr(model, "patterns", None)
+    if patterns is None or trace.status != AMBIGUOUS or not trace.reason.startswith(
+            "points disagree") or trace.gap < trace.min_gap:
+        return None
+    if np.asarray(patterns(flow.theta_of_state(model, trace.points[0]))).size == 0:
+        return None  # a smooth model: disagreeing points are not explained by regions
+    best = max(trace.point_dims)
+    at_best = sum(d == best for d in trace.point_dims)
+    P = len(trace.point_dims)
+    if at_best < max(2, (P + 1) // 2):
+        return None
+    settled = dataclasses.replace(trace, dim=best, status=OK, n_agree=at_best, reason="")
+    return ("generic region", f"{at_best} of {P} points at dimension {best}, the others in "
+            "degenerate activation regions", settled)
 
 
 def _exact_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int,

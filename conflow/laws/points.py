@@ -11,46 +11,59 @@ activation behaviour, and some have positive measure and a larger count than the
 e.g. a hidden unit off for every input (its weights are then conserved), two units on for every
 input (a linear block, with its rotations), a weight whose input unit is off wherever its output
 unit is on. Random points land there with positive probability, and the points disagree
-(``ambiguous``). The model says so through its hook `Model.degenerate_reason(θ)` (``None`` for
-analytic models; for a `SampledModel`: some recorded switch constant over the sample, or some
-parameter whose generator vanishes on it), and `generic_points` redraws such points:
+(``ambiguous``). In a deep narrow net nearly every draw lands there (4 hidden layers of width 6
+to 8: fewer than 1 in 300 draws is clean). The model says so through its hook
+`Model.degenerate_reason(θ)` (``None`` for analytic models; for a `SampledModel`: some recorded
+switch constant over the sample, or taking its rarer value on too few inputs, or some parameter
+whose generator vanishes on it), and `generic_points` repairs such points block by block:
 
-    for each point i: z_i ~ flow.sample_points; while degenerate(θ(z_i)) and k ≤ max_redraws:
-        z_i ← one fresh draw with the generator default_rng([seed, REDRAW_TAG, i, k]).
+    for each point i: z_i ~ flow.sample_points
+    while z_i is degenerate and the budget lasts:
+        for each parameter block B of θ (a layer's weight, a bias, …), in layout order:
+            z' ← z_i with B redrawn from its own law (`conflow.models.base.draw_block`);
+            z_i ← z' if z' is less degenerate than z_i.
 
-A kept point is then a draw of the same law conditioned on the open set of non-degenerate θ: it
-still has a density there, so it is generic within that set. Deterministic given ``seed``. A point
-still degenerate after ``max_redraws`` attempts (a unit dead by construction, a guard switch that
-never changes, a deep net whose non-degenerate set is too small to hit) keeps its least
-degenerate draw (fewest constant switches plus idle parameters, `SampledModel.degeneracy`; the
-first draw for other models) and is listed in ``degenerate``.
+A redraw of one block fixes what a redraw of the whole θ rarely does: a dead unit of layer 4 is
+fixed by redrawing layer 4 (or the layers before it) while the layers that already work are kept.
+Each coordinate of the final z is a draw of an absolutely continuous law, and which draw is kept
+depends on z only through the open degeneracy conditions, so the final law has a density
+(dominated by the sum, over the finitely many choices of kept draws, of product densities): it
+is a draw conditioned on the open set of non-degenerate θ, generic within that set.
+Deterministic given ``seed``.
 
-Not detected: a unit that changes on only a few inputs (a sliver of the sample); its generators
-may still be too few to span. `count_laws_from_model`'s doubled-sample recount is the check there.
+A second pass compares the points' generator ranks (dim W_0, the span of the output gradients):
+the rank is lower semicontinuous and drops only on such regions, so a point below the best rank
+among the points is repaired again, with the rank as the score (`_match_generator_ranks`).
+
+A point still degenerate when its budget is spent (a unit dead by construction, a guard switch
+that never changes) keeps its least degenerate state and is listed in ``degenerate``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import numpy as np
 
 from conflow.errors import InputError
 from conflow.flows import AbstractFlow, parse_flow
-from conflow.models.base import Model
+from conflow.models.base import Model, draw_block
 from conflow.models.custom import brief_error
 
-#: Default number of fresh draws tried per degenerate point. Measured on Equinox ReLU MLPs with
-#: biases and their default input sample, a draw is generic (no constant switch, no idle
+#: Default number of block redraws tried per degenerate point. Measured on Equinox ReLU MLPs
+#: with their default input sample, a whole fresh θ is clean (no constant switch, no idle
 #: parameter) with probability ~0.3-0.5 for one or two hidden layers of width ≤ 8, ~0.02-0.15 for
-#: three, and below 1/300 for four (3-8-8-8-8-1, 2-6-6-6-6-3: nearly every θ has idle weights,
-#: whatever the input sample). One check costs one pattern replay and one VJP over the sample
-#: (~5 ms for D ≈ 100, N ≈ 500).
-MAX_REDRAWS = 32
+#: three, and below 1/300 for four (3-8-8-8-8-1, 4-6-6-6-6-1); block repairs clean the four-layer
+#: ones in 10-100 redraws. One check costs one pattern replay and one VJP over the sample
+#: (~1-5 ms for D ≈ 100-400, N ≈ 1,000-3,000).
+MAX_REDRAWS = 128
 #: All redraws of one call together, both passes: bounds the cost of a model whose every draw is
-#: degenerate (a unit dead by construction, a deep narrow net) to a few hundred checks.
-MAX_TOTAL_REDRAWS = 96
+#: degenerate (a unit dead by construction) to a few hundred checks.
+MAX_TOTAL_REDRAWS = 384
+#: Block redraws tried per block and sweep before moving to the next block.
+TRIES_PER_BLOCK = 4
 #: Mixed into the redraw generators' seeds, so they differ from every other draw of ``seed``.
 REDRAW_TAG = 0x9E57
 
@@ -89,7 +102,7 @@ def degeneracy(model: Model, theta: np.ndarray) -> tuple[int, str | None]:
 
 def generic_points(model: Model, flow: AbstractFlow, seed: int, n: int, *,
                    max_redraws: int = MAX_REDRAWS) -> GenericPoints:
-    """``n`` generic points of ``flow`` on ``model`` (see module docstring), redrawing those the
+    """``n`` generic points of ``flow`` on ``model`` (see module docstring), repairing those the
     model calls degenerate.
 
     Args:
@@ -98,7 +111,7 @@ def generic_points(model: Model, flow: AbstractFlow, seed: int, n: int, *,
             ``sample_points(model, seed, n)`` gives the first draws.
         seed: non-negative integer; same seed, same points.
         n: number of points, ≥ 1.
-        max_redraws: fresh draws tried per degenerate point (0: only report).
+        max_redraws: block redraws tried per degenerate point (0: only report).
 
     Returns a `GenericPoints`. With no degenerate point, ``points`` equals
     ``flow.sample_points(model, seed, n)``, so analytic models see exactly the old points.
@@ -119,70 +132,107 @@ def generic_points(model: Model, flow: AbstractFlow, seed: int, n: int, *,
             if reason:  # the check failed: noted, point kept
                 reasons.append(f"point {i}: {reason}")
             continue
-        first, best, k = reason, (severity, reason, points[i]), 0
-        while best[0] and k < max_redraws and redrawn + k < MAX_TOTAL_REDRAWS:
-            k += 1
-            rng = np.random.default_rng([int(seed), REDRAW_TAG, i, k])
-            z = np.asarray(jax.device_get(flow.sample_points(model, rng, 1)), dtype=np.float64)[0]
-            severity, reason = _assess(model, flow, z)
-            if severity < best[0]:
-                best = (severity, reason, z)
+        budget = min(max_redraws, MAX_TOTAL_REDRAWS - redrawn)
+        rng = np.random.default_rng([int(seed), REDRAW_TAG, i])
+        points[i], (severity, last), k = _repair(
+            model, flow, points[i], rng, budget, lambda z: _assess(model, flow, z), (0, None))
         redrawn += k
-        points[i] = best[2]
-        if best[0]:
+        if severity:
             degenerate.append(i)
-            reasons.append(f"point {i}: {first}; still degenerate after {k} redraws, kept the "
-                           f"least degenerate draw: {best[1]}")
+            reasons.append(f"point {i}: {reason}; still degenerate after {k} block redraws, "
+                           f"kept the least degenerate state: {last}")
         else:
-            reasons.append(f"point {i}: {first}; redrawn {k} time{'s' if k != 1 else ''}")
+            reasons.append(f"point {i}: {reason}; repaired by {k} block redraw"
+                           f"{'s' if k != 1 else ''}")
     redrawn += _match_generator_ranks(model, flow, seed, points,
                                       min(max_redraws, MAX_TOTAL_REDRAWS - redrawn), reasons,
                                       degenerate)
     return GenericPoints(points, redrawn, tuple(reasons), tuple(sorted(set(degenerate))))
 
 
-#: Redraws per point of the generator-rank pass (each costs a Jacobian and its SVD).
-MAX_RANK_REDRAWS = 16
+def _repair(model: Model, flow: AbstractFlow, z: np.ndarray, rng: np.random.Generator,
+            budget: int, score: Callable[[np.ndarray], tuple], target: tuple
+            ) -> tuple[np.ndarray, tuple, int]:
+    """Redraw θ's blocks of the state z one at a time, keeping a redraw when it lowers
+    ``score`` (a tuple whose first entry is the severity, compared lexicographically), until the
+    score reaches ``target`` or ``budget`` redraws are spent: (state, its score, redraws made).
+
+    Sweeps over the blocks in layout order, `TRIES_PER_BLOCK` redraws per block and sweep. The
+    other coordinates of the state (momentum's s and v, the time of weight decay) are kept."""
+    z = np.array(z, dtype=np.float64)
+    current = score(z)
+    index = flow.theta_of_state(model, np.arange(z.size))  # where θ sits in the state
+    starts = np.cumsum([0] + [b.size for b in model.blocks])
+    k = 0
+    while _key(current) > _key(target) and k < budget and model.blocks:
+        for block, lo, hi in zip(model.blocks, starts[:-1], starts[1:]):
+            for _ in range(TRIES_PER_BLOCK):
+                if _key(current) <= _key(target) or k >= budget:
+                    return z, current, k
+                k += 1
+                trial = z.copy()
+                trial[index[lo:hi]] = draw_block(rng, block, 1)[0]
+                got = score(trial)
+                if _key(got) < _key(current):
+                    z, current = trial, got
+    return z, current, k
+
+
+def _key(score: tuple) -> tuple:
+    """Sort key of a score: the severity, then the rest (``None`` reasons ignored)."""
+    return (score[0],) + tuple(x for x in score[1:] if not isinstance(x, (str, type(None))))
+
+
+#: Block redraws per point of the generator-rank pass (each costs a Jacobian and its SVD) ...
+MAX_RANK_REDRAWS = 64
+#: ... and at most this many Jacobian entries (nN × D per redraw) per point: 12 redraws at
+#: N = 3,256, D = 407 (about 0.6 s each on 2 cores), 64 below N × D ≈ 260,000.
+RANK_PASS_ENTRIES = 1 << 24
 #: Mixed into the seeds of the generator-rank pass's redraws.
 RANK_TAG = 0x9E58
 
 
 def _match_generator_ranks(model: Model, flow: AbstractFlow, seed: int, points: np.ndarray,
                            max_redraws: int, reasons: list, degenerate: list) -> int:
-    """Redraw points whose generators span less than at another draw; returns the redraws made.
+    """Repair points whose generators span less than at another point; returns the redraws made.
 
     For a piecewise model the output gradients at a generic θ of the architecture's generic
     region span dim W_0 = r*; at θ where a unit is active on too few inputs of the sample (a
     sliver: no switch constant, no parameter idle, yet its incoming weights not spanned) they
     span less, and the count there is higher. The rank is lower semicontinuous and can only
-    drop on such regions, so the largest rank among the draws is the best estimate of r*; points
-    below it are redrawn (points in place, reasons and degenerate indices appended). Models
-    without ``generator_rank`` (analytic ones), or too large for it, are left alone.
+    drop on such regions, so the largest rank among the points is the best estimate of r*; points
+    below it are repaired with (severity, −rank) as the score (points in place, reasons and
+    degenerate indices appended). Models without ``generator_rank`` (analytic ones), or too large
+    for it, are left alone.
     """
     rank_of = getattr(model, "generator_rank", None)
-    if rank_of is None or min(max_redraws, MAX_RANK_REDRAWS) == 0:
+    if rank_of is None:
+        return 0
+    budget = min(max_redraws, MAX_RANK_REDRAWS, RANK_PASS_ENTRIES // max(model.d * model.D, 1))
+    if budget == 0:
         return 0
     ranks = [rank_of(flow.theta_of_state(model, z)) for z in points]
     if any(r is None for r in ranks):
         return 0
+
+    def score(z):  # (severity, −rank); the rank is computed on clean states only
+        severity = _assess(model, flow, z)[0]
+        return (severity, 0 if severity else -rank_of(flow.theta_of_state(model, z)))
+
     redrawn = 0
-    for _ in range(2):  # a redraw may raise the best rank: the points before it are rechecked
+    for _ in range(2):  # a repair may raise the best rank: the points before it are rechecked
         for i in range(points.shape[0]):
-            start, k = ranks[i], 0
-            while ranks[i] < max(ranks) and k < min(max_redraws, MAX_RANK_REDRAWS):
-                k += 1
-                rng = np.random.default_rng([int(seed), RANK_TAG, i, k, start])
-                z = np.asarray(jax.device_get(flow.sample_points(model, rng, 1)), dtype=np.float64)[0]
-                if _assess(model, flow, z)[0]:
-                    continue
-                r = rank_of(flow.theta_of_state(model, z))
-                if r > ranks[i]:
-                    points[i], ranks[i] = z, r
+            start = ranks[i]
+            if start >= max(ranks):
+                continue
+            rng = np.random.default_rng([int(seed), RANK_TAG, i, start])
+            points[i], got, k = _repair(model, flow, points[i], rng, budget, score,
+                                        (0, -max(ranks)))
+            ranks[i] = rank_of(flow.theta_of_state(model, points[i]))
             redrawn += k
-            if k:
-                reasons.append(f"point {i}: output gradients span {start} < {max(ranks)} "
-                               f"directions (a unit active on too few inputs?); redrawn {k} "
-                               f"time{'s' if k != 1 else ''}")
+            reasons.append(f"point {i}: output gradients span {start} < {max(ranks)} "
+                           f"directions (a unit active on too few inputs?); {k} block redraw"
+                           f"{'s' if k != 1 else ''}, now {ranks[i]}")
     degenerate.extend(i for i, r in enumerate(ranks) if r < max(ranks))
     return redrawn
 

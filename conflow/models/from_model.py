@@ -52,8 +52,8 @@ theorem applies. They differ when
   it is merely rare, the sample misses it. Either way the generic points then usually disagree:
   the count is reported ``ambiguous``, with a warning about switches that never change. Such
   points are flagged by `SampledModel.degenerate_reason` (a recorded switch constant over the
-  sample, or a parameter whose generator vanishes on it) and redrawn by
-  `conflow.laws.points.generic_points`.
+  sample or changing on fewer than 1/64 of it, or a parameter whose generator vanishes on it)
+  and repaired block by block by `conflow.laws.points.generic_points`.
 
 Smooth activations (tanh, GELU, softplus, SiLU) go through exactly the same path; conflow does not
 assume their counts.
@@ -359,17 +359,28 @@ class SampledModel(Model):
         """
         return np.asarray(self._idle_eval()(jnp.asarray(theta))) == 0.0
 
+    def rare_switches(self, theta: Array) -> np.ndarray:
+        """Which recorded switches take their rarer outcomes on fewer than `min_switch_inputs`
+        of the N inputs at flat θ (constant ones included): bool, shape ``(S,)``
+        (`rare_columns` of `patterns`)."""
+        return rare_columns(self.patterns(theta), min_switch_inputs(self.n_inputs))
+
     def degeneracy(self, theta: Array) -> tuple[int, str | None]:
-        """(severity, reason): the number of constant switches plus idle parameters at flat θ
-        (`constant_switches`, `idle_parameters`), and a one-line reason (``None`` if 0)."""
-        const = self.constant_switches(theta)
+        """(severity, reason): the number of rare switches plus idle parameters at flat θ
+        (`rare_switches`, `idle_parameters`), and a one-line reason (``None`` if 0)."""
+        pat = self.patterns(theta)
+        rare = rare_columns(pat, min_switch_inputs(self.n_inputs))
         idle = self.idle_parameters(theta)
-        k, q = int(const.sum()), int(idle.sum())
+        k, q = int(rare.sum()), int(idle.sum())
         parts = []
         if k:
-            parts.append(f"{k} of {const.size} recorded switch{'es' if const.size != 1 else ''} "
-                         f"never change{'s' if k == 1 else ''} over the {self.n_inputs} inputs "
-                         "(a unit always off or on there?)")
+            const = int(constant_columns(pat).sum())
+            what = (f"never change{'s' if k == 1 else ''}" if const == k else
+                    f"change{'s' if k == 1 else ''} on fewer than "
+                    f"{min_switch_inputs(self.n_inputs)}" + (f" ({const} never)" if const else ""))
+            parts.append(f"{k} of {rare.size} recorded switch{'es' if rare.size != 1 else ''} "
+                         f"{what} over the {self.n_inputs} inputs "
+                         "(a unit always off or on there, or nearly?)")
         if q:
             names = [n for n, i in zip(self.param_names, idle) if i]
             shown = ", ".join(names[:4]) + (", …" if q > 4 else "")
@@ -393,8 +404,9 @@ class SampledModel(Model):
         return int(np.sum(s > 1e-10 * s[0])) if s.size and s[0] > 0 else 0
 
     def degenerate_reason(self, theta: np.ndarray) -> str | None:
-        """θ is degenerate when some recorded switch has the same outcome on all N inputs, or some
-        parameter has a zero generator on all of them (`degeneracy`).
+        """θ is degenerate when some recorded switch has the same outcome on all N inputs (or on all
+        but fewer than `min_switch_inputs`), or some parameter has a zero generator on all of
+        them (`degeneracy`).
 
         A ReLU unit off (or on) for the whole sample at θ: on the open set of θ where this holds,
         the unit's generators are missing (off: its weights are conserved) or it acts linearly
@@ -402,7 +414,7 @@ class SampledModel(Model):
         docstring); likewise a weight whose input unit is off wherever its output unit is on.
         Switches constant for every θ by construction (a unit dead whatever θ, a guard) make
         every θ degenerate: `conflow.laws.points.generic_points` then lists the point after its
-        redraws. ``None`` if nothing is degenerate (or nothing is recorded).
+        repairs. ``None`` if nothing is degenerate (or nothing is recorded).
         """
         return self.degeneracy(theta)[1]
 
@@ -429,9 +441,31 @@ class SampledModel(Model):
 def constant_columns(pat: np.ndarray) -> np.ndarray:
     """Columns of a pattern matrix (N inputs × S switches; other shapes are flattened per input)
     that hold one value on all N rows: bool, shape ``(S,)``."""
+    return rare_columns(pat, 1)
+
+
+#: A switch counts as rare at θ when its rarer outcomes hold on fewer than this fraction of the
+#: inputs (`min_switch_inputs`): a unit active on a sliver of the sample spans its incoming
+#: weights only weakly (measured: σ ~ 1e-6 generator directions on 4-layer Equinox ReLU MLPs).
+RARE_SWITCH_FRACTION = 1 / 64
+
+
+def min_switch_inputs(n_inputs: int) -> int:
+    """Fewest inputs on which the outcomes other than a switch's commonest must hold:
+    max(1, ⌊N · `RARE_SWITCH_FRACTION`⌋)."""
+    return max(1, int(n_inputs * RARE_SWITCH_FRACTION))
+
+
+def rare_columns(pat: np.ndarray, k_min: int = 1) -> np.ndarray:
+    """Columns of a pattern matrix (N inputs × S switches; other shapes are flattened per input)
+    whose outcomes other than the commonest hold on fewer than ``k_min`` rows (``k_min = 1``:
+    the constant columns): bool, shape ``(S,)``."""
     pat = np.asarray(pat)
     pat = pat.reshape(pat.shape[0], -1) if pat.ndim != 2 else pat
-    return np.all(pat == pat[:1], axis=0)
+    if pat.size == 0:
+        return np.zeros(pat.shape[1], dtype=bool)
+    commonest = np.max([(pat == v).sum(axis=0) for v in np.unique(pat)], axis=0)
+    return pat.shape[0] - commonest < k_min
 
 
 def as_inputs(inputs: Any, input_shape: tuple[int, ...] | None = None) -> np.ndarray:

@@ -651,8 +651,8 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
        disagree with every point's own cut clean: the largest dimension, when at least two and at
        least half of the points reach it (`_generic_region`).
     4. ``exact on regions``: φ piecewise polynomial (ReLU, leaky ReLU, max, abs, …) and small:
-       the exact count of the polynomial φ is on the activation region of each numeric point;
-       settles the count when every region is ok and they agree.
+       the exact count of the polynomial φ is on the activation regions of the first ``points``
+       fresh points; settles the count when every region is ok and they agree.
     """
     too_big = _exact_candidate(model, flow, n)
     depth = 30 if max_depth is None else max_depth
@@ -681,8 +681,8 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
     def regions():
         if too_big or polynomial():
             return None
-        states = traces[-1].points
-        try:
+        states = traces[-1].points[:points]  # the fresh points, as many as asked for: one exact
+        try:                                   # count per region, the costliest step
             run = _region_trace(model, flow, seed, depth, states)
         except InputError:
             return None  # not piecewise polynomial (tanh, exp, …), or a point on a boundary

@@ -173,7 +173,7 @@ def _repair(model: Model, flow: AbstractFlow, z: np.ndarray, rng: np.random.Gene
                 trial = z.copy()
                 trial[index[lo:hi]] = draw_block(rng, block, 1)[0]
                 got = score(trial)
-                if _key(got) < _key(current):
+                if _key(got) <= _key(current):  # ties move too: a plateau is left by a walk
                     z, current = trial, got
     return z, current, k
 

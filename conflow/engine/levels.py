@@ -220,16 +220,29 @@ def device_levels(
                                 f"{_dims_text(bases.ranks)}")
             if active and expired():
                 break
-        records.append(tally.record(bases.ranks))
-        kept.extend(tally.kept)
-        dropped.extend(tally.dropped)
-        bar.update(1)
-        if active and not tally.saturated:  # stopped inside the level
-            return Levels(records, bases.ranks.tolist(), kept, dropped, False,
-                          _time_up(time_limit, depth, within=True))
-        if tally.saturated or not any(tally.added):
-            return Levels(records, bases.ranks.tolist(), kept, dropped, not tally.saturated)
+        done = _close_level(tally, bases.ranks.tolist(), records, kept, dropped, bar,
+                            bool(active), time_limit, depth)
+        if done is not None:
+            return done
     return Levels(records, bases.ranks.tolist(), kept, dropped, False)
+
+
+def _close_level(tally: _Tally, ranks: list[int], records: list, kept: list, dropped: list,
+                 bar: Any, interrupted: bool, time_limit: float | None, depth: int
+                 ) -> Levels | None:
+    """Record a streamed level (appends to ``records``, ``kept``, ``dropped``) and return the
+    `Levels` if the loop ends here: stopped inside the level by the time limit, saturated, or
+    nothing added (converged); ``None`` to go on."""
+    records.append(tally.record(ranks))
+    kept.extend(tally.kept)
+    dropped.extend(tally.dropped)
+    bar.update(1)
+    if interrupted and not tally.saturated:  # stopped inside the level
+        return Levels(records, ranks, kept, dropped, False,
+                      _time_up(time_limit, depth, within=True))
+    if tally.saturated or not any(tally.added):
+        return Levels(records, ranks, kept, dropped, not tally.saturated)
+    return None
 
 
 def dense_levels(
@@ -338,13 +351,8 @@ def streamed_levels(
                                 f"{_dims_text([b.rank for b in bases])}")
             if active and expired():
                 break
-        records.append(tally.record([b.rank for b in bases]))
-        kept.extend(tally.kept)
-        dropped.extend(tally.dropped)
-        bar.update(1)
-        if active and not tally.saturated:  # stopped inside the level
-            return Levels(records, [b.rank for b in bases], kept, dropped, False,
-                          _time_up(time_limit, depth, within=True))
-        if tally.saturated or not any(tally.added):
-            return Levels(records, [b.rank for b in bases], kept, dropped, not tally.saturated)
+        done = _close_level(tally, [b.rank for b in bases], records, kept, dropped, bar,
+                            bool(active), time_limit, depth)
+        if done is not None:
+            return done
     return Levels(records, [b.rank for b in bases], kept, dropped, False)

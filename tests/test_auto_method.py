@@ -46,6 +46,19 @@ def test_large_model_goes_numeric_without_extracting_its_polynomials(monkeypatch
         assert method == "numeric" and reason.startswith("auto: too large for the exact engine")
 
 
+def test_exploding_polynomials_stop_at_the_work_limit():
+    """A product of eight 10×10 blocks has 10⁷ monomials per output: auto stops building them
+    at `AUTO_EXTRACT_PRODUCTS` term products (it once exhausted 17 GB) and goes numeric."""
+    from conflow.exact.polynomial import WorkLimitError, work_limit
+
+    method, reason = _auto_method(cf.linear([10] * 9), GradientFlow())
+    assert method == "numeric" and "too large for the exact engine" in reason
+    with work_limit(100), pytest.raises(WorkLimitError):
+        polynomial_form(cf.linear([3, 4, 4, 3]).phi, 40)  # needs 192
+    with work_limit(192):
+        assert len(polynomial_form(cf.linear([3, 4, 4, 3]).phi, 40)) == 9
+
+
 def test_non_polynomial_models_and_metrics_go_numeric():
     assert auto(cf.mlp([3, 4, 2], "tanh")) == ("numeric", "auto: φ is not polynomial")
     method, reason = auto(cf.mlp([3, 4, 2], "relu"))

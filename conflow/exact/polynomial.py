@@ -33,6 +33,8 @@ For linear fields u = Ax, v = Bx this is (BA − AB)x.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import numbers
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -144,6 +146,36 @@ def _max_var(m: int) -> int:
     """Largest variable index in m, −1 for the constant monomial."""
     x = m >> DEG_BITS
     return (x.bit_length() - 1) // BITS if x else -1
+
+
+class WorkLimitError(InputError):
+    """Building polynomials needed more term products than the `work_limit` in force."""
+
+
+#: Term products left to the `work_limit` in force (a one-element list), or ``None``.
+_WORK_LEFT: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "conflow_polynomial_work", default=None)
+
+
+@contextlib.contextmanager
+def work_limit(products: int):
+    """Within this block, `Poly` products may multiply at most ``products`` pairs of terms in
+    all; one more raises `WorkLimitError`. Bounds the polynomial form of a model whose
+    polynomials explode (a product of many matrices has exponentially many monomials) before it
+    exhausts time or memory."""
+    token = _WORK_LEFT.set([int(products)])
+    try:
+        yield
+    finally:
+        _WORK_LEFT.reset(token)
+
+
+def _spend(pairs: int) -> None:
+    left = _WORK_LEFT.get()
+    if left is not None:
+        left[0] -= pairs
+        if left[0] < 0:
+            raise WorkLimitError("polynomial form: more term products than the work limit")
 
 
 def _check_degree(deg: int, what: str) -> None:
@@ -340,6 +372,7 @@ class Poly:
         if len(self.terms) == 1 and 0 in self.terms:
             return o.scale(self.terms[0])
         _check_degree(self.degree + o.degree, "product")
+        _spend(len(self.terms) * len(o.terms))
         acc: dict[int, Coef] = defaultdict(int)
         for m1, c1 in self.terms.items():
             for m2, c2 in o.terms.items():

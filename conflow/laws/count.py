@@ -28,6 +28,7 @@ from conflow.errors import (
     check_int,
 )
 from conflow.exact import polynomial_form
+from conflow.exact.polynomial import WorkLimitError, work_limit
 from conflow.flows import AbstractFlow, parse_flow
 from conflow.laws import cost as _cost
 from conflow.laws.exact_count import exact_count_laws
@@ -46,6 +47,14 @@ MIN_POINTS = 3
 # repeats of the same shapes with their programs compiled go below 0.1 s (0.02–0.15 s), where
 # the two engines cost the same to a user.
 NUMERIC_MIN_SECONDS = 0.1
+#: ``method="auto"`` builds φ's polynomials with at most this many term products (at most
+#: 0.2 s): more means more monomials than the exact engine handles faster than the numeric one
+#: (linear[6]*5, 7,776 monomials, needs 9,288; a product of eight 10×10 blocks has 10⁷ monomials
+#: per output, and building them exhausted 17 GB).
+AUTO_EXTRACT_PRODUCTS = 1 << 16
+#: The escalation's exact steps give up on φ's polynomial form past this many term products
+#: (about 10 s).
+ESCALATE_EXTRACT_PRODUCTS = 1 << 22
 DISAGREE = Status.DISAGREE
 # Escalation tries the exact engine on polynomial φ (or on a point's activation region) only up
 # to these sizes: its modular Jacobian stacks grow as state_dim² × generators.
@@ -267,7 +276,11 @@ def _auto_method(model: Model, flow: AbstractFlow, points: int = 3,
                            f"outputs: est. ≥ {_seconds(floor.seconds)} vs numeric "
                            f"{_seconds(numeric_seconds())})")
     try:
-        polys = polynomial_form(model.phi, D)
+        with work_limit(AUTO_EXTRACT_PRODUCTS):
+            polys = polynomial_form(model.phi, D)
+    except WorkLimitError:
+        return "numeric", (f"auto: φ's polynomials are too large for the exact engine (more "
+                           f"than {AUTO_EXTRACT_PRODUCTS:,} term products to build them)")
     except PiecewiseError:
         return "numeric", "auto: φ is piecewise polynomial, not polynomial"
     except InputError:
@@ -658,17 +671,21 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
     depth = 30 if max_depth is None else max_depth
     kind: dict[str, str] = {}
 
-    def polynomial() -> bool:
+    def form() -> str:
+        """'polynomial', 'too large' (its polynomial form passed the work limit), or why not."""
         if "form" not in kind:
             try:
-                polynomial_form(model.phi, model.D)
+                with work_limit(ESCALATE_EXTRACT_PRODUCTS):
+                    polynomial_form(model.phi, model.D)
                 kind["form"] = "polynomial"
+            except WorkLimitError:
+                kind["form"] = "too large"
             except InputError as e:
                 kind["form"] = str(e)
-        return kind["form"] == "polynomial"
+        return kind["form"]
 
     def exact():
-        if too_big or not polynomial():
+        if too_big or form() != "polynomial":
             return None
         return "exact", "polynomial φ, two primes", _exact_trace(model, flow, seed, depth)
 
@@ -679,7 +696,7 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
         return _generic_region(model, flow, traces[-1])
 
     def regions():
-        if too_big or polynomial():
+        if too_big or form() in ("polynomial", "too large"):
             return None
         states = traces[-1].points[:points]  # the fresh points, as many as asked for: one exact
         try:                                   # count per region, the costliest step

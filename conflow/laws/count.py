@@ -55,6 +55,10 @@ AUTO_EXTRACT_PRODUCTS = 1 << 16
 #: The escalation's exact steps give up on φ's polynomial form past this many term products
 #: (about 10 s).
 ESCALATE_EXTRACT_PRODUCTS = 1 << 22
+#: ... and skip the exact engine when its estimate (`conflow.laws.cost.exact_cost`) is above
+#: this (linear [2,4,7,9,8,2,5], 40,320 monomials, is estimated at 6.6e8 s; running it anyway
+#: exhausted 20 GB).
+ESCALATE_EXACT_MAX_SECONDS = 300.0
 DISAGREE = Status.DISAGREE
 # Escalation tries the exact engine on polynomial φ (or on a point's activation region) only up
 # to these sizes: its modular Jacobian stacks grow as state_dim² × generators.
@@ -672,12 +676,17 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
     kind: dict[str, str] = {}
 
     def form() -> str:
-        """'polynomial', 'too large' (its polynomial form passed the work limit), or why not."""
+        """'polynomial', 'too large' (its polynomial form passed the work limit, or the exact
+        engine's estimate passed `ESCALATE_EXACT_MAX_SECONDS` or the free memory), or why not."""
         if "form" not in kind:
             try:
                 with work_limit(ESCALATE_EXTRACT_PRODUCTS):
-                    polynomial_form(model.phi, model.D)
-                kind["form"] = "polynomial"
+                    polys = polynomial_form(model.phi, model.D)
+                est = _cost.exact_cost(n, model.D, _cost.polynomial_size(polys),
+                                       momentum=flow.has_velocity)
+                memory = _cost.available_memory()
+                kind["form"] = ("too large" if est.seconds > ESCALATE_EXACT_MAX_SECONDS
+                                or (memory is not None and est.bytes > memory) else "polynomial")
             except WorkLimitError:
                 kind["form"] = "too large"
             except InputError as e:

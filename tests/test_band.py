@@ -70,6 +70,17 @@ def test_near_parallel_generators_are_never_a_wrong_ok(eps):
     assert "settled by exact" in settled.summary()
 
 
+def test_exact_escalation_is_skipped_when_its_estimate_is_too_dear(monkeypatch):
+    """The exact step runs only when `exact_cost` is below ESCALATE_EXACT_MAX_SECONDS (a deep
+    linear net's exact count, estimated at 6.6e8 s, once exhausted 20 GB)."""
+    from conflow.laws import count as count_module
+
+    monkeypatch.setattr(count_module, "ESCALATE_EXACT_MAX_SECONDS", 0.0)
+    result = cf.count_laws(_near_parallel(1e-14), method="numeric")
+    assert "exact" not in [a.step for a in result.attempts]
+    assert result.status != "ok" or result.n_laws == 1
+
+
 def test_well_separated_generators_need_no_escalation():
     count = cf.count_laws(_near_parallel(1.0), method="numeric")
     assert count.status == "ok" and count.n_laws == 1 and not count.attempts

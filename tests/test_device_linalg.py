@@ -140,3 +140,21 @@ def test_equal_shapes_reuse_the_compiled_programs():
     after = evaluate._stage_evaluator.cache_info()
     assert first.status == second.status == "ok" and first.n_laws == second.n_laws == 5
     assert after.misses == before.misses and after.hits > before.hits
+
+
+def test_compiled_programs_are_dropped_under_map_pressure(monkeypatch):
+    """XLA maps three pages per compiled kernel; past MAP_PRESSURE of the kernel's limit the
+    bracket programs are dropped before the next trace (16 deep linear counts in one process
+    once crashed LLVM), and counting goes on."""
+    from conflow.engine import evaluate
+
+    if evaluate._map_counts() is None:
+        pytest.skip("no /proc (not Linux)")
+    model = cf.linear([2, 3, 2])
+    assert cf.count_laws(model, method="numeric").n_laws == 6  # n(n+1)/2, n = 3
+    assert evaluate._stage_evaluator.cache_info().currsize > 0
+    assert not evaluate.relieve_map_pressure()  # far below the limit
+    monkeypatch.setattr(evaluate, "MAP_PRESSURE", 0.0)
+    assert evaluate.relieve_map_pressure()
+    assert evaluate._stage_evaluator.cache_info().currsize == 0 and not evaluate._SHARED_FIELDS
+    assert cf.count_laws(model, method="numeric").n_laws == 6  # n(n+1)/2, n = 3

@@ -16,6 +16,7 @@ cached per *structure* of the field (its jaxpr), so counting many nets of equal 
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import math
@@ -75,7 +76,47 @@ def fast_compile(family: VectorFamily) -> bool:
     return not any(name in text for name in _SLOW_UNOPTIMISED)
 
 
-_SHARED_FIELDS: dict[tuple, Family] = {}
+#: The structures kept, least recently used first; bounded, like the program caches below,
+#: because every compiled program holds three memory maps per XLA kernel (a bracket program of
+#: a deep net has thousands): unbounded, a process counting 16 random deep linear nets reached
+#: the kernel's limit of 65,530 maps, and LLVM failed to allocate and crashed the process.
+_SHARED_FIELDS: collections.OrderedDict[tuple, Family] = collections.OrderedDict()
+_SHARED_FIELDS_MAX = 8
+
+
+#: When the process holds more memory maps than this fraction of the kernel's limit, the
+#: compiled programs are dropped before the next count (`relieve_map_pressure`).
+MAP_PRESSURE = 0.4
+
+
+def _map_counts() -> tuple[int, int] | None:
+    """(memory maps held by this process, the kernel's limit), or ``None`` off Linux."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps", "rb") as f:
+            return sum(1 for _ in f), limit
+    except (OSError, ValueError):
+        return None
+
+
+def relieve_map_pressure() -> bool:
+    """Drop the compiled bracket programs (conflow's caches and JAX's) when the process holds
+    more than `MAP_PRESSURE` of the kernel's limit of memory maps; returns whether it did.
+
+    XLA's CPU backend maps three pages per compiled kernel, and a bracket program of a deep net
+    has thousands of kernels: a process counting a dozen different deep nets reached the limit
+    (65,530 maps by default), and LLVM then failed to allocate and crashed the process. Called
+    at the start of every numeric trace; costs reading /proc/self/maps (about a millisecond).
+    """
+    counts = _map_counts()
+    if counts is None or counts[0] < MAP_PRESSURE * counts[1]:
+        return False
+    _stage_evaluator.cache_clear()
+    _weights_program.cache_clear()
+    _SHARED_FIELDS.clear()
+    jax.clear_caches()
+    return True
 
 
 def shared_field(family: VectorFamily, dtype) -> Family:
@@ -97,12 +138,16 @@ def shared_field(family: VectorFamily, dtype) -> Family:
         digest.update(f"{const.dtype}{const.shape}".encode())
         digest.update(np.ascontiguousarray(const).tobytes())
     key = (digest.hexdigest(), family.state_dim, k, str(dtype))
-    if key not in _SHARED_FIELDS:
+    if key in _SHARED_FIELDS:
+        _SHARED_FIELDS.move_to_end(key)
+    else:
         # 0.07 s of import (etils, …): paid by the first count, not by `import conflow`
         from jax.extend.core import jaxpr_as_fun
 
         evaluate = jaxpr_as_fun(closed)
         _SHARED_FIELDS[key] = lambda z, a: evaluate(z, a)[0]
+        if len(_SHARED_FIELDS) > _SHARED_FIELDS_MAX:
+            _SHARED_FIELDS.popitem(last=False)
     return _SHARED_FIELDS[key]
 
 
@@ -134,7 +179,7 @@ def put(x: np.ndarray, sharding: NamedSharding | None = None) -> Array:
     return jax.device_put(x, replicated)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)
 def _stage_evaluator(
     field: Family, depth: int, first: int, chunk: int, m: int, dtype: str, fast_compile: bool,
     sharding: NamedSharding | None, weighted: bool,
@@ -244,7 +289,7 @@ def evaluate_stage(
 _BALANCE_MAX_FLOATS = 1 << 24
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8)
 def _weights_program(field: Family, n: int, m: int, fast_compile: bool) -> Callable:
     # The field is linear in a, so its Jacobian in a, (n, m), holds every generator as a column:
     # n reverse passes or m forward ones, whichever is fewer (ReLU path-liftings have m ≫ n).

@@ -58,6 +58,7 @@ from conflow.engine.evaluate import (
     fast_compile,
     generator_weights,
     put,
+    relieve_map_pressure,
     shared_field,
 )
 from conflow.engine.family import VectorFamily
@@ -282,6 +283,7 @@ def lie_trace(
     P = points.shape[0]
     fast = fast_compile(family)
     sharding = batch_sharding(devices)
+    relieve_map_pressure()
     field, n_sample = shared_field(family, dtype), family.sampled[1]
     on_device = put(points.astype(dtype), sharding)
     weights = generator_weights(family, put(points, sharding), fast)

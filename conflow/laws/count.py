@@ -280,8 +280,7 @@ def _auto_method(model: Model, flow: AbstractFlow, points: int = 3,
                            f"outputs: est. ≥ {_seconds(floor.seconds)} vs numeric "
                            f"{_seconds(numeric_seconds())})")
     try:
-        with work_limit(AUTO_EXTRACT_PRODUCTS):
-            polys = polynomial_form(model.phi, D)
+        size, est = _exact_estimate(model, flow, n, AUTO_EXTRACT_PRODUCTS)
     except WorkLimitError:
         return "numeric", (f"auto: φ's polynomials are too large for the exact engine (more "
                            f"than {AUTO_EXTRACT_PRODUCTS:,} term products to build them)")
@@ -289,8 +288,6 @@ def _auto_method(model: Model, flow: AbstractFlow, points: int = 3,
         return "numeric", "auto: φ is piecewise polynomial, not polynomial"
     except InputError:
         return "numeric", "auto: φ is not polynomial"
-    size = _cost.polynomial_size(polys)
-    est = _cost.exact_cost(n, D, size, momentum=momentum)
     what = f"auto: polynomial, {size.monomials} monomials, est. {_seconds(est.seconds)}"
     if est.seconds < NUMERIC_MIN_SECONDS:
         what += f" vs numeric ≥ {_seconds(NUMERIC_MIN_SECONDS)}"
@@ -303,6 +300,17 @@ def _auto_method(model: Model, flow: AbstractFlow, points: int = 3,
         return "numeric", (f"{what}, but ~{_cost.format_size(est.bytes)}: more memory than "
                            f"{_cost.format_size(min(limits))}")
     return "exact", what
+
+
+def _exact_estimate(model: Model, flow: AbstractFlow, n: int, products: int
+                    ) -> tuple[_cost.PolynomialSize, _cost.Cost]:
+    """φ's polynomials built with at most ``products`` term products (`work_limit`): their size
+    and the exact engine's cost estimate. Raises `WorkLimitError`, `PiecewiseError` or
+    `InputError` (φ not polynomial)."""
+    with work_limit(products):
+        polys = polynomial_form(model.phi, model.D)
+    size = _cost.polynomial_size(polys)
+    return size, _cost.exact_cost(n, model.D, size, momentum=flow.has_velocity)
 
 
 def _seconds(x: float) -> str:
@@ -680,10 +688,7 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
         engine's estimate passed `ESCALATE_EXACT_MAX_SECONDS` or the free memory), or why not."""
         if "form" not in kind:
             try:
-                with work_limit(ESCALATE_EXTRACT_PRODUCTS):
-                    polys = polynomial_form(model.phi, model.D)
-                est = _cost.exact_cost(n, model.D, _cost.polynomial_size(polys),
-                                       momentum=flow.has_velocity)
+                est = _exact_estimate(model, flow, n, ESCALATE_EXTRACT_PRODUCTS)[1]
                 memory = _cost.available_memory()
                 kind["form"] = ("too large" if est.seconds > ESCALATE_EXACT_MAX_SECONDS
                                 or (memory is not None and est.bytes > memory) else "polynomial")

@@ -21,7 +21,7 @@ whose generator vanishes on it), and `generic_points` repairs such points block 
     while z_i is degenerate and the budget lasts:
         for each parameter block B of θ (a layer's weight, a bias, …), in layout order:
             z' ← z_i with B redrawn from its own law (`conflow.models.base.draw_block`);
-            z_i ← z' if z' is less degenerate than z_i.
+            z_i ← z' if z' is no more degenerate than z_i.
 
 A redraw of one block fixes what a redraw of the whole θ rarely does: a dead unit of layer 4 is
 fixed by redrawing layer 4 (or the layers before it) while the layers that already work are kept.
@@ -134,13 +134,13 @@ def generic_points(model: Model, flow: AbstractFlow, seed: int, n: int, *,
             continue
         budget = min(max_redraws, MAX_TOTAL_REDRAWS - redrawn)
         rng = np.random.default_rng([int(seed), REDRAW_TAG, i])
-        points[i], (severity, last), k = _repair(
-            model, flow, points[i], rng, budget, lambda z: _assess(model, flow, z), (0, None))
+        points[i], (severity,), k = _repair(
+            model, flow, points[i], rng, budget, lambda z: (_assess(model, flow, z)[0],), (0,))
         redrawn += k
         if severity:
             degenerate.append(i)
             reasons.append(f"point {i}: {reason}; still degenerate after {k} block redraws, "
-                           f"kept the least degenerate state: {last}")
+                           f"kept the least degenerate state: {_assess(model, flow, points[i])[1]}")
         else:
             reasons.append(f"point {i}: {reason}; repaired by {k} block redraw"
                            f"{'s' if k != 1 else ''}")
@@ -153,9 +153,10 @@ def generic_points(model: Model, flow: AbstractFlow, seed: int, n: int, *,
 def _repair(model: Model, flow: AbstractFlow, z: np.ndarray, rng: np.random.Generator,
             budget: int, score: Callable[[np.ndarray], tuple], target: tuple
             ) -> tuple[np.ndarray, tuple, int]:
-    """Redraw θ's blocks of the state z one at a time, keeping a redraw when it lowers
-    ``score`` (a tuple whose first entry is the severity, compared lexicographically), until the
-    score reaches ``target`` or ``budget`` redraws are spent: (state, its score, redraws made).
+    """Redraw θ's blocks of the state z one at a time, keeping a redraw when it does not raise
+    ``score`` (a tuple of numbers, severity first, compared lexicographically; ties are kept so
+    that the walk can leave a plateau), until the score reaches ``target`` or ``budget`` redraws
+    are spent: (state, its score, redraws made).
 
     Sweeps over the blocks in layout order, `TRIES_PER_BLOCK` redraws per block and sweep. The
     other coordinates of the state (momentum's s and v, the time of weight decay) are kept."""
@@ -164,23 +165,18 @@ def _repair(model: Model, flow: AbstractFlow, z: np.ndarray, rng: np.random.Gene
     index = flow.theta_of_state(model, np.arange(z.size))  # where θ sits in the state
     starts = np.cumsum([0] + [b.size for b in model.blocks])
     k = 0
-    while _key(current) > _key(target) and k < budget and model.blocks:
+    while current > target and k < budget and model.blocks:
         for block, lo, hi in zip(model.blocks, starts[:-1], starts[1:]):
             for _ in range(TRIES_PER_BLOCK):
-                if _key(current) <= _key(target) or k >= budget:
+                if current <= target or k >= budget:
                     return z, current, k
                 k += 1
                 trial = z.copy()
                 trial[index[lo:hi]] = draw_block(rng, block, 1)[0]
                 got = score(trial)
-                if _key(got) <= _key(current):  # ties move too: a plateau is left by a walk
+                if got <= current:
                     z, current = trial, got
     return z, current, k
-
-
-def _key(score: tuple) -> tuple:
-    """Sort key of a score: the severity, then the rest (``None`` reasons ignored)."""
-    return (score[0],) + tuple(x for x in score[1:] if not isinstance(x, (str, type(None))))
 
 
 #: Block redraws per point of the generator-rank pass (each costs a Jacobian and its SVD) ...

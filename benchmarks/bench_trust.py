@@ -175,6 +175,13 @@ def targets(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _id_matches(case_id: str, pattern: str) -> bool:
+    """`pattern` occurs in `case_id`; a leading ``^`` anchors it at the start."""
+    if pattern.startswith("^"):
+        return case_id.startswith(pattern[1:])
+    return pattern in case_id
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a ~20-model subset (smoke test)")
@@ -184,14 +191,15 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the draw (2026)")
     p.add_argument("--points", type=int, default=3, help="generic points per count (3)")
     p.add_argument("--only", action="append", default=None, metavar="SUBSTRING",
-                   help="count only the models whose id contains this (repeatable)")
+                   help="count only the models whose id contains this; a leading ^ "
+                        "anchors it at the start of the id (repeatable)")
     p.add_argument("--list", action="store_true", help="print the drawn models and exit")
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows and targets")
     args = p.parse_args(argv)
 
     cases = draw_suite(args.seed, args.quick, args.large)
     if args.only:
-        cases = [c for c in cases if any(o in c.id for o in args.only)]
+        cases = [c for c in cases if any(_id_matches(c.id, o) for o in args.only)]
     if args.list:
         for c in cases:
             print(f"{c.id:<52} D={c.D:<6} expected {c.expected:<5} {c.group}")

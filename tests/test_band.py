@@ -12,6 +12,7 @@ from conflow.engine.rank import (
     UNIT_ROUNDOFF,
     rank_band,
     rounding_amplification,
+    trace_error,
 )
 from conflow.models.relu import relu_phi
 
@@ -150,3 +151,60 @@ def test_method_both_cross_checks_a_relu_network_given_as_code():
     count = cf.count_laws(cf.from_model(mlp, input_shape=(3,)), method="both")
     assert count.status == "ok" and count.n_laws == 4, count.summary()
     assert count.exact.region is not None
+
+
+def test_trace_error_weighs_each_direction_by_the_rows_coordinates():
+    errors = np.array([1e-16, 1e-8])  # a strong direction and a weak one
+    # rows with a tiny component on the weak direction inherit little of its error
+    assert trace_error(np.array([[1.0, 1e-7], [0.5, 0.0]]), errors) == pytest.approx(1.1e-15)
+    # a row along the weak direction inherits all of it: the old worst case, never more
+    assert trace_error(np.array([[0.0, 1.0]]), errors) == pytest.approx(1e-8)
+    assert trace_error(np.array([[1.0, 1.0]]), errors) == pytest.approx(1e-8)
+    assert trace_error(np.zeros((3, 0)), np.zeros(0)) == 0.0
+
+
+class _Bar:
+    def set_postfix_str(self, *args, **kwargs):
+        pass
+
+    def update(self, *args):
+        pass
+
+
+def _synthetic_levels(rng, n=6):
+    """Rows of each level as random combinations of fixed vectors: level 0 spans u and a weak
+    w (σ ~ 1e-7: u and u + 1e-7 w), level 1 adds v at 1e-6 with no component on w, level 2
+    adds nothing. The dimensions are 2, 3, 3."""
+    u, w, v = np.eye(n)[:3]
+    spans = [np.stack([u, u + 1e-7 * w]), np.stack([u, 1e-6 * v]), np.stack([u, w])]
+
+    def evaluate(which, first, depth, n_samples):
+        values = np.stack([rng.uniform(-1, 1, (len(which), n_samples, 2)) @ spans[min(k, 2)]
+                           for k in range(first, depth + 1)], axis=2)
+        scales = np.ones(values.shape[:3])
+        return jnp.asarray(values), jnp.asarray(scales)
+
+    return evaluate
+
+
+@pytest.mark.parametrize("loop", ["dense", "streamed", "device"])
+def test_a_weak_trace_direction_does_not_blur_the_next_levels(loop):
+    """Later rows with no component on a weak direction do not inherit its error: the 1e-6
+    direction of level 1 is a clean direction (it was in the band when every row was charged
+    the weakest direction's error)."""
+    from conflow.engine import levels as lv
+    from conflow.engine.device_basis import DeviceBases
+
+    evaluate, P, n = _synthetic_levels(np.random.default_rng(0)), 2, 6
+    band_for = lambda rows, cols, beta: rank_band(rows, cols, "float64", None, beta)  # noqa: E731
+    args = (band_for,)
+    if loop == "dense":
+        found = lv.dense_levels(evaluate, P, n, 2, 4, *args, _Bar(), lambda: False)
+    elif loop == "streamed":
+        found = lv.streamed_levels(evaluate, P, n, 2, 4, *args, 8, _Bar(), lambda: False)
+    else:
+        found = lv.device_levels(evaluate, DeviceBases(P, n, "float64"), 2, 4, *args, None,
+                                 _Bar(), lambda: False)
+    assert found.dims == [3, 3]
+    assert [r.ranks for r in found.records[:2]] == [(2, 2), (3, 3)]
+    assert not any(r.uncertain for r in found.records)

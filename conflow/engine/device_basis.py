@@ -30,6 +30,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from conflow.engine.distributed import global_array, to_host
 
 Array = jax.Array
+#: Bases of at most this many floats (P · n · n) are allocated whole from the start.
+FULL_CAPACITY_FLOATS = 1 << 24
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -39,15 +41,25 @@ def _project_out(y: Array, basis: Array) -> Array:
     return y - jnp.einsum("psc,pcn->psn", coordinates, basis, precision=_HIGHEST)
 
 
-@functools.partial(jax.jit, static_argnames=("generators", "project", "n_points", "out"))
-def _spectrum(basis, values, scales, scale0, *, generators, project, n_points, out):
-    """σ and Vᵀ of each point's normalised rows projected off its trace.
+def _trace_error(coordinates: Array, errors: Array) -> Array:
+    """β per point (`conflow.engine.rank.trace_error`): ``coordinates (P, S, cap)`` of the
+    normalised rows on the trace directions, whose errors are ``errors (P, cap)``."""
+    by_direction = jnp.einsum("psc,pc->ps", jnp.abs(coordinates), errors, precision=_HIGHEST)
+    by_norm = jnp.linalg.norm(coordinates, axis=2) * jnp.max(errors, axis=1)[:, None]
+    return jnp.max(jnp.minimum(by_direction, by_norm), axis=1)
 
-    ``values (P, S, n)``, ``scales (P, S)``; ``generators``: the rows are judged against the
-    largest generator seen so far at the point (``scale0 (P,)``, updated and returned). Returns
-    σ ``(P, q)``, Vᵀ ``(P, q, n)`` with q = min(S, n), the new scale0 and whether every row
-    was finite.
+
+@functools.partial(jax.jit, static_argnames=("generators", "project", "n_points", "out"))
+def _spectrum(basis, errors, values, scales, scale0, *, generators, project, n_points, out):
+    """σ and Vᵀ of each point's normalised rows projected off its trace, and β.
+
+    ``values (P, S, L, n)``, ``scales (P, S, L)``: level 0 of the L given is cut.
+    ``generators``: the rows are judged against the largest generator seen so far at the point
+    (``scale0 (P,)``, updated and returned). Returns σ ``(P, q)``, Vᵀ ``(P, q, n)`` with
+    q = min(S, n), the error β ``(P,)`` the rows inherit from the trace (``errors (P, cap)``:
+    each trace row's ε), the new scale0 and whether every row was finite.
     """
+    values, scales = values[:, :, 0], scales[:, :, 0]
     pad = n_points - values.shape[0]
     values = jnp.pad(values, ((0, pad), (0, 0), (0, 0)))
     scales = jnp.pad(scales, ((0, pad), (0, 0)))
@@ -56,8 +68,12 @@ def _spectrum(basis, values, scales, scale0, *, generators, project, n_points, o
         scales = jnp.broadcast_to(scale0[:, None], scales.shape)
     y = values / jnp.where(scales > 0, scales, 1.0)[..., None]
     finite = jnp.all(jnp.isfinite(y))
+    beta = jnp.zeros(y.shape[0], y.dtype)
     if project:
-        y = _project_out(_project_out(y, basis), basis)
+        coordinates = jnp.einsum("psn,pcn->psc", y, basis, precision=_HIGHEST)
+        beta = _trace_error(coordinates, errors)
+        y = y - jnp.einsum("psc,pcn->psn", coordinates, basis, precision=_HIGHEST)
+        y = _project_out(y, basis)
     if y.shape[1] > y.shape[2]:  # tall: the n × n triangular factor has the same σ and V
         y = jnp.linalg.qr(y, mode="r")
     # LAPACK's SVD can fail to converge on pure rounding noise (~1e-16 entries): unit max-entry
@@ -66,18 +82,21 @@ def _spectrum(basis, values, scales, scale0, *, generators, project, n_points, o
     _, sigma, vt = jnp.linalg.svd(y / size, full_matrices=False)
     sigma = sigma * size[:, :, 0]
     if out is not None:
-        sigma, vt = (jax.lax.with_sharding_constraint(x, out) for x in (sigma, vt))
-    return sigma, vt, scale0, finite
+        sigma, vt, beta = (jax.lax.with_sharding_constraint(x, out) for x in (sigma, vt, beta))
+    return sigma, vt, beta, scale0, finite
 
 
 @jax.jit
-def _insert(basis: Array, vt: Array, ranks: Array, added: Array) -> Array:
-    """Rows ``ranks[p] … ranks[p] + added[p] − 1`` of ``basis`` ← the first ``added[p]`` rows
-    of ``vt[p]``."""
+def _insert(basis: Array, errors: Array, vt: Array, new_errors: Array, ranks: Array,
+            added: Array) -> tuple[Array, Array]:
+    """Rows ``ranks[p] … ranks[p] + added[p] − 1`` of ``basis`` (and ``errors``) ← the first
+    ``added[p]`` rows of ``vt[p]`` (and entries of ``new_errors[p]``)."""
     slots = jnp.arange(basis.shape[1])[None, :] - ranks[:, None]  # (P, cap)
     take = (slots >= 0) & (slots < added[:, None])
-    rows = jnp.take_along_axis(vt, jnp.clip(slots, 0, vt.shape[1] - 1)[..., None], axis=1)
-    return jnp.where(take[..., None], rows, basis)
+    index = jnp.clip(slots, 0, vt.shape[1] - 1)
+    rows = jnp.take_along_axis(vt, index[..., None], axis=1)
+    return (jnp.where(take[..., None], rows, basis),
+            jnp.where(take, jnp.take_along_axis(new_errors, index, axis=1), errors))
 
 
 def bucket(k: int) -> int:
@@ -88,8 +107,9 @@ def bucket(k: int) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("cap",))
-def _grow(basis: Array, cap: int) -> Array:
-    return jnp.pad(basis, ((0, 0), (0, cap - basis.shape[1]), (0, 0)))
+def _grow(basis: Array, errors: Array, cap: int) -> tuple[Array, Array]:
+    more = cap - basis.shape[1]
+    return jnp.pad(basis, ((0, 0), (0, more), (0, 0))), jnp.pad(errors, ((0, 0), (0, more)))
 
 
 class DeviceBases:
@@ -107,7 +127,10 @@ class DeviceBases:
         self._sharding = None if sharding is None else NamedSharding(
             sharding.mesh, PartitionSpec(sharding.mesh.axis_names[0]))
         self.ranks = np.zeros(n_points, dtype=int)
-        self._basis = self._put(np.zeros((self._padded, 0, n), dtype))
+        # small traces get their full capacity at once: no growth, fewer compiled programs
+        cap = n if self._padded * n * n <= FULL_CAPACITY_FLOATS else 0
+        self._basis = self._put(np.zeros((self._padded, cap, n), dtype))
+        self._errors = self._put(np.zeros((self._padded, cap), dtype))  # each row's ε
         self._scale0 = self._put(np.zeros(self._padded, dtype))
         self._vt: Array | None = None
 
@@ -125,28 +148,38 @@ class DeviceBases:
     def capacity(self) -> int:
         return self._basis.shape[1]
 
-    def spectrum(self, values: Array, scales: Array, generators: bool) -> tuple[np.ndarray, bool]:
-        """σ of each point's stack ``values (P, S, n)`` (scales ``(P, S)``) off its trace, on the
-        host: shape ``(P, min(S, n))``, descending; and whether every row was finite.
+    def spectrum(self, values: Array, scales: Array, generators: bool
+                 ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """σ of each point's stack ``values (P, S, 1, n)`` (scales ``(P, S, 1)``, as
+        `conflow.engine.evaluate` gives one level) off its trace, on the host: shape
+        ``(P, min(S, n))``, descending; the error β each point's rows inherit from its trace
+        (`conflow.engine.rank.trace_error`), shape ``(P,)``; and whether every row was finite.
 
         ``generators``: depth 0, where rows are judged against the largest generator seen so
         far at the point (over every stack given so far), not their own scale.
         """
-        sigma, self._vt, self._scale0, finite = _spectrum(
-            self._basis, values, scales, self._scale0, generators=generators,
+        sigma, self._vt, beta, self._scale0, finite = _spectrum(
+            self._basis, self._errors, values, scales, self._scale0, generators=generators,
             project=bool(self.capacity and self.ranks.any()), n_points=self._padded,
             out=self._sharding)
-        return to_host(sigma)[: self.n_points], bool(to_host(finite))
+        sigma, beta = to_host(sigma), to_host(beta)
+        return sigma[: self.n_points], beta[: self.n_points], bool(to_host(finite))
 
-    def extend(self, added: np.ndarray) -> None:
-        """Add the first ``added[p]`` directions of the last `spectrum`'s stack at each point."""
+    def extend(self, added: np.ndarray, errors: list[np.ndarray]) -> None:
+        """Add the first ``added[p]`` directions of the last `spectrum`'s stack at each point,
+        with their errors ε: the last ``added[p]`` of ``errors[p]`` (each trace direction's ε
+        at point p, in the order found)."""
         added = np.asarray(added, dtype=int)
         if not added.any():
             return
         need = int(np.max(self.ranks + added))
         if need > self.capacity:
             cap = min(self.n, bucket(max(need, 2 * self.capacity)))
-            self._basis = _grow(self._basis, cap)
-        self._basis = _insert(self._basis, self._vt, self._put(self._pad(self.ranks)),
-                              self._put(self._pad(added)))
+            self._basis, self._errors = _grow(self._basis, self._errors, cap)
+        new_errors = np.zeros((self._padded, self._vt.shape[1]), self._vt.dtype)
+        for p, k in enumerate(added):
+            new_errors[p, :k] = errors[p][len(errors[p]) - k:]
+        self._basis, self._errors = _insert(
+            self._basis, self._errors, self._vt, self._put(new_errors),
+            self._put(self._pad(self.ranks)), self._put(self._pad(added)))
         self.ranks = self.ranks + added

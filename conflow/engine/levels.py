@@ -28,11 +28,18 @@ import numpy as np
 
 from conflow.engine.device_basis import DeviceBases, bucket
 from conflow.engine.distributed import to_host
-from conflow.engine.rank import RankBand, cut_spectrum, normalise_rows, row_space_svd
+from conflow.engine.rank import (
+    RankBand,
+    cut_spectrum,
+    direction_errors,
+    normalise_rows,
+    row_space_svd,
+    trace_error,
+)
 from conflow.engine.streamed_basis import TraceBasis
 from conflow.errors import InputError
 
-#: (rows, columns, error of the complement) of a normalised stack ↦ its `RankBand`.
+#: (rows, columns, error inherited from the trace, β) of a normalised stack ↦ its `RankBand`.
 BandFn = Callable[[int, int, float], RankBand]
 #: ``(points, first, depth, samples) -> (values (P, S, L, n), scales (P, S, L))`` on the device.
 Evaluate = Callable[[np.ndarray, int, int, int], tuple[Any, Any]]
@@ -101,16 +108,14 @@ def samples_needed(c: int, m: int, depth: int) -> int:
     return bucket(min(c, n_brackets(m, depth, c)) + margin(c))
 
 
-def _basis_error(error: float, band: RankBand, sigma: np.ndarray, k: int) -> float:
-    """The error bound of a trace basis after a stack added ``k`` directions, the weakest
-    σ_k: sin θ ≲ rounding / σ_k (Wedin), the largest over its stacks (`RankBand`)."""
-    return max(error, band.rounding / float(sigma[k - 1])) if k else error
-
-
 class _Tally:
-    """What one level's cuts found, over its stacks and points."""
+    """What one level's cuts found, over its stacks and points.
 
-    def __init__(self, depth: int, n_points: int, band_for: BandFn, errors: list[float]):
+    ``errors[p]``: the error ε_j of each trace direction at point p, in the order they were
+    added (`conflow.engine.rank.direction_errors`); `add` appends the new ones.
+    """
+
+    def __init__(self, depth: int, n_points: int, band_for: BandFn, errors: list[np.ndarray]):
         self.depth, self.band_for, self.errors = depth, band_for, errors
         self.t0 = time.perf_counter()
         self.samples = 0
@@ -121,15 +126,16 @@ class _Tally:
         self.bands: list[RankBand] = []
         self.saturated = False
 
-    def band(self, p: int, n_rows: int, n_cols: int) -> RankBand:
-        """The band of point ``p``'s next ``n_rows × n_cols`` stack."""
-        band = self.band_for(n_rows, n_cols, self.errors[p])
+    def band(self, p: int, n_rows: int, n_cols: int, beta: float) -> RankBand:
+        """The band of point ``p``'s next ``n_rows × n_cols`` stack, whose rows inherit
+        ``beta`` from the trace basis (`conflow.engine.rank.trace_error`)."""
+        band = self.band_for(n_rows, n_cols, beta)
         self.bands.append(band)
         return band
 
-    def cut(self, p: int, sigma: np.ndarray, n_rows: int, n_cols: int) -> int:
+    def cut(self, p: int, sigma: np.ndarray, n_rows: int, n_cols: int, beta: float) -> int:
         """Cut point ``p``'s σ's of an ``n_rows × n_cols`` stack inside its band; returns k."""
-        band = self.band(p, n_rows, n_cols)
+        band = self.band(p, n_rows, n_cols, beta)
         k = cut_spectrum(sigma, band.cut).rank
         self.add(p, band, sigma, k)
         return k
@@ -137,7 +143,7 @@ class _Tally:
     def add(self, p: int, band: RankBand, sigma: np.ndarray, k: int) -> None:
         """Book a cut of point ``p``'s σ's that kept ``k`` of them."""
         self.uncertain.extend(band.unsettled(sigma, k).tolist())
-        self.errors[p] = _basis_error(self.errors[p], band, sigma, k)
+        self.errors[p] = np.concatenate([self.errors[p], direction_errors(band, sigma, k)])
         self.added[p] += k
         self.kept.extend(sigma[:k].tolist())
         self.dropped.extend(sigma[k:].tolist())
@@ -177,7 +183,7 @@ def device_levels(
     """The levels with the traces on the device: stacks of at most ``block`` samples (``None``:
     a whole level per stack) projected off `DeviceBases` and cut there."""
     P, n = bases.n_points, bases.n
-    errors = [0.0] * P  # how well each trace basis is known (`_basis_error`)
+    errors = [np.zeros(0) for _ in range(P)]  # each trace direction's error (`_Tally`)
     kept: list[float] = []
     dropped: list[float] = []
     records: list[LevelRecord] = []
@@ -199,7 +205,7 @@ def device_levels(
         while active and not tally.saturated:
             values, scales = evaluate(np.arange(P), depth, depth, size)
             tally.samples += size
-            sigma, finite = bases.spectrum(values[:, :, 0], scales[:, :, 0], depth == 0)
+            sigma, beta, finite = bases.spectrum(values, scales, depth == 0)
             if not finite:
                 raise InputError("the vector fields are not finite at a generic point: check "
                                  "that φ is differentiable there and returns finite values")
@@ -207,14 +213,14 @@ def device_levels(
             still = []
             for p in active:
                 c_p = n - int(bases.ranks[p])
-                added[p] = tally.cut(p, sigma[p, : min(size, c_p)], size, c_p)
+                added[p] = tally.cut(p, sigma[p, : min(size, c_p)], size, c_p, beta[p])
                 # more directions than the level's brackets span, or a whole stack kept when
                 # it held the whole level: rounding noise was counted
                 tally.saturated |= tally.added[p] > bound or (
                     added[p] >= size and tally.samples == size and size > bound)
                 if size - added[p] < spare and c_p - added[p] > 0:
                     still.append(p)
-            bases.extend(added)
+            bases.extend(added, tally.errors)
             active = still
             bar.set_postfix_str(f"depth {depth}, {tally.samples} samples: dim "
                                 f"{_dims_text(bases.ranks)}")
@@ -253,7 +259,8 @@ def dense_levels(
     one SVD per point."""
     # Orthonormal bases (rows) of the complement of the trace found so far, one per point.
     complements = [np.eye(n) for _ in range(P)]
-    errors = [0.0] * P
+    traces = [np.zeros((0, n)) for _ in range(P)]  # orthonormal rows, in the order found
+    errors = [np.zeros(0) for _ in range(P)]
     dims = [0] * P
     kept: list[float] = []
     dropped: list[float] = []
@@ -287,12 +294,14 @@ def dense_levels(
             for p, basis in enumerate(complements):
                 if basis.shape[0] == 0:
                     continue
-                rows = normalise_rows(v[p], s[p]) @ basis.T  # (S, c)
+                y = normalise_rows(v[p], s[p])
+                rows = y @ basis.T  # (S, c)
                 sigma, vt = row_space_svd(rows)
-                k = tally.cut(p, sigma, *rows.shape)
+                k = tally.cut(p, sigma, *rows.shape, trace_error(y @ traces[p].T, errors[p]))
                 # S exceeds what the level can add, so a rank reaching S means noise was kept
                 tally.saturated |= k >= rows.shape[0]
                 dims[p] += k
+                traces[p] = np.concatenate([traces[p], vt[:k] @ basis])
                 complements[p] = vt[k:] @ basis
             records.append(tally.record(
                 dims, time.perf_counter() - t_stage if level == 0 else None))
@@ -313,7 +322,7 @@ def streamed_levels(
     """The levels by streaming on the host: blocks of ``block`` samples extend a Householder
     `TraceBasis` per point. Memory O(r n) per point plus one block; no level is ever stacked."""
     bases = [TraceBasis(n) for _ in range(P)]
-    errors = [0.0] * P
+    errors = [np.zeros(0) for _ in range(P)]
     scale0 = np.zeros(P)  # depth 0: the largest generator so far at each point
     kept: list[float] = []
     dropped: list[float] = []
@@ -340,8 +349,9 @@ def streamed_levels(
                 if depth == 0:
                     scale0[p] = max(scale0[p], float(np.max(s)))
                     s = np.full_like(s, scale0[p])
-                band = tally.band(p, size, n - bases[p].rank)
-                sigma, k = bases[p].extend(normalise_rows(v, s), band.cut)
+                coordinates, residual = bases[p].project(normalise_rows(v, s))
+                band = tally.band(p, size, n - bases[p].rank, trace_error(coordinates, errors[p]))
+                sigma, k = bases[p].add(residual, band.cut)
                 tally.add(p, band, sigma, k)
                 tally.saturated |= tally.added[p] > bound
                 if size - k < spare and bases[p].rank < n:

@@ -45,10 +45,12 @@ class RankBand:
         floor = u (√S + √c) + β    (largest σ of an S × c matrix of entries ~u/√c),
 
     where β bounds the error of the complement itself. The trace basis is computed stably
-    (Householder / SVD: it is the exact span of its rows perturbed by their own rounding), so a
-    trace found from stacks with rounding u(√S_i + √c_i) and smallest kept singular values σ_i
-    is off by sin θ ≲ max_i u(√S_i + √c_i) / σ_i (Wedin), without compounding, and every new
-    row's residual inherits that much.
+    (Householder / SVD: it is the exact span of its rows perturbed by their own rounding), so
+    the direction v_j that a stack with rounding u(√S + √c) kept with singular value σ_j is off
+    by ε_j ≲ u(√S + √c) / σ_j (Wedin, first order), without compounding. A new row y with
+    coordinates c_j = ⟨y, v_j⟩ on the trace inherits Σ_j |c_j| ε_j of that in its residual
+    (`trace_error`): at most max_j ε_j for a row of norm ≤ 1, and far less when the weak
+    directions — those found with a small σ_j — carry little of the row, as they usually do.
 
     so σ ≤ ``noise`` = `NOISE_FACTOR` × floor is rounding, σ ≥ ``signal`` = `SIGNAL_RATIO` ×
     noise is a direction, and a σ in between is neither: a count that meets one is ambiguous
@@ -73,10 +75,30 @@ class RankBand:
         return sigma[inside | wrong_side]
 
 
+def direction_errors(band: RankBand, sigma: np.ndarray, k: int) -> np.ndarray:
+    """ε_j = rounding / σ_j for the ``k`` directions a stack cut in ``band`` kept, shape
+    ``(k,)``: how far each new trace direction may be off (Wedin, first order)."""
+    return band.rounding / np.asarray(sigma[:k], dtype=np.float64)
+
+
+def trace_error(coordinates: np.ndarray, errors: np.ndarray) -> float:
+    """β of a stack: the largest error its rows' residuals inherit from the trace basis.
+
+    ``coordinates (S, r)``: the normalised rows' coordinates on the trace directions, whose
+    errors are ``errors (r,)`` (`direction_errors`). Row i inherits ‖Σ_j c_ij δv_j‖ ≤
+    min(Σ_j |c_ij| ε_j, ‖c_i‖ max_j ε_j); β is the largest over the rows.
+    """
+    if coordinates.size == 0 or errors.size == 0:
+        return 0.0
+    by_direction = np.abs(coordinates) @ errors
+    by_norm = np.linalg.norm(coordinates, axis=1) * float(np.max(errors))
+    return float(np.max(np.minimum(by_direction, by_norm)))
+
+
 def rank_band(n_rows: int, n_cols: int, dtype: str = "float64", rtol: float | None = None,
               basis_error: float = 0.0) -> RankBand:
     """The `RankBand` of an ``n_rows × n_cols`` normalised stack evaluated in ``dtype``, projected
-    on a complement known to ``basis_error`` (β above)."""
+    on a complement known to ``basis_error`` (β above, `trace_error`)."""
     rounding = UNIT_ROUNDOFF[dtype] * (np.sqrt(max(n_rows, 1)) + np.sqrt(max(n_cols, 1)))
     floor = rounding + basis_error
     noise = NOISE_FACTOR * floor

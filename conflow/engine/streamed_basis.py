@@ -72,15 +72,21 @@ class TraceBasis:
             x[offset:], _ = _lapack().dgemqrt(v, t, x[offset:], trans="N")
         return x.T
 
-    def extend(self, y: np.ndarray, rtol: float) -> tuple[np.ndarray, int]:
-        """Add the directions of the normalised rows ``y (b, n)`` that are new to the trace.
+    def project(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The normalised rows ``y (b, n)`` in the trace's coordinates: their coordinates on the
+        trace directions, ``(b, rank)`` (in the order the directions were added), and their
+        residual off the trace, ``(n − rank, b)``, for `add`."""
+        x = self.rotate(np.asarray(y).T)
+        return x[: self.rank].T, x[self.rank :]
 
-        Returns the singular values σ of the block's residual (descending, min(b, n − r) of
-        them) and the number k of directions added (σ > rtol).
+    def add(self, residual: np.ndarray, rtol: float) -> tuple[np.ndarray, int]:
+        """Add the directions of a `project` residual ``(n − rank, b)`` whose σ > ``rtol``.
+
+        Returns the singular values σ of the residual (descending, min(b, n − r) of them) and
+        the number k of directions added.
         """
         if self.rank == self.n:
             return np.zeros(0), 0
-        residual = self.rotate(np.asarray(y).T)[self.rank :]  # (n − r, b)
         a, t, _ = _lapack().dgeqrt(min(_WY_BLOCK, *residual.shape), residual)
         width = min(residual.shape)
         r_factor = np.triu(a[:width])  # (width, b)
@@ -90,3 +96,10 @@ class TraceBasis:
             self._factors.append((self.rank, np.asfortranarray(a[:, :width]), t, ut.T.copy()))
             self.rank += k
         return sigma, k
+
+    def extend(self, y: np.ndarray, rtol: float) -> tuple[np.ndarray, int]:
+        """Add the directions of the normalised rows ``y (b, n)`` that are new to the trace
+        (`project`, then `add`)."""
+        if self.rank == self.n:
+            return np.zeros(0), 0
+        return self.add(self.project(y)[1], rtol)

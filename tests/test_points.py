@@ -162,7 +162,7 @@ def test_unit_dead_by_construction_is_listed_degenerate():
     assert "1 of 1 recorded switch never changes" in reason and "v[0]" in reason
     gp = generic_points(model, None, 0, 2, max_redraws=3)
     assert gp.degenerate == (0, 1) and gp.redrawn == 6
-    assert len(gp.reasons) == 2 and all("still degenerate after 3 block redraws" in r for r in gp.reasons)
+    assert len(gp.reasons) == 2 and all("still degenerate after 3 redraws" in r for r in gp.reasons)
 
 
 def _deep_relu_apply(p, x):
@@ -243,3 +243,16 @@ def test_generic_region_step_takes_the_largest_dimension_of_a_piecewise_model():
     own = dataclasses.replace(split, points=np.asarray(smooth.sample_points(0, 3)))
     assert _generic_region(smooth, GradientFlow(), own) is None
     assert _generic_region(cf.linear([2, 2, 2]), GradientFlow(), split) is None
+
+
+def test_repair_moves_are_whole_blocks_then_single_rows_and_columns():
+    from conflow.laws.points import _moves
+
+    model = cf.linear([2, 3, 4])  # blocks (2, 3) and (3, 4)
+    moves = _moves(model)
+    sizes = [len(entries) for _, _, entries in moves]
+    assert sizes == [6, 12] + [3] * 2 + [2] * 3 + [4] * 3 + [3] * 4
+    block, offset, row = moves[2 + 2 + 3 + 1]  # the second row of the (3, 4) block
+    assert block is model.blocks[1] and offset == 6 and row.tolist() == [4, 5, 6, 7]
+    every = np.concatenate([offset + entries for _, offset, entries in moves[2:]])
+    assert np.array_equal(np.bincount(every), np.full(18, 2))  # each entry: its row and column

@@ -28,10 +28,11 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from conflow.engine.distributed import global_array, to_host
+from conflow.engine.evaluate import FAST_COMPILE_OPTIONS
 
 Array = jax.Array
 #: Bases of at most this many floats (P · n · n) are allocated whole from the start.
-FULL_CAPACITY_FLOATS = 1 << 24
+FULL_CAPACITY_FLOATS = 1 << 18
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -49,7 +50,8 @@ def _trace_error(coordinates: Array, errors: Array) -> Array:
     return jnp.max(jnp.minimum(by_direction, by_norm), axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("generators", "project", "n_points", "out"))
+@functools.partial(jax.jit, static_argnames=("generators", "project", "n_points", "out"),
+                   compiler_options=FAST_COMPILE_OPTIONS)
 def _spectrum(basis, errors, values, scales, scale0, *, generators, project, n_points, out):
     """σ and Vᵀ of each point's normalised rows projected off its trace, and β.
 
@@ -86,7 +88,7 @@ def _spectrum(basis, errors, values, scales, scale0, *, generators, project, n_p
     return sigma, vt, beta, scale0, finite
 
 
-@jax.jit
+@functools.partial(jax.jit, compiler_options=FAST_COMPILE_OPTIONS)
 def _insert(basis: Array, errors: Array, vt: Array, new_errors: Array, ranks: Array,
             added: Array) -> tuple[Array, Array]:
     """Rows ``ranks[p] … ranks[p] + added[p] − 1`` of ``basis`` (and ``errors``) ← the first

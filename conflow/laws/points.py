@@ -15,16 +15,21 @@ unit is on. Random points land there with positive probability, and the points d
 to 8: fewer than 1 in 300 draws is clean). The model says so through its hook
 `Model.degenerate_reason(θ)` (``None`` for analytic models; for a `SampledModel`: some recorded
 switch constant over the sample, or taking its rarer value on too few inputs, or some parameter
-whose generator vanishes on it), and `generic_points` repairs such points block by block:
+whose generator vanishes on it), and `generic_points` repairs such points part by part:
 
     for each point i: z_i ~ flow.sample_points
     while z_i is degenerate and the budget lasts:
-        for each parameter block B of θ (a layer's weight, a bias, …), in layout order:
-            z' ← z_i with B redrawn from its own law (`conflow.models.base.draw_block`);
+        for each part B of θ — each parameter block (a layer's weight, a bias, …) in layout
+        order, then each row and column of the matrix blocks (one unit's weights):
+            z' ← z_i with B redrawn as that part of a fresh draw of its block
+                 (`conflow.models.base.draw_block`);
             z_i ← z' if z' is no more degenerate than z_i.
 
 A redraw of one block fixes what a redraw of the whole θ rarely does: a dead unit of layer 4 is
-fixed by redrawing layer 4 (or the layers before it) while the layers that already work are kept.
+fixed by redrawing layer 4 (or the layers before it) while the layers that already work are kept;
+a redraw of one row fixes one unit and keeps the rest of its layer, where in a deep narrow net a
+whole-layer redraw seldom leaves every unit clean (eqx 3-11-11-11-11-1 without biases: block
+redraws left a point degenerate after 128, rows cleaned it in 173).
 Each coordinate of the final z is a draw of an absolutely continuous law, and which draw is kept
 depends on z only through the open degeneracy conditions, so the final law has a density
 (dominated by the sum, over the finitely many choices of kept draws, of product densities): it
@@ -49,20 +54,20 @@ import numpy as np
 
 from conflow.errors import InputError
 from conflow.flows import AbstractFlow, parse_flow
-from conflow.models.base import Model, draw_block
+from conflow.models.base import Model, ParamBlock, draw_block
 from conflow.models.custom import brief_error
 
-#: Default number of block redraws tried per degenerate point. Measured on Equinox ReLU MLPs
-#: with their default input sample, a whole fresh θ is clean (no constant switch, no idle
-#: parameter) with probability ~0.3-0.5 for one or two hidden layers of width ≤ 8, ~0.02-0.15 for
-#: three, and below 1/300 for four (3-8-8-8-8-1, 4-6-6-6-6-1); block repairs clean the four-layer
-#: ones in 10-100 redraws. One check costs one pattern replay and one VJP over the sample
-#: (~1-5 ms for D ≈ 100-400, N ≈ 1,000-3,000).
-MAX_REDRAWS = 128
+#: Default number of redraws tried per degenerate point. Measured on Equinox ReLU MLPs with their
+#: default input sample, a whole fresh θ is clean (no constant switch, no idle parameter) with
+#: probability ~0.3-0.5 for one or two hidden layers of width ≤ 8, ~0.02-0.15 for three, and
+#: below 1/300 for four (3-8-8-8-8-1, 4-6-6-6-6-1); repairs clean the four-layer ones in 10-200
+#: redraws. One check costs one pattern replay and one VJP over the sample (~1-15 ms for
+#: D ≈ 100-400, N ≈ 1,000-3,000).
+MAX_REDRAWS = 384
 #: All redraws of one call together, both passes: bounds the cost of a model whose every draw is
-#: degenerate (a unit dead by construction) to a few hundred checks.
-MAX_TOTAL_REDRAWS = 384
-#: Block redraws tried per block and sweep before moving to the next block.
+#: degenerate (a unit dead by construction) to about a thousand checks (seconds).
+MAX_TOTAL_REDRAWS = 1024
+#: Redraws tried per whole block and sweep before moving on (rows and columns: one each).
 TRIES_PER_BLOCK = 4
 #: Mixed into the redraw generators' seeds, so they differ from every other draw of ``seed``.
 REDRAW_TAG = 0x9E57
@@ -111,7 +116,7 @@ def generic_points(model: Model, flow: AbstractFlow, seed: int, n: int, *,
             ``sample_points(model, seed, n)`` gives the first draws.
         seed: non-negative integer; same seed, same points.
         n: number of points, ≥ 1.
-        max_redraws: block redraws tried per degenerate point (0: only report).
+        max_redraws: redraws tried per degenerate point (0: only report).
 
     Returns a `GenericPoints`. With no degenerate point, ``points`` equals
     ``flow.sample_points(model, seed, n)``, so analytic models see exactly the old points.
@@ -139,10 +144,10 @@ def generic_points(model: Model, flow: AbstractFlow, seed: int, n: int, *,
         redrawn += k
         if severity:
             degenerate.append(i)
-            reasons.append(f"point {i}: {reason}; still degenerate after {k} block redraws, "
+            reasons.append(f"point {i}: {reason}; still degenerate after {k} redraws, "
                            f"kept the least degenerate state: {_assess(model, flow, points[i])[1]}")
         else:
-            reasons.append(f"point {i}: {reason}; repaired by {k} block redraw"
+            reasons.append(f"point {i}: {reason}; repaired by {k} redraw"
                            f"{'s' if k != 1 else ''}")
     redrawn += _match_generator_ranks(model, flow, seed, points,
                                       min(max_redraws, MAX_TOTAL_REDRAWS - redrawn), reasons,
@@ -150,29 +155,51 @@ def generic_points(model: Model, flow: AbstractFlow, seed: int, n: int, *,
     return GenericPoints(points, redrawn, tuple(reasons), tuple(sorted(set(degenerate))))
 
 
+def _moves(model: Model) -> list[tuple[ParamBlock, int, np.ndarray]]:
+    """The redraws `_repair` tries, as (block, its offset in θ, the entries redrawn): each whole
+    block, then each row and each column of every block of rank ≥ 2 (seen as its (first axis,
+    rest) matrix: one unit's incoming or outgoing weights, for Equinox's (out, in) and Flax's
+    (in, out) layouts alike)."""
+    whole, slices = [], []
+    offset = 0
+    for block in model.blocks:
+        entries = np.arange(block.size)
+        whole.append((block, offset, entries))
+        if len(block.shape) >= 2 and block.size > 1:
+            grid = entries.reshape(block.shape[0], -1)
+            slices += [(block, offset, row) for row in grid]
+            slices += [(block, offset, column) for column in grid.T]
+        offset += block.size
+    return whole + slices
+
+
 def _repair(model: Model, flow: AbstractFlow, z: np.ndarray, rng: np.random.Generator,
             budget: int, score: Callable[[np.ndarray], tuple], target: tuple
             ) -> tuple[np.ndarray, tuple, int]:
-    """Redraw θ's blocks of the state z one at a time, keeping a redraw when it does not raise
+    """Redraw parts of θ in the state z one at a time, keeping a redraw when it does not raise
     ``score`` (a tuple of numbers, severity first, compared lexicographically; ties are kept so
     that the walk can leave a plateau), until the score reaches ``target`` or ``budget`` redraws
     are spent: (state, its score, redraws made).
 
-    Sweeps over the blocks in layout order, `TRIES_PER_BLOCK` redraws per block and sweep. The
-    other coordinates of the state (momentum's s and v, the time of weight decay) are kept."""
+    Sweeps over the `_moves` in order: `TRIES_PER_BLOCK` redraws of each whole block, then one of
+    each row and column of the matrix blocks. A whole-block redraw fixes a layer at once; a row
+    fixes one unit without disturbing the others of its layer, which in a deep narrow net a
+    whole-layer redraw rarely leaves all clean. A part is redrawn as that part of a fresh draw
+    of its block (`draw_block`), a law with a density. The other coordinates of the state
+    (momentum's s and v, the time of weight decay) are kept."""
     z = np.array(z, dtype=np.float64)
     current = score(z)
     index = flow.theta_of_state(model, np.arange(z.size))  # where θ sits in the state
-    starts = np.cumsum([0] + [b.size for b in model.blocks])
+    moves = _moves(model)
     k = 0
-    while current > target and k < budget and model.blocks:
-        for block, lo, hi in zip(model.blocks, starts[:-1], starts[1:]):
-            for _ in range(TRIES_PER_BLOCK):
+    while current > target and k < budget and moves:
+        for i, (block, offset, entries) in enumerate(moves):
+            for _ in range(TRIES_PER_BLOCK if i < len(model.blocks) else 1):
                 if current <= target or k >= budget:
                     return z, current, k
                 k += 1
                 trial = z.copy()
-                trial[index[lo:hi]] = draw_block(rng, block, 1)[0]
+                trial[index[offset + entries]] = draw_block(rng, block, 1)[0][entries]
                 got = score(trial)
                 if got <= current:
                     z, current = trial, got
@@ -227,7 +254,7 @@ def _match_generator_ranks(model: Model, flow: AbstractFlow, seed: int, points: 
             ranks[i] = rank_of(flow.theta_of_state(model, points[i]))
             redrawn += k
             reasons.append(f"point {i}: output gradients span {start} < {max(ranks)} "
-                           f"directions (a unit active on too few inputs?); {k} block redraw"
+                           f"directions (a unit active on too few inputs?); {k} redraw"
                            f"{'s' if k != 1 else ''}, now {ranks[i]}")
     degenerate.extend(i for i, r in enumerate(ranks) if r < max(ranks))
     return redrawn

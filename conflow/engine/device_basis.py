@@ -50,8 +50,6 @@ def _trace_error(coordinates: Array, errors: Array) -> Array:
     return jnp.max(jnp.minimum(by_direction, by_norm), axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("generators", "project", "n_points", "out"),
-                   compiler_options=FAST_COMPILE_OPTIONS)
 def _spectrum(basis, errors, values, scales, scale0, *, generators, project, n_points, out):
     """σ and Vᵀ of each point's normalised rows projected off its trace, and β.
 
@@ -88,7 +86,6 @@ def _spectrum(basis, errors, values, scales, scale0, *, generators, project, n_p
     return sigma, vt, beta, scale0, finite
 
 
-@functools.partial(jax.jit, compiler_options=FAST_COMPILE_OPTIONS)
 def _insert(basis: Array, errors: Array, vt: Array, new_errors: Array, ranks: Array,
             added: Array) -> tuple[Array, Array]:
     """Rows ``ranks[p] … ranks[p] + added[p] − 1`` of ``basis`` (and ``errors``) ← the first
@@ -99,6 +96,18 @@ def _insert(basis: Array, errors: Array, vt: Array, new_errors: Array, ranks: Ar
     rows = jnp.take_along_axis(vt, index[..., None], axis=1)
     return (jnp.where(take[..., None], rows, basis),
             jnp.where(take, jnp.take_along_axis(new_errors, index, axis=1), errors))
+
+
+@functools.cache
+def _programs(backend: str) -> tuple:
+    """The compiled `_spectrum` and `_insert` for ``backend``. On CPU they are compiled at -O0
+    (`FAST_COMPILE_OPTIONS`): their time goes to LAPACK and BLAS calls, which -O0 leaves as they
+    are, and optimising the code around them took 0.3-0.6 s per program (measured, against
+    0.05 s), the larger part of a small count. Other backends compile them optimised."""
+    options = FAST_COMPILE_OPTIONS if backend == "cpu" else None
+    return (jax.jit(_spectrum, static_argnames=("generators", "project", "n_points", "out"),
+                    compiler_options=options),
+            jax.jit(_insert, compiler_options=options))
 
 
 def bucket(k: int) -> int:
@@ -160,7 +169,8 @@ class DeviceBases:
         ``generators``: depth 0, where rows are judged against the largest generator seen so
         far at the point (over every stack given so far), not their own scale.
         """
-        sigma, self._vt, beta, self._scale0, finite = _spectrum(
+        spectrum = _programs(jax.default_backend())[0]
+        sigma, self._vt, beta, self._scale0, finite = spectrum(
             self._basis, self._errors, values, scales, self._scale0, generators=generators,
             project=bool(self.capacity and self.ranks.any()), n_points=self._padded,
             out=self._sharding)
@@ -181,7 +191,7 @@ class DeviceBases:
         new_errors = np.zeros((self._padded, self._vt.shape[1]), self._vt.dtype)
         for p, k in enumerate(added):
             new_errors[p, :k] = errors[p][len(errors[p]) - k:]
-        self._basis, self._errors = _insert(
+        self._basis, self._errors = _programs(jax.default_backend())[1](
             self._basis, self._errors, self._vt, self._put(new_errors),
             self._put(self._pad(self.ranks)), self._put(self._pad(added)))
         self.ranks = self.ranks + added

@@ -409,6 +409,7 @@ def count_laws(
     n = flow.state_dim(model)
     trace = exact = None
     attempts: list[Attempt] = []
+    skipped: list[str] = []  # escalation steps that apply but were not tried, and why
     settled_by = ""
     traces: list[LieTrace] = []  # every numeric try, in order
     redrawn, redraw_reasons = 0, ()
@@ -470,6 +471,9 @@ def count_laws(
                 continue
             if result is None:
                 continue
+            if isinstance(result, str):
+                skipped.append(f"{_STEP_LABELS.get(step.__name__, step.__name__)} ({result})")
+                continue
             label, detail, engine_result = result
             attempts.append(_attempt(label, detail, engine_result, n,
                                      time.perf_counter() - t_step))
@@ -495,7 +499,8 @@ def count_laws(
     elif attempts:
         dim, status = None, AMBIGUOUS
         reason = (f"{attempts[0].reason}; escalation did not settle it: tried "
-                  + "; ".join(f"{a.step} ({a.detail}): {a.status}" for a in attempts[1:]))
+                  + "; ".join(f"{a.step} ({a.detail}): {a.status}" for a in attempts[1:])
+                  + (f"; not tried: {'; '.join(skipped)}" if skipped else ""))
     else:
         dim, status, reason = _verdict(trace, exact)
     return LawCount(
@@ -668,7 +673,8 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
                       max_depth: int | None, numeric: Callable[[int, int], LieTrace],
                       traces: list[LieTrace]) -> list[Callable]:
     """The steps that may settle an ambiguous numeric count, cheapest first. Each returns
-    ``(step, detail, LieTrace | ExactTrace)`` or ``None`` when it does not apply.
+    ``(step, detail, LieTrace | ExactTrace)``, ``None`` when it does not apply, or why it was
+    not tried although it applies (too large for the exact engine).
 
     1. ``exact``: φ polynomial and small: the certified count (`conflow.exact`).
     2. ``fresh points``: twice the points, a new seed (new points, new coefficient draws).
@@ -699,8 +705,10 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
         return kind["form"]
 
     def exact():
-        if too_big or form() != "polynomial":
+        if too_big or form() not in ("polynomial", "too large"):
             return None
+        if form() == "too large":
+            return "the exact engine's estimated cost is too high"
         return "exact", "polynomial φ, two primes", _exact_trace(model, flow, seed, depth)
 
     def fresh():
@@ -710,7 +718,9 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
         return _generic_region(model, flow, traces[-1])
 
     def regions():
-        if too_big or form() in ("polynomial", "too large"):
+        if too_big:  # said only where the step applies
+            return too_big if _records_switches(model, flow, traces[-1].points[0]) else None
+        if form() in ("polynomial", "too large"):
             return None
         states = traces[-1].points[:points]  # the fresh points, as many as asked for: one exact
         try:                                   # count per region, the costliest step
@@ -720,6 +730,14 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
         return "exact on regions", f"the activation regions of {len(states)} points", run
 
     return [exact, fresh, generic_region, regions]
+
+
+def _records_switches(model: Model, flow: AbstractFlow, state: np.ndarray) -> bool:
+    """Whether ``model`` is piecewise with switches recorded at ``state`` (a `SampledModel` of a
+    ReLU, leaky-ReLU, max-pooling … network)."""
+    patterns = getattr(model, "patterns", None)
+    return patterns is not None and np.asarray(
+        patterns(flow.theta_of_state(model, state))).size > 0
 
 
 def _generic_region(model: Model, flow: AbstractFlow, trace: LieTrace):
@@ -734,11 +752,10 @@ def _generic_region(model: Model, flow: AbstractFlow, trace: LieTrace):
     the gap above ``min_gap``), the largest dimension is the generic one, and the points below
     it lie in degenerate regions. Taken only when at least two and at least half of the points
     reach it; ``None`` otherwise (and for every other model)."""
-    patterns = getattr(model, "patterns", None)
-    if patterns is None or trace.status != AMBIGUOUS or not trace.reason.startswith(
+    if trace.status != AMBIGUOUS or not trace.reason.startswith(
             "points disagree") or trace.gap < trace.min_gap:
         return None
-    if np.asarray(patterns(flow.theta_of_state(model, trace.points[0]))).size == 0:
+    if not _records_switches(model, flow, trace.points[0]):
         return None  # a smooth model: disagreeing points are not explained by regions
     best = max(trace.point_dims)
     at_best = sum(d == best for d in trace.point_dims)

@@ -248,7 +248,8 @@ def main(argv=None) -> int:
             print(f"  {r['id']:<52} {r['verdict']:<13} laws {r['n_laws']} (expected "
                   f"{r['expected']})"
                   + (" [adversarial: allowed]" if r["adversarial"] and r["status"] == "ambiguous"
-                     else "") + (f"  {r['error']}" if r["error"] else ""))
+                     else "") + (f"  {r['error']}" if r["error"] else "")
+                  + (f"\n      why: {r['reason'][:300]}" if r.get("reason") else ""))
     print("\nTargets")
     for t in tgts:
         mark = {True: "MET   ", False: "MISSED", None: "-     "}[t["met"]]

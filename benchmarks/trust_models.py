@@ -450,10 +450,10 @@ def run_case(case: Case, *, points: int = 3) -> dict:
     t0 = time.perf_counter()
     row = {"id": case.id, "kind": case.kind, "group": case.group, "D": case.D,
            "layers": case.layers, "expected": case.expected, "adversarial": case.adversarial,
-           "status": None, "n_laws": None, "error": None}
+           "status": None, "n_laws": None, "error": None, "reason": ""}
     try:
         r = count(case, points=points)
-        row.update(status=r.status, n_laws=r.n_laws)
+        row.update(status=r.status, n_laws=r.n_laws, reason=getattr(r, "best", r).reason)
         D = r.model.D if hasattr(r, "model") and hasattr(r.model, "D") else r.D
         if D != case.D:
             row["error"] = f"D is {D}, the case says {case.D}"

@@ -154,6 +154,29 @@ def test_method_both_cross_checks_a_relu_network_given_as_code():
     assert count.exact.region is not None
 
 
+def test_exact_on_regions_counts_one_region_when_the_numeric_points_agree_with_it():
+    # the escalation step "exact on regions": all regions are counted unless every numeric point
+    # reached the dimension the first region's exact count certifies
+    eqx = pytest.importorskip("equinox")
+    import jax
+
+    from conflow.flows import parse_flow
+    from conflow.laws.count import _region_trace
+    from conflow.laws.points import generic_points
+
+    mlp = eqx.nn.MLP(3, 2, 4, 1, activation=jax.nn.relu, key=jax.random.PRNGKey(1))
+    model = cf.from_model(mlp, input_shape=(3,))
+    flow = parse_flow(None)
+    states = generic_points(model, flow, 0, 3).points
+    run, used = _region_trace(model, flow, 0, 30, states)
+    assert run.status == "ok" and model.D - run.dim == 4 and used == 3
+    run, used = _region_trace(model, flow, 0, 30, states, numeric_dim=model.D - 4)
+    assert run.status == "ok" and run.dim == model.D - 4 and used == 1
+    # a numeric dimension the exact count contradicts: every region is counted
+    run, used = _region_trace(model, flow, 0, 30, states, numeric_dim=model.D - 5)
+    assert run.status == "ok" and run.dim == model.D - 4 and used == 3
+
+
 def test_trace_error_weighs_each_direction_by_the_rows_coordinates():
     errors = np.array([1e-16, 1e-8])  # a strong direction and a weak one
     # rows with a tiny component on the weak direction inherit little of its error

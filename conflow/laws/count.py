@@ -683,7 +683,9 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
        least half of the points reach it (`_generic_region`).
     4. ``exact on regions``: φ piecewise polynomial (ReLU, leaky ReLU, max, abs, …) and small:
        the exact count of the polynomial φ is on the activation regions of the first ``points``
-       fresh points; settles the count when every region is ok and they agree.
+       fresh points; settles the count when every region is ok and they agree, or, when every
+       numeric point reached the same dimension, when the first region's exact count equals it
+       (the other regions are then not counted).
     """
     too_big = _exact_candidate(model, flow, n)
     depth = 30 if max_depth is None else max_depth
@@ -723,11 +725,17 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
         if form() in ("polynomial", "too large"):
             return None
         states = traces[-1].points[:points]  # the fresh points, as many as asked for: one exact
-        try:                                   # count per region, the costliest step
-            run = _region_trace(model, flow, seed, depth, states)
+        dims = {d for t in traces for d in t.point_dims}  # count per region, the costliest step
+        numeric_dim = dims.pop() if len(dims) == 1 and None not in dims else None
+        try:
+            run, used = _region_trace(model, flow, seed, depth, states, numeric_dim)
         except InputError:
             return None  # not piecewise polynomial (tanh, exp, …), or a point on a boundary
-        return "exact on regions", f"the activation regions of {len(states)} points", run
+        n_numeric = sum(len(t.point_dims) for t in traces)
+        return "exact on regions", (
+            f"the activation regions of {used} points" if used > 1 else
+            f"the activation region of 1 point, the same dimension as all {n_numeric} numeric "
+            "points"), run
 
     return [exact, fresh, generic_region, regions]
 
@@ -779,17 +787,29 @@ def _exact_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int,
     except PiecewiseError:
         if regions is None:
             regions = generic_points(model, flow, seed, 3).points
-        return _region_trace(model, flow, seed, max_depth, regions)
+        return _region_trace(model, flow, seed, max_depth, regions)[0]
 
 
-def _region_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int, states: np.ndarray):
-    """Exact counts of the polynomials φ is on the activation regions of ``states``: the first
-    run if all are ``ok`` and agree, else that run marked ``ambiguous`` (no dimension)."""
-    runs = [exact_count_laws(model, flow, seed=seed, max_depth=max_depth,
-                             region=flow.theta_of_state(model, z)) for z in states]
+def _region_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int, states: np.ndarray,
+                  numeric_dim: int | None = None):
+    """Exact counts of the polynomials φ is on the activation regions of ``states``: (the first
+    run if all are ``ok`` and agree, else that run marked ``ambiguous`` (no dimension), the
+    regions counted).
+
+    ``numeric_dim``: the dimension every numeric point agreed on, if they all did. When the
+    first region's exact count is ``ok`` and equals it, that region is the only one counted: the
+    numeric points already say the regions agree, and the exact count certifies their number
+    (the numeric doubt is about each point's cut, e.g. weak generators, not about the regions).
+    """
+    runs = []
+    for z in states:
+        runs.append(exact_count_laws(model, flow, seed=seed, max_depth=max_depth,
+                                     region=flow.theta_of_state(model, z)))
+        if len(runs) == 1 and runs[0].status == OK and runs[0].dim == numeric_dim:
+            break
     if all(r.status == OK for r in runs) and len({r.dim for r in runs}) == 1:
-        return runs[0]
-    return dataclasses.replace(runs[0], status=AMBIGUOUS, dim=None)
+        return runs[0], len(runs)
+    return dataclasses.replace(runs[0], status=AMBIGUOUS, dim=None), len(runs)
 
 
 def _verdict(trace: LieTrace | None, exact: Any) -> tuple[int | None, str, str]:

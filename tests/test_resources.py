@@ -201,3 +201,33 @@ def test_the_cli_prints_the_estimate_and_honours_the_time_limit(capsys):
     assert main(["count", "relu", "30,30,30,4", "--time-limit", "1e-3", "--method", "numeric",
                  "--no-progress"]) == 0
     assert "estimate" not in capsys.readouterr().err
+
+
+
+def test_stage_chunks_are_cut_until_the_compiled_program_fits(monkeypatch):
+    """A bracket program whose intermediates (XLA's memory analysis) exceed the budget is
+    recompiled with fewer samples per call: same samples, same ranks, smaller programs (a
+    from_model net on 500 inputs once needed 11 GB for one call)."""
+    from conflow.engine import evaluate
+
+    model = cf.relu([3, 6, 2])
+    whole = cf.count_laws(model, method="numeric", escalate=False)
+    compiled = []  # (samples per call, bytes of intermediates) of each program asked for
+    original = evaluate._compiled_stage
+
+    def recording(program, points, coeffs, weights):
+        out = original(program, points, coeffs, weights)
+        compiled.append((coeffs.shape[0], out[1]))
+        return out
+
+    recording.cache_clear = original.cache_clear
+    monkeypatch.setattr(evaluate, "_compiled_stage", recording)
+    monkeypatch.setattr(evaluate, "EVAL_TEMP_BYTES", 1 << 16)
+    cut = cf.count_laws(model, method="numeric", escalate=False)
+    assert cut.status == whole.status == "ok" and cut.n_laws == whole.n_laws == 6
+    assert cut.trace.ranks == whole.trace.ranks
+    if any(temp is None for _, temp in compiled):
+        pytest.skip("this backend gives no memory analysis")
+    assert any(temp > 1 << 16 for _, temp in compiled)  # the budget bit ...
+    chunks = [chunk for chunk, _ in compiled]
+    assert min(chunks) < max(chunks)  # ... and programs were recompiled with smaller chunks

@@ -57,6 +57,13 @@ _SHARE_MAX_CONST_ELEMENTS = 1 << 20
 COEFF_HALF_WIDTH = math.sqrt(3.0)
 #: The flat batch of a compiled stage call holds at most this many points' worth of samples.
 BATCH_POINTS = 3
+#: Bytes of intermediates one compiled stage call may hold (XLA's memory analysis of the
+#: program) on a CPU; on an accelerator, this fraction of its memory. A model evaluated on a
+#: large input sample (`from_model`: every bracket chain runs the network on all N inputs, with
+#: 2^depth tangent copies) needed 11 GB for 768 chains of depth 4 at D = 250; its chunks are cut
+#: until the program fits.
+EVAL_TEMP_BYTES = 1 << 30
+EVAL_TEMP_FRACTION = 1 / 8
 
 
 def _compile_options(fast_compile: bool) -> dict | None:
@@ -113,6 +120,7 @@ def relieve_map_pressure() -> bool:
     if counts is None or counts[0] < MAP_PRESSURE * counts[1]:
         return False
     _stage_evaluator.cache_clear()
+    _compiled_stage.cache_clear()
     _weights_program.cache_clear()
     _SHARED_FIELDS.clear()
     jax.clear_caches()
@@ -214,6 +222,38 @@ def _stage_evaluator(
     return jax.jit(evaluate, compiler_options=_compile_options(fast_compile))
 
 
+def _spec(x: Array | None) -> jax.ShapeDtypeStruct | None:
+    return None if x is None else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_stage(evaluate: Callable, points: jax.ShapeDtypeStruct,
+                    coeffs: jax.ShapeDtypeStruct, weights: jax.ShapeDtypeStruct | None
+                    ) -> tuple[Callable, int | None]:
+    """The stage program compiled for these argument shapes, and the bytes of intermediates it
+    holds (``None`` where the backend does not say)."""
+    compiled = evaluate.lower(points, coeffs, weights).compile()
+    try:
+        temp = int(compiled.memory_analysis().temp_size_in_bytes)
+    except Exception:  # noqa: BLE001 - a backend without memory analysis: no bound
+        temp = None
+    return compiled, temp
+
+
+def _temp_budget(points: Array) -> int:
+    """Bytes of intermediates a stage call may hold on the device of ``points``
+    (`EVAL_TEMP_BYTES`, or `EVAL_TEMP_FRACTION` of an accelerator's memory)."""
+    device = next(iter(points.devices()))
+    if device.platform != "cpu":
+        try:
+            limit = (device.memory_stats() or {}).get("bytes_limit")
+        except Exception:  # noqa: BLE001 - no statistics: the CPU bound
+            limit = None
+        if limit:
+            return int(limit * EVAL_TEMP_FRACTION)
+    return EVAL_TEMP_BYTES
+
+
 @functools.partial(jax.jit, static_argnums=1, compiler_options=FAST_COMPILE_OPTIONS)
 def _join(parts: tuple[Array, ...], n_samples: int) -> Array:
     return jnp.concatenate(parts, axis=1)[:, :n_samples]
@@ -248,25 +288,38 @@ def evaluate_stage(
     """``n_samples`` random bracket chains of ``depth`` at every point: levels ``first..depth``.
 
     ``points (P, n)`` and ``weights (P, m)`` are device arrays; ``rng`` draws the coefficients.
-    The result stays on the device: ``values (P, S, L, n)``, ``scales (P, S, L)``. A batch whose
-    chains do not fit in memory (``RESOURCE_EXHAUSTED``) is evaluated again in halves, with the
-    same samples.
+    The result stays on the device: ``values (P, S, L, n)``, ``scales (P, S, L)``. The chunk
+    (samples per compiled call) is cut while the compiled program's intermediates exceed
+    `_temp_budget`, and a batch that still does not fit (``RESOURCE_EXHAUSTED``) is evaluated
+    again in halves, with the same samples.
     """
     n_points = points.shape[0]
     n_dev = 1 if sharding is None else sharding.mesh.size
     chunk = _chunk_size(n_points, depth, m, n_samples, max_chunk, max_chunk_floats, n_dev)
     dtype = str(points.dtype)
     state = rng.bit_generator.state
+    budget = _temp_budget(points)
+
+    def draw() -> Array:
+        # one draw serves every point (each point's samples are generic on their own), and
+        # draws in chunks of any size are the same stream
+        return put(rng.uniform(-COEFF_HALF_WIDTH, COEFF_HALF_WIDTH,
+                               (chunk, depth + 1, m)).astype(dtype), sharding)
+
     while True:
         evaluate = _stage_evaluator(field, depth, first, chunk, m, dtype, fast_compile, sharding,
                                     weights is not None)
         try:
-            # one draw serves every point (each point's samples are generic on their own), and
-            # draws in chunks of any size are the same stream
-            parts = [evaluate(points, put(rng.uniform(-COEFF_HALF_WIDTH, COEFF_HALF_WIDTH,
-                                                      (chunk, depth + 1, m)).astype(dtype),
-                                          sharding), weights)
-                     for _ in range(0, n_samples, chunk)]
+            coeffs = draw()
+            program, temp = _compiled_stage(evaluate, _spec(points), _spec(coeffs),
+                                            _spec(weights))
+            if temp is not None and temp > budget and chunk > n_dev:
+                smaller = 1 << max(0, int(chunk * budget / temp).bit_length() - 1)
+                chunk = max(n_dev, min(chunk // 2, smaller) // n_dev * n_dev)
+                rng.bit_generator.state = state
+                continue
+            parts = [program(points, coeffs, weights)]
+            parts += [program(points, draw(), weights) for _ in range(chunk, n_samples, chunk)]
             finite = all(jax.device_get([f for _, _, f in parts]))
             break
         except Exception as e:

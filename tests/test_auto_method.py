@@ -122,6 +122,26 @@ def test_polynomial_size_and_the_exact_estimate():
     assert est.engine == "exact" and est.bytes > 0
 
 
+def test_a_deep_net_on_an_input_sample_is_left_to_the_numeric_engine():
+    # an affine 3-2-2-2-2-1 net given as code, counted on its inputs: 232 outputs whose
+    # gradients span 4 directions, so brackets (degree-5 fields, dear) must fill the state; the
+    # estimate that assumed the generators span min(d, n) said 2 s and the count took 44 s
+    eqx = pytest.importorskip("equinox")
+    import jax
+
+    net = eqx.nn.MLP(3, 1, 2, 4, activation=lambda x: x, key=jax.random.PRNGKey(0))
+    model = cf.from_model(net, input_shape=(3,))
+    size = cost.polynomial_size(polynomial_form(model.phi, model.D))
+    rank = model.generator_rank(np.asarray(model.sample_points(0, 1))[0])
+    assert rank < model.D
+    assumed = cost.exact_cost(model.D, model.D, size)
+    assert cost.exact_cost(model.D, model.D, size, generator_rank=rank).seconds > (
+        10 * assumed.seconds)
+    count = cf.count_laws(model)
+    assert count.method == "numeric" and count.method_reason.startswith("auto: polynomial")
+    assert count.status == "ok" and count.n_laws == 12  # the affine-net formula (bench_trust)
+
+
 def test_custom_polynomial_model_counted_exactly():
     # nearly dependent brackets: only the exact engine tells them apart (see test_band)
     model = cf.custom(lambda x: jnp.stack([x[0], x[0] * x[1] + 1e-14 * x[0] ** 2 * x[2] / 2]),

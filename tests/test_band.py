@@ -154,6 +154,31 @@ def test_method_both_cross_checks_a_relu_network_given_as_code():
     assert count.exact.region is not None
 
 
+def test_method_both_retries_an_ambiguous_numeric_count_at_fresh_points(monkeypatch):
+    # a σ at the edge of the band on one draw must not leave the cross-check undone
+    import dataclasses
+
+    from conflow.laws import count as count_module
+
+    calls, original = [], count_module.lie_trace
+
+    def first_ambiguous(*args, **kwargs):
+        calls.append(original(*args, **kwargs))
+        if len(calls) == 1:
+            return dataclasses.replace(calls[0], status="ambiguous", dim=None, reason="forced")
+        return calls[-1]
+
+    monkeypatch.setattr(count_module, "lie_trace", first_ambiguous)
+    checked = cf.count_laws(cf.linear([2, 3, 2]), method="both")
+    assert checked.status == "ok" and checked.n_laws == 6, checked.summary()
+    assert [a.step for a in checked.attempts] == ["numeric", "fresh points"]
+    assert checked.attempts[0].status == "ambiguous" and checked.trace.points.shape[0] == 6
+    assert checked.settled_by.startswith("fresh points")
+    # without escalation the cross-check stays undone: ambiguous
+    calls.clear()
+    assert cf.count_laws(cf.linear([2, 3, 2]), method="both", escalate=False).status == "ambiguous"
+
+
 def test_exact_on_regions_counts_one_region_when_the_numeric_points_agree_with_it():
     # the escalation step "exact on regions": all regions are counted unless every numeric point
     # reached the dimension the first region's exact count certifies

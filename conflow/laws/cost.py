@@ -490,13 +490,17 @@ def polynomial_size(polys: Any) -> PolynomialSize:
     return PolynomialSize(len(polys), monomials, degree_sum, degree)
 
 
-def _exact_levels(n: int, D: int, size: PolynomialSize, momentum: bool
-                  ) -> tuple[int, int, list[float], list[float]]:
+def _exact_levels(n: int, D: int, size: PolynomialSize, momentum: bool,
+                  generator_rank: int | None = None) -> tuple[int, int, list[float], list[float]]:
     """(g, R0, [K_ℓ], [f_ℓ]): generators, level-0 rank, and the kept brackets and their terms
-    per level ≥ 1, as the model above expects them."""
+    per level ≥ 1, as the model above expects them. ``generator_rank``: the rank of ∂φ at a
+    generic point when known (a model on an input sample: many outputs whose gradients span
+    few directions, so the brackets, not the generators, fill the state)."""
     d = max(1, size.outputs)
     g = d + 1 if momentum else d
     r0 = min(g, D + 1 if momentum else n, n)
+    if generator_rank is not None:
+        r0 = min(r0, generator_rank + (1 if momentum else 0))
     kept = EXACT_KEPT_FRACTION["momentum" if momentum else "gradient"] * (n - r0)
     f, deg = size.degree_sum / d, max(1, size.degree)
     ks: list[float] = []
@@ -532,14 +536,15 @@ def _exact_levels(n: int, D: int, size: PolynomialSize, momentum: bool
 
 
 def exact_cost(n: int, D: int, size: PolynomialSize, *, momentum: bool = False,
-               primes: int = EXACT_PRIMES) -> Cost:
+               primes: int = EXACT_PRIMES, generator_rank: int | None = None) -> Cost:
     """Time (and, roughly, memory) of an exact count (`conflow.laws.exact_count.exact_count_laws`)
     with state dimension ``n``, ``D`` parameters and φ's polynomials of size ``size``
-    (`polynomial_size`), under a gradient flow or (``momentum``) a momentum flow. An estimate
-    calibrated on this machine class (the module's comments), pessimistic about deep models;
-    the polynomial form's own time is included."""
+    (`polynomial_size`), under a gradient flow or (``momentum``) a momentum flow; the rank of
+    ∂φ at a generic point, ``generator_rank``, when known (else min(d, n) is assumed). An
+    estimate calibrated on this machine class (the module's comments), pessimistic about deep
+    models; the polynomial form's own time is included."""
     n, D = int(n), int(D)
-    g, r0, ks, fs = _exact_levels(n, D, size, momentum)
+    g, r0, ks, fs = _exact_levels(n, D, size, momentum, generator_rank)
     deg = max(1, size.degree)
     kept = sum(ks)
     kept_terms = sum(k * f for k, f in zip(ks, fs)) * deg

@@ -310,7 +310,18 @@ def _exact_estimate(model: Model, flow: AbstractFlow, n: int, products: int
     with work_limit(products):
         polys = polynomial_form(model.phi, model.D)
     size = _cost.polynomial_size(polys)
-    return size, _cost.exact_cost(n, model.D, size, momentum=flow.has_velocity)
+    return size, _cost.exact_cost(n, model.D, size, momentum=flow.has_velocity,
+                                  generator_rank=_generator_rank(model))
+
+
+def _generator_rank(model: Model) -> int | None:
+    """The rank of ∂φ at one generic point, for a model on an input sample (`SampledModel`:
+    its many outputs' gradients may span few directions); ``None`` for the others, or when
+    too large to compute."""
+    rank_of = getattr(model, "generator_rank", None)
+    if rank_of is None:
+        return None
+    return rank_of(np.asarray(model.sample_points(0, 1))[0])
 
 
 def _seconds(x: float) -> str:
@@ -368,7 +379,9 @@ def count_laws(
     ``ambiguous`` is not reported as such before the steps that can settle it were tried
     (`_escalation_steps`: the exact engine for small polynomial φ, fresh and more points, the
     exact engine on the points' activation regions for piecewise-polynomial φ); ``attempts``
-    and ``settled_by`` say what ran and what settled it.
+    and ``settled_by`` say what ran and what settled it. With ``method="both"``, a numeric count
+    that comes out ``ambiguous`` next to an ``ok`` exact one is retried at fresh points (twice
+    as many, seed + 1) so that the cross-check can be made.
 
     Resources (`conflow.laws.cost`): before a numeric count allocates anything, its memory and
     time are estimated (`numeric_cost`). Above ``max_memory`` (bytes, or a size such as
@@ -455,6 +468,17 @@ def count_laws(
             exact = _exact_trace(model, flow, seed, 30 if max_depth is None else max_depth,
                                  None if trace is None else trace.points)
 
+    if (method == "both" and escalate and trace.status == AMBIGUOUS and not time_up
+            and exact.status == OK):
+        # a cross-check needs a numeric count: fresh points, as the escalation's second step
+        attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
+        t_step = time.perf_counter()
+        trace = numeric(seed + 1, 2 * points)
+        detail = f"{2 * points} points, seed {seed + 1}"
+        attempts.append(_attempt("fresh points", detail, trace, n, time.perf_counter() - t_step))
+        if trace.status == OK:
+            settled_by = f"fresh points ({detail})"
+
     if method == "numeric" and escalate and trace.status == AMBIGUOUS:
         attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
         for step in _escalation_steps(model, flow, seed, points, n, max_depth, numeric, traces):
@@ -488,7 +512,10 @@ def count_laws(
             time_up = next((a.reason for a in attempts[1:]
                             if a.reason.startswith("time limit")), "")
 
-    if attempts and settled_by:
+    if method == "both" and not time_up:
+        dim, status, reason = _verdict(trace, exact)
+        settled_by = settled_by if status == OK else ""
+    elif attempts and settled_by:
         dim, status, reason = settled_dim, OK, ""
     elif time_up and attempts:
         dim, status = None, NOT_CONVERGED

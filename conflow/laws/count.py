@@ -473,11 +473,10 @@ def count_laws(
         # a cross-check needs a numeric count: fresh points, as the escalation's second step
         attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
         t_step = time.perf_counter()
-        trace = numeric(seed + 1, 2 * points)
-        detail = f"{2 * points} points, seed {seed + 1}"
-        attempts.append(_attempt("fresh points", detail, trace, n, time.perf_counter() - t_step))
+        label, detail, trace = _fresh_points(numeric, seed, points)
+        attempts.append(_attempt(label, detail, trace, n, time.perf_counter() - t_step))
         if trace.status == OK:
-            settled_by = f"fresh points ({detail})"
+            settled_by = f"{label} ({detail})"
 
     if method == "numeric" and escalate and trace.status == AMBIGUOUS:
         attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
@@ -741,7 +740,7 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
         return "exact", "polynomial φ, two primes", _exact_trace(model, flow, seed, depth)
 
     def fresh():
-        return "fresh points", f"{2 * points} points, seed {seed + 1}", numeric(seed + 1, 2 * points)
+        return _fresh_points(numeric, seed, points)
 
     def generic_region():
         return _generic_region(model, flow, traces[-1])
@@ -765,6 +764,12 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
             "points"), run
 
     return [exact, fresh, generic_region, regions]
+
+
+def _fresh_points(numeric: Callable[[int, int], LieTrace], seed: int, points: int
+                  ) -> tuple[str, str, LieTrace]:
+    """The step ``fresh points``: twice the points, a new seed (new points, new coefficients)."""
+    return "fresh points", f"{2 * points} points, seed {seed + 1}", numeric(seed + 1, 2 * points)
 
 
 def _records_switches(model: Model, flow: AbstractFlow, state: np.ndarray) -> bool:

@@ -21,11 +21,13 @@ checked here against the exact engine (an independent computation, certified mod
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 import trust_models as tm
 
 import conflow as cf
+from conflow.models.from_model import _spanning_columns
 from conflow.reference.closed_forms import known_count
 
 SEED = 2026
@@ -122,6 +124,39 @@ def test_identity_formulas_match_the_exact_engine(dims, bias):
     r = cf.count_laws(cf.from_model(apply, params, input_shape=(dims[0],)), method="exact")
     assert r.status == "ok"
     assert r.n_laws == (tm.affine_formula(dims) if bias else tm.linear_formula(dims))
+
+
+def test_affine_net_is_counted_on_a_spanning_sample():
+    """An affine net's outputs are affine in x, so on any sample they span n_out·(d + 1)
+    functions of θ: the count runs on that many inputs at most, and equals the whole sample's
+    count and the closed form. A ReLU net's relations hold per region only: it keeps its sample."""
+    dims = [3, 3, 2]
+    apply, params = _affine_apply(dims, bias=True)
+    model = cf.from_model(apply, params, input_shape=(3,))
+    reduced, note = model.spanning_sample()
+    assert 1 < reduced.n_inputs <= dims[-1] * (dims[0] + 1) < model.n_inputs
+    assert f"span {dims[-1] * (dims[0] + 1)} functions" in note
+    fast, full = cf.count_laws(model), cf.count_laws(model, reduce_inputs=False)
+    assert fast.sample_reduction == note and not full.sample_reduction
+    assert fast.model == full.model == model.label
+    assert fast.status == full.status == "ok"
+    assert fast.n_laws == full.n_laws == tm.affine_formula(dims)
+    relu_net = cf.from_model(lambda p, x: p["W1"] @ jax.nn.relu(p["W0"] @ x + p["b0"]),
+                             {"W0": np.zeros((3, 3)), "b0": np.zeros(3), "W1": np.zeros((2, 3))},
+                             input_shape=(3,))
+    assert relu_net.spanning_sample() == (relu_net, "")
+
+
+def test_spanning_columns_keeps_a_basis_and_refuses_near_relations():
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((40, 5))
+    values = np.column_stack([basis, basis @ rng.standard_normal((5, 7)), np.zeros(40)])
+    keep = _spanning_columns(values)
+    assert keep is not None and keep.size == 5
+    assert np.linalg.matrix_rank(values[:, keep]) == 5
+    assert _spanning_columns(basis) is None  # independent: nothing to drop
+    nearly = np.column_stack([values, basis[:, 0] + 1e-8 * rng.standard_normal(40)])
+    assert _spanning_columns(nearly) is None  # one column neither spanned nor clearly new
 
 
 def test_affine_formula_on_an_equinox_mlp_matches_the_exact_engine():

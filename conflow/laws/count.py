@@ -34,6 +34,7 @@ from conflow.laws import cost as _cost
 from conflow.laws.exact_count import exact_count_laws
 from conflow.laws.points import generic_points
 from conflow.models.base import Model, check_model
+from conflow.models.from_model import SampledModel
 from conflow.precision import float64
 from conflow.status import Status
 
@@ -125,6 +126,8 @@ class LawCount:
         points_redrawn: generic points redrawn because the model called them degenerate (a
             piecewise model's unit constant over the input sample, `conflow.laws.points`);
             ``redraw_reasons`` says why.
+        sample_reduction: for a model on an input sample, how its sample was reduced to the
+            inputs whose outputs span all its output functions (`count_laws`); empty if not.
     """
 
     model: str
@@ -149,6 +152,7 @@ class LawCount:
     redraw_reasons: tuple[str, ...] = ()
     method_reason: str = ""
     flow_label: str = ""
+    sample_reduction: str = ""
 
     @property
     def gap(self) -> float | None:
@@ -196,6 +200,7 @@ class LawCount:
         out["attempts"] = [a.to_json() for a in self.attempts]
         out["settled_by"] = self.settled_by
         out["points_redrawn"] = self.points_redrawn
+        out["sample_reduction"] = self.sample_reduction
         if self.exact is not None:
             e = self.exact
             out["exact"] = {
@@ -240,6 +245,8 @@ class LawCount:
                 f"{len(e.primes)} primes agree: {e.status == OK}, "
                 f"failure probability ≤ {e.failure_bound:.1e}"
             )
+        if self.sample_reduction:
+            lines.append(f"  sample: {self.sample_reduction}")
         if self.points_redrawn:
             lines.append(f"  {self.points_redrawn} point draw(s) redrawn: degenerate "
                          f"({self.redraw_reasons[0]}{', …' if len(self.redraw_reasons) > 1 else ''})")
@@ -347,6 +354,7 @@ def count_laws(
     progress: bool | None = None,
     max_memory: int | str | None = None,
     time_limit: float | str | None = None,
+    reduce_inputs: bool = True,
 ) -> LawCount:
     """Count the conservation laws of ``model`` under ``flow`` (default: Euclidean gradient flow).
 
@@ -393,6 +401,12 @@ def count_laws(
     escalation included: a count that reaches it stops between levels and reports
     ``not_converged`` with a reason starting "time limit", keeping the levels done (in
     ``trace``). The exact engine is not interrupted: it is only not started once the time is up.
+
+    A model on an input sample (`conflow.from_model`) whose outputs are exactly linearly
+    dependent as functions of θ (an affine network's outputs are affine in the input) is
+    counted on the fewest inputs whose outputs span them all, which has the same fields and
+    the same count (`SampledModel.spanning_sample`; ``sample_reduction`` says so;
+    ``reduce_inputs=False`` counts on the whole sample).
     """
     t0 = time.perf_counter()
     check_model(model)
@@ -409,6 +423,9 @@ def count_laws(
         time_limit = _cost.parse_duration(time_limit, "time_limit")
     deadline = None if time_limit is None else t0 + time_limit
     flow.validate(model)
+    label, sample_reduction = model.label, ""
+    if reduce_inputs and isinstance(model, SampledModel):
+        model, sample_reduction = model.spanning_sample(seed)
     method_reason = "requested"
     if method == "auto":
         numeric_options = [f"{k}={v!r}" for k, v, default in (
@@ -530,7 +547,7 @@ def count_laws(
     else:
         dim, status, reason = _verdict(trace, exact)
     return LawCount(
-        model=model.label,
+        model=label,
         dims=tuple(model.dims),
         flow=flow.name,
         flow_label=flow.label,
@@ -552,6 +569,7 @@ def count_laws(
         points_redrawn=redrawn,
         redraw_reasons=tuple(redraw_reasons),
         method_reason=method_reason,
+        sample_reduction=sample_reduction,
     )
 
 

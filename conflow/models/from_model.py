@@ -79,6 +79,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 from jax.flatten_util import ravel_pytree
 
 from conflow.engine import jaxpr as jaxpr_walk
@@ -96,6 +97,15 @@ _OPAQUE_LOOPS = ("scan", "while")
 
 #: `SampledModel.generator_rank` runs up to this many Jacobian entries (nN × D).
 GENERATOR_RANK_MAX = 1 << 22
+#: `SampledModel.spanning_sample` evaluates φ_N at up to this many entries (points × nN) ...
+SPANNING_MAX_ENTRIES = 1 << 21
+#: ... in chunks of this many points ...
+SPANNING_CHUNK = 64
+#: ... and drops outputs only when the normalised singular values of those evaluations fall
+#: into two groups: zero to rounding (below SPANNING_ZERO × the largest) and clear directions
+#: (above SPANNING_KEEP × the largest). Anything in between keeps the whole sample.
+SPANNING_ZERO = 1e-11
+SPANNING_KEEP = 1e-6
 
 
 class InputsWarning(UserWarning):
@@ -403,6 +413,59 @@ class SampledModel(Model):
         s = np.linalg.svd(np.asarray(cache["jacobian"](jnp.asarray(theta))), compute_uv=False)
         return int(np.sum(s > 1e-10 * s[0])) if s.size and s[0] > 0 else 0
 
+    def spanning_sample(self, seed: int = 0) -> tuple[SampledModel, str]:
+        """This model on the fewest inputs whose outputs span all of φ_N's output functions,
+        and a one-line note; ``(self, "")`` when no input can be dropped (or none is tried).
+
+        Every flow sees φ only through the pullbacks ∂φ(θ)ᵀc, c ∈ R^{nN} (its generator
+        family). If the output functions satisfy φ_N = C φ_B identically in θ, for a subset B of
+        the outputs (C then has full column rank), then ∂φ_Nᵀc = ∂φ_Bᵀ(Cᵀc) and Cᵀc ranges over
+        all of R^{|B|}: the fields, their brackets and the count are those of φ_B, at every
+        point. An affine network's outputs, for instance, are affine in x: on any sample they
+        span at most n(d + 1) functions of θ, and a count on 680 inputs runs every bracket on
+        680 copies of the network where d + 1 suffice.
+
+        The relations are found from φ_N at K random points (`sample_points`), K = nN + 1 or
+        fewer (`SPANNING_MAX_ENTRIES`): for functions analytic in θ, K points drawn with a
+        density have evaluations of rank min(K, r) almost surely, r = dim span of the
+        functions, so a rank r < K is r itself and the evaluations' column relations are the
+        functions' relations. B is chosen by QR with column pivoting (rows and columns
+        normalised), and every dropped column must lie in B's span to rounding. Tried only
+        where φ_N is analytic as far as the branch recorder can tell: no `patterns_fn`, no
+        recorded switch (ReLU, max, abs, where, …) and nothing the recorder could not look into
+        (custom derivatives, loops). A piecewise network's relations may hold on some regions
+        only (inputs sharing an activation pattern), so it keeps its sample.
+        """
+        m = self.n_inputs * self.n_outputs
+        k = min(m + 1, SPANNING_MAX_ENTRIES // max(m, 1))
+        if self.n_inputs < 2 or k < 2 or self.patterns_fn is not None:
+            return self, ""
+        rng = np.random.default_rng([seed, 0x5BA5])
+        if self.patterns(self.sample_points(rng, 1)[0]).shape[-1] or self.pattern_notes():
+            return self, ""
+        values = self._values_at(np.asarray(self.sample_points(rng, k)))
+        if not np.all(np.isfinite(values)):
+            return self, ""
+        keep = _spanning_columns(values)
+        if keep is None:
+            return self, ""
+        inputs = np.unique(keep // self.n_outputs)
+        if inputs.size == self.n_inputs:
+            return self, ""
+        note = (f"the outputs on {self.n_inputs} inputs span {keep.size} functions of θ "
+                f"(φ at {k} random points, relations to rounding): counted on "
+                f"{inputs.size} of the inputs")
+        return self.with_inputs(self.inputs[inputs]), note
+
+    def _values_at(self, thetas: np.ndarray) -> np.ndarray:
+        """φ_N at each row of ``thetas``, shape (K, nN), in chunks of `SPANNING_CHUNK`."""
+        phi = jax.jit(jax.vmap(self.phi))
+        pad = -len(thetas) % SPANNING_CHUNK
+        padded = np.concatenate([thetas, np.repeat(thetas[:1], pad, axis=0)])
+        chunks = [np.asarray(phi(jnp.asarray(padded[i:i + SPANNING_CHUNK])))
+                  for i in range(0, len(padded), SPANNING_CHUNK)]
+        return np.concatenate(chunks)[: len(thetas)]
+
     def degenerate_reason(self, theta: np.ndarray) -> str | None:
         """θ is degenerate when some recorded switch has the same outcome on all N inputs (or on all
         but fewer than `min_switch_inputs`), or some parameter has a zero generator on all of
@@ -436,6 +499,29 @@ class SampledModel(Model):
                 fn, notes = branch_recorder(self.apply_fn, self.params, jnp.asarray(self.inputs[0]))
             cache["fn"] = (jax.jit(jax.vmap(fn, in_axes=(None, 0))), notes)
         return cache["fn"]
+
+
+def _spanning_columns(values: np.ndarray) -> np.ndarray | None:
+    """Columns of ``values`` (K × m, function j sampled at K points in column j) that span all
+    of them, sorted; ``None`` when all are needed or the spectrum is not cleanly split
+    (`SPANNING_ZERO`, `SPANNING_KEEP`). Zero columns are spanned by nothing."""
+    rows = np.linalg.norm(values, axis=1, keepdims=True)
+    a = values / np.where(rows > 0, rows, 1.0)
+    cols = np.linalg.norm(a, axis=0)
+    nonzero = cols > 0
+    if not nonzero.any():
+        return None
+    a = a[:, nonzero] / cols[nonzero]
+    s = np.linalg.svd(a, compute_uv=False)
+    r = int(np.sum(s > SPANNING_ZERO * s[0]))
+    if r >= min(a.shape) or s[r - 1] < SPANNING_KEEP * s[0]:
+        return None
+    pivots = scipy.linalg.qr(a, mode="r", pivoting=True)[1]
+    basis = np.sort(pivots[:r])
+    coeffs = np.linalg.lstsq(a[:, basis], a, rcond=None)[0]
+    if np.max(np.linalg.norm(a[:, basis] @ coeffs - a, axis=0)) > 1e3 * SPANNING_ZERO:
+        return None
+    return np.flatnonzero(nonzero)[basis]
 
 
 def constant_columns(pat: np.ndarray) -> np.ndarray:

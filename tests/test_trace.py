@@ -40,6 +40,18 @@ def test_generic_linear_fields_fill_the_space():
     assert trace.dim == 4 and trace.status == "ok"
 
 
+@pytest.mark.parametrize("algorithm", ["dense", "streamed"])
+def test_a_level_with_more_brackets_than_the_last_gets_samples_enough(algorithm):
+    # Five generic symmetric linear fields on R^64: the free Lie algebra's degrees 1, 2, 3 have
+    # 5, 10, 40 elements, so level 2 adds 40 directions where level 1 added 10; a stage that
+    # drew only level 1's samples (25 + margin) cut level 2 at its sample count (saturated).
+    mats = rng.standard_normal((5, 64, 64))
+    trace = lie_trace(_linear_family(mats + mats.transpose(0, 2, 1)),
+                      jnp.asarray(rng.standard_normal((3, 64))), algorithm=algorithm)
+    assert trace.status == "ok" and trace.dim == 64
+    assert trace.ranks[:3] == ((5,) * 3, (15,) * 3, (55,) * 3)
+
+
 def _needs_a_bracket():
     # X = ∂1, Y = ∂2 + x1 ∂3: [X, Y] = ∂3 is new at level 1 (a contact-like distribution).
     def field(z, a):

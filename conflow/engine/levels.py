@@ -277,9 +277,11 @@ def dense_levels(
         # doubles per level).
         t_stage = time.perf_counter()
         stage_depth = min(max_depth, {0: 0, 1: 2}.get(depth, depth))
+        # With few generators a deeper level needs more samples (min(c, m^(k+1)) + margin):
+        # the stage draws what its deepest level needs, the first S_j serve level j.
         c_max = max(c.shape[0] for c in complements)
         values, scales = (to_host(x) for x in evaluate(
-            np.arange(P), depth, stage_depth, samples_needed(c_max, m, depth)))
+            np.arange(P), depth, stage_depth, samples_needed(c_max, m, stage_depth)))
         for level in range(stage_depth - depth + 1):
             c_max = max(c.shape[0] for c in complements)
             if level and c_max == 0:

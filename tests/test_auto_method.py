@@ -59,6 +59,31 @@ def test_exploding_polynomials_stop_at_the_work_limit():
         assert len(polynomial_form(cf.linear([3, 4, 4, 3]).phi, 40)) == 9
 
 
+def test_a_work_limit_reached_inside_a_matrix_product_is_a_clean_error():
+    """`np.matmul`'s object loop releases a reference the output still holds when an element's
+    product raises at its first term (the work limit reached mid-product); the heap damage
+    killed a later count with a segmentation fault (bench_trust, two affine MLPs in a row —
+    not reproducible in a small test). Products are now elementwise: every limit below the 192
+    products needed stops inside one and raises the clean error, and the result is np.matmul's."""
+    import gc
+    from fractions import Fraction
+
+    from conflow.exact.extract import _object_matmul
+    from conflow.exact.polynomial import WorkLimitError, work_limit
+
+    phi = cf.linear([3, 4, 4, 3]).phi
+    for limit in range(0, 192, 3):
+        with work_limit(limit), pytest.raises(WorkLimitError):
+            polynomial_form(phi, 40)
+        gc.collect()
+    assert len(polynomial_form(phi, 40)) == 9
+    rng = np.random.default_rng(0)
+    a, b = (np.vectorize(Fraction, otypes=[object])(rng.integers(-5, 5, s)) for s in
+            ((2, 3, 4), (2, 4, 5)))
+    assert np.array_equal(_object_matmul(a, b), np.matmul(a, b))
+    assert np.array_equal(_object_matmul(a[:, :, :0], b[:, :0, :]), np.zeros((2, 3, 5)))
+
+
 def test_non_polynomial_models_and_metrics_go_numeric():
     assert auto(cf.mlp([3, 4, 2], "tanh")) == ("numeric", "auto: φ is not polynomial")
     method, reason = auto(cf.mlp([3, 4, 2], "relu"))

@@ -171,12 +171,21 @@ def _dot_general(params: dict, a: object, b: object) -> np.ndarray:
         math.prod(a.shape[i] for i in lc),
         math.prod(rfs),
     )
-    if k == 0:
-        C = np.empty((nb, m, n), dtype=object)
-        C.fill(0)
-    else:
-        C = np.matmul(A.reshape(nb, m, k), B.reshape(nb, k, n))
-    return _obj(C.reshape(bshape + lfs + rfs))
+    return _obj(_object_matmul(A.reshape(nb, m, k), B.reshape(nb, k, n))
+                .reshape(bshape + lfs + rfs))
+
+
+def _object_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(nb, m, k) @ (nb, k, n) for object arrays, as k elementwise products and sums.
+
+    Not `np.matmul`: its object loop mishandles an exception raised by an element's
+    ``__mul__`` (a `work_limit` reached mid-product): it releases a reference the output still
+    holds, and the process later dies of a segmentation fault. The elementwise object loops
+    propagate the exception cleanly."""
+    out = np.zeros((a.shape[0], a.shape[1], b.shape[2]), dtype=object)
+    for j in range(a.shape[2]):
+        out = out + a[:, :, j, None] * b[:, None, j, :]
+    return out
 
 
 def _reduce(ufunc):

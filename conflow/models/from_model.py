@@ -504,7 +504,7 @@ class SampledModel(Model):
 def _spanning_columns(values: np.ndarray) -> np.ndarray | None:
     """Columns of ``values`` (K × m, function j sampled at K points in column j) that span all
     of them, sorted; ``None`` when all are needed or the spectrum is not cleanly split
-    (`SPANNING_ZERO`, `SPANNING_KEEP`). Zero columns are spanned by nothing."""
+    (`SPANNING_ZERO`, `SPANNING_KEEP`). Zero columns (functions that vanish) are never kept."""
     rows = np.linalg.norm(values, axis=1, keepdims=True)
     a = values / np.where(rows > 0, rows, 1.0)
     cols = np.linalg.norm(a, axis=0)

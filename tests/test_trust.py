@@ -159,6 +159,87 @@ def test_spanning_columns_keeps_a_basis_and_refuses_near_relations():
     assert _spanning_columns(nearly) is None  # one column neither spanned nor clearly new
 
 
+def _relu_net(p, x):
+    return p["W2"] @ jax.nn.leaky_relu(p["W1"] @ jax.nn.relu(p["W0"] @ x + p["b0"]), 0.1)
+
+
+_RELU_PARAMS = {"W0": np.zeros((4, 2)), "b0": np.zeros(4), "W1": np.zeros((3, 4)),
+                "W2": np.zeros((1, 3))}
+
+
+def test_frozen_switches_follow_the_given_branch():
+    """`frozen_apply` with an input's own pattern is the network; with another pattern, the
+    network whose units take that pattern's branches (ReLU: on or off, leaky ReLU: slope 1 or
+    0.1), written out by hand."""
+    from conflow.models.from_model import branch_recorder, frozen_apply
+
+    rng = np.random.default_rng(1)
+    p = {k: rng.standard_normal(v.shape) for k, v in _RELU_PARAMS.items()}
+    x, y = rng.standard_normal(2), rng.standard_normal(2)
+    with cf.float64_mode():
+        record = branch_recorder(_relu_net, p, x)[0]
+        frozen = frozen_apply(_relu_net, p, x)
+        own, other = np.asarray(record(p, x)), np.asarray(record(p, y))
+        assert own.shape == (7,)
+        np.testing.assert_allclose(frozen(p, x, own), _relu_net(p, x), rtol=1e-14)
+        h = (p["W0"] @ x + p["b0"]) * other[:4]
+        z = p["W1"] @ h
+        by_hand = p["W2"] @ np.where(other[4:] == 1, z, 0.1 * z)
+        np.testing.assert_allclose(frozen(p, x, other), by_hand, rtol=1e-12)
+
+
+def test_cell_model_counts_the_region_as_the_exact_engine_does():
+    """The activation cells' model at θ (`SampledModel.cell_model`: every cell's outputs on
+    the basis inputs 0, e_1, e_2) is counted at generic points of its polynomial; the exact
+    engine counts the sample's own polynomial on θ's activation region. The two agree when
+    every cell holds d + 1 = 3 affinely independent inputs: here triples 1e-7 apart, which make
+    the sample's generators nearly parallel, not the cells'."""
+    from conflow.flows import parse_flow
+    from conflow.laws.exact_count import exact_count_laws
+
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((8, 2))
+    triples = [u] + [u + 1e-7 * rng.standard_normal(u.shape) for _ in range(2)]
+    model = cf.from_model(_relu_net, _RELU_PARAMS, inputs=np.concatenate(triples))
+    with cf.float64_mode():
+        for theta in np.asarray(model.sample_points(3, 2)):
+            cells, note = model.cell_model(theta)
+            assert "activation cells of 24 inputs, each on 3 basis inputs" in note
+            exact = exact_count_laws(model, parse_flow(None), region=theta)
+            numeric = cf.count_laws(cells, method="numeric")
+            assert exact.status == numeric.status == "ok"
+            assert numeric.dim_lie == exact.dim
+
+
+def test_cell_model_applies_to_piecewise_affine_networks_only():
+    smooth = cf.from_model(lambda p, x: p["W1"] @ jax.numpy.tanh(p["W0"] @ x),
+                           {"W0": np.zeros((3, 2)), "W1": np.zeros((1, 3))}, input_shape=(2,))
+    squared = cf.from_model(lambda p, x: _relu_net(p, x) ** 2, _RELU_PARAMS, input_shape=(2,))
+    with cf.float64_mode():
+        assert smooth.cell_model(np.asarray(smooth.sample_points(0, 1))[0]) == (
+            None, "no recorded switch")
+        cells, why = squared.cell_model(np.asarray(squared.sample_points(0, 1))[0])
+        assert cells is None and why.startswith("not affine in the input")
+
+
+def test_activation_cells_settle_nearly_parallel_generators():
+    """A bias-free ReLU net [2, 4, 4, 1] on inputs in 40 narrow cones (triples 1e-8 apart):
+    within a cell the sample's generators are nearly parallel, and the numeric count alone is
+    not ``ok``. Escalation counts the activation cells' model instead (each cell's outputs at
+    0, e_1, e_2) and settles it at one law per hidden neuron (MATH.md: ‖w_in‖² − ‖w_out‖²)."""
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((40, 2))
+    inputs = np.concatenate([u] + [u + 1e-8 * rng.standard_normal(u.shape) for _ in range(2)])
+    model = cf.from_model(lambda p, x: p["W2"] @ jax.nn.relu(p["W1"] @ jax.nn.relu(p["W0"] @ x)),
+                          {"W0": np.zeros((4, 2)), "W1": np.zeros((4, 4)), "W2": np.zeros((1, 4))},
+                          inputs=inputs)
+    assert cf.count_laws(model, escalate=False).status != "ok"
+    r = cf.count_laws(model)
+    assert r.status == "ok" and r.n_laws == 8
+    assert r.settled_by.startswith("activation cells")
+    assert r.model == model.label  # the model's label, not the step's
+
+
 def test_affine_formula_on_an_equinox_mlp_matches_the_exact_engine():
     """eqx.nn.MLP(2 → 6 → 1), identity, biases: saturated, p = 2 + 1 + 1 = 4 < 6, so
     4·6 − 4·3/2 = 18 laws, not 6·7/2 = 21."""

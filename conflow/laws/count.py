@@ -72,7 +72,8 @@ class Attempt:
     """One try of a count: the first one, or a step of the escalation of an ambiguous one.
 
     Attributes:
-        step: ``"numeric"``, ``"exact"``, ``"fresh points"``, ``"generic region"`` or
+        step: ``"numeric"``, ``"exact"``, ``"activation cells"``, ``"fresh points"``,
+            ``"generic region"`` or
             ``"exact on regions"``.
         detail: what was run (points, seed, primes, …).
         status: the try's status; ``n_laws`` its count when ``ok``.
@@ -423,7 +424,7 @@ def count_laws(
         time_limit = _cost.parse_duration(time_limit, "time_limit")
     deadline = None if time_limit is None else t0 + time_limit
     flow.validate(model)
-    label, sample_reduction = model.label, ""
+    model_label, sample_reduction = model.label, ""
     if reduce_inputs and isinstance(model, SampledModel):
         model, sample_reduction = model.spanning_sample(seed)
     method_reason = "requested"
@@ -497,7 +498,17 @@ def count_laws(
 
     if method == "numeric" and escalate and trace.status == AMBIGUOUS:
         attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
-        for step in _escalation_steps(model, flow, seed, points, n, max_depth, numeric, traces):
+        def count_other(other: Model, try_seed: int) -> LieTrace:
+            """A numeric count of another model of the same θ, with this count's options."""
+            limit = {} if deadline is None else {"time_limit": _remaining(deadline)}
+            return count_laws(other, flow, method="numeric", points=points, seed=try_seed,
+                              max_depth=max_depth, rtol=rtol, min_gap=min_gap, devices=devices,
+                              dtype=dtype, algorithm=algorithm, linalg=linalg, escalate=False,
+                              progress=progress, max_memory=max_memory, reduce_inputs=False,
+                              **limit).trace
+
+        for step in _escalation_steps(model, flow, seed, points, n, max_depth, numeric, traces,
+                                      count_other):
             if deadline is not None and time.perf_counter() >= deadline:
                 time_up = (f"time limit of {time_limit:g} s reached while escalating, before "
                            f"'{_STEP_LABELS.get(step.__name__, step.__name__)}'")
@@ -547,7 +558,7 @@ def count_laws(
     else:
         dim, status, reason = _verdict(trace, exact)
     return LawCount(
-        model=label,
+        model=model_label,
         dims=tuple(model.dims),
         flow=flow.name,
         flow_label=flow.label,
@@ -576,7 +587,7 @@ def count_laws(
 #: An estimate above this many seconds is printed on stderr before the count starts.
 ESTIMATE_SHOW_SECONDS = 5.0
 #: The escalation steps of `_escalation_steps`, by function name.
-_STEP_LABELS = {"exact": "exact", "fresh": "fresh points", "generic_region": "generic region",
+_STEP_LABELS = {"exact": "exact", "cells": "activation cells", "fresh": "fresh points", "generic_region": "generic region",
                 "regions": "exact on regions"}
 
 
@@ -715,17 +726,22 @@ def _exact_candidate(model: Model, flow: AbstractFlow, n: int) -> str:
 
 def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, n: int,
                       max_depth: int | None, numeric: Callable[[int, int], LieTrace],
-                      traces: list[LieTrace]) -> list[Callable]:
+                      traces: list[LieTrace],
+                      count_other: Callable[[Model, int], LieTrace]) -> list[Callable]:
     """The steps that may settle an ambiguous numeric count, cheapest first. Each returns
     ``(step, detail, LieTrace | ExactTrace)``, ``None`` when it does not apply, or why it was
     not tried although it applies (too large for the exact engine).
 
     1. ``exact``: φ polynomial and small: the certified count (`conflow.exact`).
-    2. ``fresh points``: twice the points, a new seed (new points, new coefficient draws).
-    3. ``generic region``: a piecewise model from code (recorded switches) whose latest points
+    2. ``activation cells``: a piecewise-affine network on an input sample (ReLU, leaky ReLU,
+       abs, … from code): the numeric count of its cells' model (`SampledModel.cell_model`:
+       the outputs of every activation cell the sample reaches, on the basis inputs) on the
+       activation regions of the latest points (`_cells_trace`).
+    3. ``fresh points``: twice the points, a new seed (new points, new coefficient draws).
+    4. ``generic region``: a piecewise model from code (recorded switches) whose latest points
        disagree with every point's own cut clean: the largest dimension, when at least two and at
        least half of the points reach it (`_generic_region`).
-    4. ``exact on regions``: φ piecewise polynomial (ReLU, leaky ReLU, max, abs, …) and small:
+    5. ``exact on regions``: φ piecewise polynomial (ReLU, leaky ReLU, max, abs, …) and small:
        the exact count of the polynomial φ is on the activation regions of the first ``points``
        fresh points; settles the count when every region is ok and they agree, or, when every
        numeric point reached the same dimension, when the first region's exact count equals it
@@ -757,6 +773,9 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
             return "the exact engine's estimated cost is too high"
         return "exact", "polynomial φ, two primes", _exact_trace(model, flow, seed, depth)
 
+    def cells():
+        return _cells_trace(model, flow, traces[-1].points[:points], seed, depth, count_other)
+
     def fresh():
         return _fresh_points(numeric, seed, points)
 
@@ -781,7 +800,54 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
             f"the activation region of 1 point, the same dimension as all {n_numeric} numeric "
             "points"), run
 
-    return [exact, fresh, generic_region, regions]
+    return [exact, cells, fresh, generic_region, regions]
+
+
+def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int,
+                 max_depth: int, count_other: Callable[[Model, int], LieTrace]):
+    """The escalation step ``activation cells``: for each state, the count of the model of the
+    activation cells its sample reaches (`SampledModel.cell_model`, a polynomial in θ equal to
+    the sample's outputs on the state's activation region): numeric at generic points of that
+    polynomial (seed ``seed + 2``), and exact (`exact_count_laws`) where the numeric one is not
+    ``ok`` and the cells' model is small enough (`_exact_candidate`). Leaky ReLU's slope makes
+    the polynomial itself badly scaled (a path through k units off carries 0.01^k).
+
+    Settled when every count is ``ok`` and they agree; or, as in ``generic region``, when they
+    differ but at least two and at least half reach the largest dimension (the others are in
+    degenerate regions, where a unit is dead or always on for every input the sample reaches).
+    ``None`` for a model without such cells; the reason as a string where they do not apply
+    (a switch that cannot be frozen, a network not affine in its input, too many cells)."""
+    cell_model = getattr(model, "cell_model", None)
+    if cell_model is None:
+        return None
+    runs, notes = [], []
+    n = flow.state_dim(model)
+    for z in states:
+        cm, note = cell_model(flow.theta_of_state(model, z))
+        if cm is None:
+            return None if note == "no recorded switch" else f"activation cells: {note}"
+        notes.append(note)
+        run = count_other(cm, seed + 2)
+        if run.status != OK and flow.is_polynomial and not _exact_candidate(cm, flow, n):
+            # the frozen network may still compute (unused) comparisons: extracted at a point
+            anywhere = np.asarray(flow.theta_of_state(cm, flow.sample_points(cm, seed + 2, 1)[0]))
+            run = exact_count_laws(cm, flow, seed=seed, max_depth=max_depth, region=anywhere)
+        runs.append(run)
+    dims = tuple(r.dim if r.status == OK else None for r in runs)
+    engines = "exact" if any(not isinstance(r, LieTrace) for r in runs) else "numeric"
+    detail = f"the cells of {len(runs)} points' activation regions, {engines}; {notes[0]}"
+    if None in dims:
+        return "activation cells", detail, next(r for r in runs if r.status != OK)
+    best = max(dims)
+    first = next(r for r in runs if r.dim == best)
+    if len(set(dims)) == 1:
+        return "activation cells", detail, first
+    if dims.count(best) >= max(2, (len(dims) + 1) // 2):
+        return "activation cells", f"{detail}; dimensions {dims}: the largest", first
+    why = {"reason": f"the activation regions give dimensions {dims}"} if isinstance(
+        first, LieTrace) else {}
+    return "activation cells", detail, dataclasses.replace(first, status=AMBIGUOUS, dim=None,
+                                                           **why)
 
 
 def _fresh_points(numeric: Callable[[int, int], LieTrace], seed: int, points: int

@@ -172,14 +172,17 @@ def _is_guard_literal(v: Any) -> bool:
 
 
 def _interpret(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], deps: Sequence[bool],
-               records: list, notes: set, smooth: bool) -> tuple[list, list]:
+               records: list, notes: set, smooth: bool,
+               frozen: _FrozenSwitches | None = None) -> tuple[list, list]:
     """Evaluate ``jaxpr`` like `jax.core.eval_jaxpr` (`conflow.engine.jaxpr.walk`), appending
     switch outcomes to ``records``.
 
     ``deps`` marks the arguments that depend on the data (θ or x); only switches on such values
     are recorded (index arithmetic on constants is not a switch). Inside a custom-derivative
-    function other than `PIECEWISE_CUSTOM` nothing is recorded (``smooth``). Returns (outputs,
-    their deps).
+    function other than `PIECEWISE_CUSTOM` nothing is recorded (``smooth``). With ``frozen``,
+    every recorded switch takes its outcome from ``frozen`` instead of its operands
+    (`frozen_apply`), and smooth custom-derivative functions are called whole. Returns
+    (outputs, their deps).
     """
 
     def apply(eqn: Any, invals: list) -> list:
@@ -191,18 +194,25 @@ def _interpret(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], deps: Seq
         elif name == "cond":
             notes.add("cond branch index recorded, branch bodies not inspected")
         if not smooth:
-            _record(name, eqn, values, indeps, outs, records)
+            outcome = _switch_outcome(name, eqn, values, indeps, outs)
+            if outcome is not None:
+                records.append(outcome)
+                if frozen is not None:
+                    outs = [_frozen_output(name, values, frozen.take(outcome))]
         return [(o, any(indeps)) for o in outs]
 
-    def enter(eqn: Any, sub: Any, sub_consts: list, invals: list) -> list:
+    def enter(eqn: Any, sub: Any, sub_consts: list, invals: list) -> list | None:
         inner_smooth = smooth
         if eqn.primitive.name in jaxpr_walk.CUSTOM_DERIVATIVE_PRIMITIVES:
             fname = jaxpr_walk.function_name(eqn)
             if fname not in PIECEWISE_CUSTOM:
                 inner_smooth = True
                 notes.add(f"custom-derivative function {fname or '?'} taken as smooth")
+                if frozen is not None:  # no switch inside: keep its own derivative rule
+                    outs = jaxpr_walk.bind(eqn, [v for v, _ in invals])
+                    return [(o, any(d for _, d in invals)) for o in outs]
         outs, outdeps = _interpret(sub, sub_consts, [v for v, _ in invals],
-                                   [d for _, d in invals], records, notes, inner_smooth)
+                                   [d for _, d in invals], records, notes, inner_smooth, frozen)
         return list(zip(outs, outdeps))
 
     pairs = jaxpr_walk.walk(jaxpr, [(c, False) for c in consts], list(zip(args, deps)), apply,
@@ -210,23 +220,69 @@ def _interpret(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], deps: Seq
     return [v for v, _ in pairs], [d for _, d in pairs]
 
 
-def _record(name: str, eqn: Any, invals: list, deps: list, outs: list, records: list) -> None:
+def _switch_outcome(name: str, eqn: Any, invals: list, deps: list, outs: list) -> Array | None:
+    """The recorded outcome of a data-dependent switch (shape of its output), or None when the
+    equation is not one: max/min (which operand wins), abs/sign (sign of the argument),
+    select_n (the case index), clamp (−1 above, 1 below, 0 inside), cond (branch index)."""
     shape = jnp.shape(outs[0]) if outs else ()
     if name in ("max", "min"):
         if not any(deps) or any(_is_guard_literal(v) for v in eqn.invars):
-            return
+            return None
         a, b = invals
-        records.append(jnp.broadcast_to(jnp.greater(a, b), shape))
-    elif name in ("abs", "sign") and deps[0]:
-        records.append(jnp.broadcast_to(jnp.greater(invals[0], 0), shape))
-    elif name == "select_n" and deps[0]:
-        records.append(jnp.broadcast_to(jnp.asarray(invals[0]).astype(jnp.int32), shape))
-    elif name == "clamp" and deps[1]:
+        return jnp.broadcast_to(jnp.greater(a, b), shape)
+    if name in ("abs", "sign") and deps[0]:
+        return jnp.broadcast_to(jnp.greater(invals[0], 0), shape)
+    if name == "select_n" and deps[0]:
+        return jnp.broadcast_to(jnp.asarray(invals[0]).astype(jnp.int32), shape)
+    if name == "clamp" and deps[1]:
         lo, x, hi = invals
-        records.append(jnp.broadcast_to(
-            jnp.less(x, lo).astype(jnp.int32) - jnp.greater(x, hi).astype(jnp.int32), shape))
-    elif name == "cond" and deps[0]:
-        records.append(jnp.asarray(invals[0]).astype(jnp.int32).reshape(()))
+        return jnp.broadcast_to(
+            jnp.less(x, lo).astype(jnp.int32) - jnp.greater(x, hi).astype(jnp.int32), shape)
+    if name == "cond" and deps[0]:
+        return jnp.asarray(invals[0]).astype(jnp.int32).reshape(())
+    return None
+
+
+def _frozen_output(name: str, invals: list, outcome: Array) -> Array:
+    """A switch's output with its outcome given (`_switch_outcome`'s encoding): the branch that
+    outcome selects, as a function of the operands (differentiable along that branch)."""
+    if name == "max":
+        return jnp.where(outcome != 0, invals[0], invals[1])
+    if name == "min":
+        return jnp.where(outcome != 0, invals[1], invals[0])
+    if name == "abs":
+        return jnp.where(outcome != 0, invals[0], -invals[0])
+    if name == "sign":
+        return jnp.where(outcome != 0, 1.0, -1.0).astype(jnp.result_type(invals[0]))
+    if name == "select_n":
+        return jax.lax.select_n(outcome.astype(jnp.int32), *invals[1:])
+    if name == "clamp":
+        lo, x, hi = invals
+        return jnp.where(outcome == 1, lo, jnp.where(outcome == -1, hi, x))
+    raise InputError(f"a {name} switch cannot be frozen (its branches are not looked into)")
+
+
+class _FrozenSwitches:
+    """The switch outcomes of `frozen_apply`, handed out in the recorder's order."""
+
+    def __init__(self, pattern: Array) -> None:
+        self.pattern, self.offset = pattern, 0
+
+    def take(self, like: Array) -> Array:
+        n = int(np.prod(jnp.shape(like), dtype=int))
+        part = self.pattern[self.offset:self.offset + n]
+        self.offset += n
+        return part.reshape(jnp.shape(like))
+
+
+def _walk(closed: Any, p: Any, x: Any, notes: set, frozen: _FrozenSwitches | None = None
+          ) -> tuple[list, list]:
+    """(outputs, switch outcomes) of the closed jaxpr of ``fn`` at (p, x) (`_interpret`)."""
+    records: list = []
+    leaves = jax.tree_util.tree_leaves((p, x))
+    outs = _interpret(closed.jaxpr, closed.consts, leaves, [True] * len(leaves), records, notes,
+                      False, frozen)[0]
+    return outs, records
 
 
 def branch_recorder(fn: Callable[[Any, Any], Any], params: Any, x_example: Any
@@ -235,21 +291,36 @@ def branch_recorder(fn: Callable[[Any, Any], Any], params: Any, x_example: Any
     and notes on what was not inspected. Traced once at (``params``, ``x_example``)."""
     closed = jax.make_jaxpr(fn)(params, x_example)
     notes: set = set()
-    n_args = len(closed.jaxpr.invars)
-    jax.eval_shape(lambda p, x: _interpret(closed.jaxpr, closed.consts,
-                                           jax.tree_util.tree_leaves((p, x)), [True] * n_args,
-                                           [], notes, False)[0],
-                   params, x_example)  # abstract pass: collects the notes, computes nothing
+    # abstract pass: collects the notes, computes nothing
+    jax.eval_shape(lambda p, x: _walk(closed, p, x, notes)[0], params, x_example)
 
     def record(p, x):
-        records: list = []
-        _interpret(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves((p, x)),
-                   [True] * n_args, records, set(), False)
+        records = _walk(closed, p, x, set())[1]
         if not records:
             return jnp.zeros(0, jnp.int32)
         return jnp.concatenate([jnp.ravel(r).astype(jnp.int32) for r in records])
 
     return record, tuple(sorted(notes))
+
+
+def frozen_apply(fn: Callable[[Any, Any], Any], params: Any, x_example: Any
+                 ) -> Callable[[Any, Any, Array], Any]:
+    """``(p, x, pattern) -> fn(p, x)`` with every recorded switch set to ``pattern`` (a vector
+    of `branch_recorder`'s outcomes, e.g. another input's) instead of deciding on its operands.
+
+    On the open set of (θ, x) whose pattern is ``pattern`` the two agree; elsewhere this is the
+    same branch continued: for a ReLU / leaky-ReLU / abs network, a polynomial in θ and a
+    piecewise-free function of x (affine when the layers are). Raises `InputError` for a
+    switch whose branches are not looked into (``cond``). Traced once at (``params``,
+    ``x_example``)."""
+    closed = jax.make_jaxpr(fn)(params, x_example)
+    out_tree = jax.tree_util.tree_structure(jax.eval_shape(fn, params, x_example))
+
+    def frozen(p, x, pattern):
+        outs = _walk(closed, p, x, set(), _FrozenSwitches(jnp.asarray(pattern)))[0]
+        return jax.tree_util.tree_unflatten(out_tree, outs)
+
+    return frozen
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,6 +330,12 @@ def branch_recorder(fn: Callable[[Any, Any], Any], params: Any, x_example: Any
 
 #: Seed of the fixed random cotangent of `SampledModel.idle_parameters`.
 IDLE_PROBE_SEED = 0x1D1E
+#: Seed of the random point at which `SampledModel.cell_model` checks affinity.
+CELL_CHECK_SEED = 0xCE11
+#: ... and the relative error it accepts (rounding of a few layers is ~1e-15).
+CELL_AFFINE_RTOL = 1e-9
+#: ... and the cells' basis inputs it evaluates: at most max(N, this).
+CELL_MIN_BASIS_INPUTS = 1024
 #: Radii of the drawn inputs are log-uniform in [1/R, R] (module docstring of `draw_inputs`).
 INPUT_RADIUS_RANGE = 8.0
 
@@ -457,6 +534,77 @@ class SampledModel(Model):
                 f"{inputs.size} of the inputs")
         return self.with_inputs(self.inputs[inputs]), note
 
+    def cell_model(self, theta: Array) -> tuple[Model | None, str]:
+        """The model of the activation cells the sample reaches at flat θ, and a one-line note;
+        ``(None, why not)`` where it does not apply.
+
+        At θ the inputs split into cells of equal branch pattern (`patterns`). With every switch
+        frozen to a cell's pattern (`frozen_apply`), a ReLU / leaky-ReLU / abs network is
+        affine in x, F_c(θ, x) = F_c(θ, 0) + Σ_j x_j (F_c(θ, e_j) − F_c(θ, 0)), and near θ
+        (the patterns do not change on an open set) each sampled output is F_c(θ, x_i) for its
+        input's cell c. So the outputs of the d + 1 inputs 0, e_1, …, e_d of every cell span
+        every output of the sample, and more where a cell holds fewer than d + 1 affinely
+        independent inputs. The returned model's φ is those outputs, shape
+        (cells · (d + 1) · n,): a polynomial in θ (for these activations) whose count at generic
+        points is the sample's count on θ's activation region. Its generators are well
+        conditioned where the sample's are not: an input near a cell's boundary moves the units
+        of that boundary by nearly nothing, where e_j evaluates the same branch at unit scale.
+
+        Applies to networks whose recorded switches can all be frozen (no ``cond``, no loop
+        body or user ``patterns_fn`` hiding some), that are affine in x with the switches
+        frozen (checked at θ and at a random point, on every input of the sample, to
+        `CELL_AFFINE_RTOL`), and whose cells need at most as many inputs as the sample (or
+        `CELL_MIN_BASIS_INPUTS`).
+        """
+        if self.patterns_fn is not None:
+            return None, "the patterns come from patterns_fn"
+        hidden = [n for n in self.pattern_notes() if "custom-derivative" not in n]
+        if hidden:
+            return None, f"switches not looked into ({'; '.join(hidden)})"
+        theta = np.asarray(theta, dtype=np.float64)
+        pat = self.patterns(theta)
+        if pat.shape[1] == 0:
+            return None, "no recorded switch"
+        cells, cell_of = np.unique(pat, axis=0, return_inverse=True)
+        cell_of = cell_of.ravel()
+        d = math.prod(self.input_shape)
+        limit = max(self.n_inputs, CELL_MIN_BASIS_INPUTS)
+        if len(cells) * (d + 1) > limit:
+            return None, (f"{len(cells)} cells × {d + 1} basis inputs is more than "
+                          f"max(N, {CELL_MIN_BASIS_INPUTS}) = {limit} inputs")
+        basis = np.concatenate([np.zeros((1, d)), np.eye(d)]).reshape((d + 1,) + self.input_shape)
+        grid_x = jnp.asarray(np.concatenate([basis] * len(cells)))  # cell-major
+        grid_p = jnp.asarray(np.repeat(cells, d + 1, axis=0))
+        frozen = frozen_apply(self.apply_fn, self.params, jnp.asarray(self.inputs[0]))
+        unravel = ravel_pytree(self.params)[1]
+
+        def outputs(t, xs, pats):  # (len(xs), n): F at θ = t on inputs xs with patterns pats
+            p = unravel(t)
+            return jax.vmap(lambda x, q: _ravel_output(frozen(p, x, q)))(xs, pats)
+
+        try:
+            outputs = jax.jit(outputs)
+            xs, pats = jnp.asarray(self.inputs), jnp.asarray(pat)
+            check = (outputs, xs, pats, grid_x, grid_p, cell_of)
+            error = _affine_error(*check, theta, exact=self._values_at(theta[None])[0])
+            other = np.asarray(self.sample_points(np.random.default_rng(CELL_CHECK_SEED), 1))[0]
+            error = max(error, _affine_error(*check, other))
+        except InputError as e:
+            return None, str(e)
+        if not error <= CELL_AFFINE_RTOL:
+            return None, (f"not affine in the input with the switches frozen (relative "
+                          f"error {error:.1e})")
+
+        def phi(t: Array) -> Array:
+            """θ (D,) ↦ F_c(θ, b) for every cell c and basis input b ∈ {0, e_1, …, e_d}."""
+            return jnp.ravel(outputs(t, grid_x, grid_p))
+
+        model = Model(name=f"{self.name} cells", dims=self.dims, phi=phi, blocks=self.blocks,
+                      bias=self.bias)
+        note = (f"{len(cells)} activation cells of {self.n_inputs} inputs, each on {d + 1} basis "
+                f"inputs (affine to {error:.0e})")
+        return model, note
+
     def _values_at(self, thetas: np.ndarray) -> np.ndarray:
         """φ_N at each row of ``thetas``, shape (K, nN), in chunks of `SPANNING_CHUNK`."""
         phi = jax.jit(jax.vmap(self.phi))
@@ -499,6 +647,25 @@ class SampledModel(Model):
                 fn, notes = branch_recorder(self.apply_fn, self.params, jnp.asarray(self.inputs[0]))
             cache["fn"] = (jax.jit(jax.vmap(fn, in_axes=(None, 0))), notes)
         return cache["fn"]
+
+
+def _affine_error(outputs: Callable, xs: Array, pats: Array, grid_x: Array, grid_p: Array,
+                  cell_of: np.ndarray, theta: np.ndarray, exact: np.ndarray | None = None) -> float:
+    """Largest relative error of F_c(θ, x_i) = F_c(θ, 0) + Σ_j x_ij (F_c(θ, e_j) − F_c(θ, 0))
+    over the sample (`SampledModel.cell_model`; ``grid_x``, ``grid_p``: the basis inputs of
+    every cell, cell-major); with ``exact`` (the network's own outputs at θ, raveled), also of
+    F_{c(i)}(θ, x_i) against them."""
+    t = jnp.asarray(theta)
+    at_x = np.asarray(outputs(t, xs, pats))
+    n_cells = int(cell_of.max()) + 1
+    grid = np.asarray(outputs(t, grid_x, grid_p)).reshape(n_cells, -1, at_x.shape[1])[cell_of]
+    x = np.asarray(xs).reshape(len(cell_of), -1)
+    affine = grid[:, 0] + np.einsum("ij,ijn->in", x, grid[:, 1:] - grid[:, :1])
+    scale = max(np.abs(at_x).max(), np.abs(grid).max(), np.finfo(float).tiny)
+    error = np.abs(affine - at_x).max() / scale
+    if exact is not None:
+        error = max(error, np.abs(exact - at_x.ravel()).max() / scale)
+    return float(error) if np.isfinite(error) else np.inf
 
 
 def _spanning_columns(values: np.ndarray) -> np.ndarray | None:

@@ -27,7 +27,7 @@ from conflow.errors import (
     TooLargeError,
     check_int,
 )
-from conflow.exact import polynomial_form
+from conflow.exact import polynomial_form, region_polynomial
 from conflow.exact.polynomial import WorkLimitError, work_limit
 from conflow.flows import AbstractFlow, parse_flow
 from conflow.laws import cost as _cost
@@ -73,8 +73,7 @@ class Attempt:
 
     Attributes:
         step: ``"numeric"``, ``"exact"``, ``"activation cells"``, ``"fresh points"``,
-            ``"generic region"`` or
-            ``"exact on regions"``.
+            ``"generic region"`` or ``"exact on regions"``.
         detail: what was run (points, seed, primes, …).
         status: the try's status; ``n_laws`` its count when ``ok``.
         reason: why it was not ``ok`` (empty when ok).
@@ -587,8 +586,8 @@ def count_laws(
 #: An estimate above this many seconds is printed on stderr before the count starts.
 ESTIMATE_SHOW_SECONDS = 5.0
 #: The escalation steps of `_escalation_steps`, by function name.
-_STEP_LABELS = {"exact": "exact", "cells": "activation cells", "fresh": "fresh points", "generic_region": "generic region",
-                "regions": "exact on regions"}
+_STEP_LABELS = {"exact": "exact", "cells": "activation cells", "fresh": "fresh points",
+                "generic_region": "generic region", "regions": "exact on regions"}
 
 
 def _remaining(deadline: float) -> float:
@@ -734,9 +733,9 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
 
     1. ``exact``: φ polynomial and small: the certified count (`conflow.exact`).
     2. ``activation cells``: a piecewise-affine network on an input sample (ReLU, leaky ReLU,
-       abs, … from code): the numeric count of its cells' model (`SampledModel.cell_model`:
-       the outputs of every activation cell the sample reaches, on the basis inputs) on the
-       activation regions of the latest points (`_cells_trace`).
+       abs, … from code): the count of its cells' model (`SampledModel.cell_model`: the
+       outputs of every activation cell the sample reaches, on the basis inputs), numeric and
+       where needed exact, on the activation regions of the latest points (`_cells_trace`).
     3. ``fresh points``: twice the points, a new seed (new points, new coefficient draws).
     4. ``generic region``: a piecewise model from code (recorded switches) whose latest points
        disagree with every point's own cut clean: the largest dimension, when at least two and at
@@ -828,10 +827,8 @@ def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int
             return None if note == "no recorded switch" else f"activation cells: {note}"
         notes.append(note)
         run = count_other(cm, seed + 2)
-        if run.status != OK and flow.is_polynomial and not _exact_candidate(cm, flow, n):
-            # the frozen network may still compute (unused) comparisons: extracted at a point
-            anywhere = np.asarray(flow.theta_of_state(cm, flow.sample_points(cm, seed + 2, 1)[0]))
-            run = exact_count_laws(cm, flow, seed=seed, max_depth=max_depth, region=anywhere)
+        if run.status != OK:
+            run = _exact_cells(cm, flow, n, seed, max_depth) or run
         runs.append(run)
     dims = tuple(r.dim if r.status == OK else None for r in runs)
     engines = "exact" if any(not isinstance(r, LieTrace) for r in runs) else "numeric"
@@ -848,6 +845,27 @@ def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int
         first, LieTrace) else {}
     return "activation cells", detail, dataclasses.replace(first, status=AMBIGUOUS, dim=None,
                                                            **why)
+
+
+def _exact_cells(cells: Model, flow: AbstractFlow, n: int, seed: int, max_depth: int):
+    """The exact count of a cells' model (`SampledModel.cell_model`), or ``None`` where the
+    exact engine does not apply or its estimated cost is above `ESCALATE_EXACT_MAX_SECONDS`.
+    The frozen network may still compute comparisons whose outcome is no longer used (a
+    leaky ReLU's ``x >= 0``): its polynomials are extracted at a point
+    (`region_polynomial`), which decides them without changing φ."""
+    if not flow.is_polynomial or _exact_candidate(cells, flow, n):
+        return None
+    anywhere = np.asarray(flow.theta_of_state(cells, flow.sample_points(cells, seed + 2, 1)[0]))
+    try:
+        with work_limit(ESCALATE_EXTRACT_PRODUCTS):
+            form = region_polynomial(cells.phi, cells.D, anywhere)
+        est = _cost.exact_cost(n, cells.D, _cost.polynomial_size(list(form.polys)),
+                               momentum=flow.has_velocity)
+        if est.seconds > ESCALATE_EXACT_MAX_SECONDS:
+            return None
+        return exact_count_laws(cells, flow, seed=seed, max_depth=max_depth, region=anywhere)
+    except (InputError, WorkLimitError):
+        return None
 
 
 def _fresh_points(numeric: Callable[[int, int], LieTrace], seed: int, points: int

@@ -277,7 +277,8 @@ class _FrozenSwitches:
 
 def _walk(closed: Any, p: Any, x: Any, notes: set, frozen: _FrozenSwitches | None = None
           ) -> tuple[list, list]:
-    """(outputs, switch outcomes) of the closed jaxpr of ``fn`` at (p, x) (`_interpret`)."""
+    """(outputs, switch outcomes) of a network's closed jaxpr at (p, x) (`_interpret`), the
+    switches set by ``frozen`` if given."""
     records: list = []
     leaves = jax.tree_util.tree_leaves((p, x))
     outs = _interpret(closed.jaxpr, closed.consts, leaves, [True] * len(leaves), records, notes,
@@ -309,8 +310,8 @@ def frozen_apply(fn: Callable[[Any, Any], Any], params: Any, x_example: Any
     of `branch_recorder`'s outcomes, e.g. another input's) instead of deciding on its operands.
 
     On the open set of (θ, x) whose pattern is ``pattern`` the two agree; elsewhere this is the
-    same branch continued: for a ReLU / leaky-ReLU / abs network, a polynomial in θ and a
-    piecewise-free function of x (affine when the layers are). Raises `InputError` for a
+    same branches continued: for a ReLU / leaky-ReLU / abs network, a polynomial in θ and a
+    function of x without switches (affine when the layers are). Raises `InputError` for a
     switch whose branches are not looked into (``cond``). Traced once at (``params``,
     ``x_example``)."""
     closed = jax.make_jaxpr(fn)(params, x_example)

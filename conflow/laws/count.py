@@ -31,7 +31,7 @@ from conflow.exact import polynomial_form, region_polynomial
 from conflow.exact.polynomial import WorkLimitError, work_limit
 from conflow.flows import AbstractFlow, parse_flow
 from conflow.laws import cost as _cost
-from conflow.laws.exact_count import exact_count_laws
+from conflow.laws.exact_count import count_polynomials, exact_count_laws
 from conflow.laws.points import generic_points
 from conflow.models.base import Model, check_model
 from conflow.models.from_model import SampledModel
@@ -835,11 +835,10 @@ def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int
     detail = f"the cells of {len(runs)} points' activation regions, {engines}; {notes[0]}"
     if None in dims:
         return "activation cells", detail, next(r for r in runs if r.status != OK)
-    best = max(dims)
-    first = next(r for r in runs if r.dim == best)
+    first = next(r for r in runs if r.dim == max(dims))
     if len(set(dims)) == 1:
         return "activation cells", detail, first
-    if dims.count(best) >= max(2, (len(dims) + 1) // 2):
+    if _largest_of_most(dims) is not None:
         return "activation cells", f"{detail}; dimensions {dims}: the largest", first
     why = {"reason": f"the activation regions give dimensions {dims}"} if isinstance(
         first, LieTrace) else {}
@@ -863,7 +862,8 @@ def _exact_cells(cells: Model, flow: AbstractFlow, n: int, seed: int, max_depth:
                                momentum=flow.has_velocity)
         if est.seconds > ESCALATE_EXACT_MAX_SECONDS:
             return None
-        return exact_count_laws(cells, flow, seed=seed, max_depth=max_depth, region=anywhere)
+        return count_polynomials(cells, flow, form.polys, form.region, seed=seed,
+                                 max_depth=max_depth)
     except (InputError, WorkLimitError):
         return None
 
@@ -880,6 +880,14 @@ def _records_switches(model: Model, flow: AbstractFlow, state: np.ndarray) -> bo
     patterns = getattr(model, "patterns", None)
     return patterns is not None and np.asarray(
         patterns(flow.theta_of_state(model, state))).size > 0
+
+
+def _largest_of_most(dims) -> int | None:
+    """The largest of per-point (or per-region) dimensions when at least two and at least half
+    of them reach it, else ``None``: the rule by which ``generic region`` and ``activation
+    cells`` take the generic dimension over degenerate regions."""
+    best = max(dims)
+    return best if list(dims).count(best) >= max(2, (len(dims) + 1) // 2) else None
 
 
 def _generic_region(model: Model, flow: AbstractFlow, trace: LieTrace):
@@ -899,11 +907,10 @@ def _generic_region(model: Model, flow: AbstractFlow, trace: LieTrace):
         return None
     if not _records_switches(model, flow, trace.points[0]):
         return None  # a smooth model: disagreeing points are not explained by regions
-    best = max(trace.point_dims)
-    at_best = sum(d == best for d in trace.point_dims)
-    P = len(trace.point_dims)
-    if at_best < max(2, (P + 1) // 2):
+    best = _largest_of_most(trace.point_dims)
+    if best is None:
         return None
+    at_best, P = trace.point_dims.count(best), len(trace.point_dims)
     settled = dataclasses.replace(trace, dim=best, status=OK, n_agree=at_best, reason="")
     return ("generic region", f"{at_best} of {P} points at dimension {best}, the others in "
             "degenerate activation regions", settled)

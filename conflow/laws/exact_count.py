@@ -53,7 +53,17 @@ def exact_count_laws(
     else:
         form = region_polynomial(model.phi, model.D, region)
         polys, info = list(form.polys), form.region
-    fields = flow.polynomial_fields(model, polys)
+    return count_polynomials(model, flow, polys, info, seed=seed, max_depth=max_depth,
+                             primes=primes)
+
+
+def count_polynomials(model: Model, flow: AbstractFlow, polys: Sequence, region_info=None, *,
+                      seed: int = 0, max_depth: int = 30,
+                      primes: Sequence[int] = DEFAULT_PRIMES) -> ExactTrace:
+    """The exact count of ``model`` under ``flow`` from φ's polynomials already extracted
+    (`exact_count_laws` without the extraction); ``region_info``: the `Region` they were
+    extracted on, recorded in the result."""
+    fields = flow.polynomial_fields(model, list(polys))
     trace = exact_lie_trace(fields, flow.state_dim(model), seed=seed, max_depth=max_depth,
                             primes=primes)
-    return trace if info is None else dataclasses.replace(trace, region=info)
+    return trace if region_info is None else dataclasses.replace(trace, region=region_info)

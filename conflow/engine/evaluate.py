@@ -351,16 +351,65 @@ def _weights_program(field: Family, n: int, m: int, fast_compile: bool) -> Calla
     def weights(points):
         columns = jax.vmap(jacobian(field, argnums=1), in_axes=(0, None))(
             points, jnp.zeros(m, points.dtype))
-        norms = jnp.linalg.norm(columns, axis=1)  # (P, m)
-        w = jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 1.0)
-        return w, jnp.all(jnp.isfinite(columns))
+        return _weights_of(columns), jnp.all(jnp.isfinite(columns))
 
     return jax.jit(weights, compiler_options=_compile_options(fast_compile))
 
 
-def generator_weights(family: VectorFamily, points: Array, fast_compile: bool) -> Array | None:
+@jax.jit
+def _weights_of(matrices: Array) -> Array:
+    """1 / the norm of each column of ``matrices (P, n, m)`` (1 for zero columns): ``(P, m)``."""
+    norms = jnp.linalg.norm(matrices, axis=1)
+    return jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _matrices_program(generators: Callable) -> Callable:
+    return jax.jit(jax.vmap(generators))
+
+
+def generator_matrices(family: VectorFamily, points: Array) -> Array | None:
+    """G[p] = (χ_1(z_p), …, χ_m(z_p)), shape ``(P, n, m)``, on the device, for a family that
+    gives its generators as a matrix (`VectorFamily.generators`) while P·n·m is at most
+    `_BALANCE_MAX_FLOATS`; else ``None``. Raises `InputError` if not finite."""
+    P, n, m = points.shape[0], family.state_dim, family.n_coeffs
+    if family.generators is None or P * m * n > _BALANCE_MAX_FLOATS:
+        return None
+    try:
+        matrices = _matrices_program(family.generators)(points).astype(points.dtype)
+    except Exception as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return None
+    if not jax.device_get(jnp.all(jnp.isfinite(matrices))):
+        raise InputError("the vector fields are not finite at a generic point: check that φ is "
+                         "differentiable there and returns finite values")
+    return matrices
+
+
+@jax.jit
+def _combined(matrices: Array, coeffs: Array, weights: Array | None) -> tuple[Array, Array]:
+    a = coeffs if weights is None else coeffs[None] * weights[:, None, :]  # (S, m) or (P, S, m)
+    values = jnp.einsum("pnm,sm->psn" if weights is None else "pnm,psm->psn", matrices, a)
+    return values[:, :, None, :], jnp.linalg.norm(values, axis=-1)[:, :, None]
+
+
+def evaluate_generators(matrices: Array, rng: np.random.Generator, n_samples: int,
+                        weights: Array | None = None) -> tuple[Array, Array]:
+    """``n_samples`` generic elements of W_0 at every point, G[p] (w_p ⊙ a_s), from the
+    generator matrices ``(P, n, m)`` (`generator_matrices`), with a_s drawn as
+    `evaluate_stage` draws depth-0 coefficients: ``values (P, S, 1, n)``, ``scales (P, S, 1)``
+    (their norms), as `evaluate_stage` returns for level 0 — without evaluating the field."""
+    m = matrices.shape[2]
+    coeffs = rng.uniform(-COEFF_HALF_WIDTH, COEFF_HALF_WIDTH, (n_samples, m))
+    return _combined(matrices, jax.device_put(coeffs.astype(matrices.dtype)), weights)
+
+
+def generator_weights(family: VectorFamily, points: Array, fast_compile: bool,
+                      matrices: Array | None = None) -> Array | None:
     """w[p, j] = 1 / ‖χ_j(z_p)‖ (1 where χ_j(z_p) = 0), shape ``(P, m)``, on the device;
     ``None`` if too large, or for structured coefficients (not rescaled one generator at a time).
+    ``matrices``: the generators at the points (`generator_matrices`), if computed.
 
     Drawing coefficient a_j with scale w_j at point z_p makes every generator contribute at the
     same scale there. The spans of the levels do not change (the coefficients of a bracket are
@@ -368,6 +417,8 @@ def generator_weights(family: VectorFamily, points: Array, fast_compile: bool) -
     sizes (1e10 apart, measured) put the small ones' directions below the cut with a clean gap.
     """
     P, n, m = points.shape[0], family.state_dim, family.n_coeffs
+    if matrices is not None:
+        return _weights_of(matrices)
     if P * m * n > _BALANCE_MAX_FLOATS or family.sample_field is not None:
         return None
     try:

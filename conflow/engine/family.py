@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+
+import jax
 
 from conflow.engine.brackets import Family
+
+Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +30,12 @@ class VectorFamily:
             level (the image of an irreducible variety is not contained in a proper subspace of
             its span), so the engine draws f and evaluates ``sample_field`` when it is given.
         n_sample_coeffs: length of f.
+        generators: optional ``z -> (n, m)``, the matrix of all generators at z (column j is
+            χ_j(z), so field(z, a) = generators(z) @ a), given where it costs far less than m
+            evaluations of ``field`` (a network on a sample of N inputs: per-input Jacobians,
+            about one pass of the network, where each evaluation of ``field`` is one). The
+            engine then weighs the generators (`conflow.engine.evaluate.generator_weights`) and
+            draws the generic elements of W_0 as products with it.
     """
 
     field: Family
@@ -33,6 +44,7 @@ class VectorFamily:
     name: str = ""
     sample_field: Family | None = None
     n_sample_coeffs: int | None = None
+    generators: Callable[[Array], Array] | None = None
 
     @property
     def sampled(self) -> tuple[Family, int]:

@@ -54,8 +54,10 @@ from jaxtyping import Float
 from conflow.engine.device_basis import DeviceBases
 from conflow.engine.evaluate import (
     batch_sharding,
+    evaluate_generators,
     evaluate_stage,
     fast_compile,
+    generator_matrices,
     generator_weights,
     put,
     relieve_map_pressure,
@@ -286,18 +288,24 @@ def lie_trace(
     relieve_map_pressure()
     field, n_sample = shared_field(family, dtype), family.sampled[1]
     on_device = put(points.astype(dtype), sharding)
-    weights = generator_weights(family, put(points, sharding), fast)
+    # the generators as matrices where the family gives them cheaply: level 0 is their products
+    # with random coefficients, not evaluations of the field
+    matrices = generator_matrices(family, on_device)
+    weights = generator_weights(family, put(points, sharding), fast, matrices)
     if weights is not None and dtype != "float64":
         weights = weights.astype(dtype)
     rng = np.random.default_rng(seed)
 
     def evaluate(which: np.ndarray, first: int, depth: int, n_samples: int):
-        z, w = on_device, weights
+        z, w, g = on_device, weights, matrices
         if len(which) < P:  # a subset of the points (the host's streamed levels)
             index = put(np.asarray(which), sharding)
             z = _rows_of(z, index)
             w = None if w is None else _rows_of(w, index)
+            g = None if g is None else _rows_of(g, index)
         with jax.default_matmul_precision("highest"):
+            if g is not None and depth == 0:
+                return evaluate_generators(g, rng, n_samples, w)
             return evaluate_stage(field, n_sample, z, rng, first, depth,
                                   n_samples, fast, max_chunk, max_chunk_floats, sharding, w)
 

@@ -127,6 +127,13 @@ class GradientFlow(AbstractFlow):
         pairing_grad = None if model.pairing is None else jax.grad(model.pairing)
         n_sample = model.n_pairing_coeffs or None
         name = f"{self.name}/{self.metric_name}"
+        jacobian = model.phi_jacobian
+        forces = None
+        if jacobian is not None:
+            def forces(theta: Array) -> Array:  # (D, d): column j is M(θ)^{-1} ∇φ_j(θ)
+                return jax.vmap(lambda g: inv_metric(theta, g), in_axes=1, out_axes=1)(
+                    jacobian(theta).T)
+
         if not self.has_time:
             sample_field = None
             if pairing_grad is not None:
@@ -134,9 +141,14 @@ class GradientFlow(AbstractFlow):
                     return inv_metric(theta, pairing_grad(theta, f))
 
             return VectorFamily(lambda theta, a: inv_metric(theta, pullback(theta, a)), model.D,
-                                model.d, name, sample_field, n_sample)
+                                model.d, name, sample_field, n_sample, forces)
 
         drift = self._drift
+        generators = None
+        if forces is not None:
+            def generators(z: Array) -> Array:  # (D + 1, d + 1): χ_0 = the drift, then (0, force)
+                f = forces(z[1:])
+                return jnp.concatenate([drift(z)[:, None], jnp.pad(f, ((1, 0), (0, 0)))], axis=1)
 
         def make_field(gradient: Callable[[Array, Array], Array]) -> Callable:
             def field(z: Array, a: Array) -> Array:
@@ -148,7 +160,7 @@ class GradientFlow(AbstractFlow):
 
         sample_field = None if pairing_grad is None else make_field(pairing_grad)
         return VectorFamily(make_field(pullback), model.D + 1, model.d + 1, name + "+wd",
-                            sample_field, None if n_sample is None else n_sample + 1)
+                            sample_field, None if n_sample is None else n_sample + 1, generators)
 
     def _drift(self, z: Array) -> Array:
         """χ_0(z) = (λs, −λθ) (constant λ) or (1, −λ(s)θ) (s = t)."""

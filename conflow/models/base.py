@@ -119,6 +119,14 @@ class Model:
         return np.concatenate([np.full(b.size, b.positive) for b in self.blocks])
 
     @property
+    def phi_jacobian(self) -> Callable[[Array], Array] | None:
+        """θ ↦ ∂φ(θ), shape ``(d, D)``, for models that compute it in far fewer passes than the
+        d reverse (or D forward) passes of φ that autodiff of φ takes: a network on a sample of
+        N inputs (`conflow.models.from_model.SampledModel`) takes one batched pass per output of
+        one input, where φ's passes each run all N inputs. ``None``: no such shortcut."""
+        return None
+
+    @property
     def label(self) -> str:
         """Short architecture label, e.g. ``relu[3,4,2]+bias``."""
         return f"{self.name}[{','.join(map(str, self.dims))}]" + ("+bias" if self.bias else "")

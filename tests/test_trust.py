@@ -22,6 +22,7 @@ checked here against the exact engine (an independent computation, certified mod
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import trust_models as tm
@@ -207,6 +208,8 @@ def test_cell_model_counts_the_region_as_the_exact_engine_does():
         for theta in np.asarray(model.sample_points(3, 2)):
             cells, note = model.cell_model(theta)
             assert "activation cells of 24 inputs, each on 3 basis inputs" in note
+            np.testing.assert_allclose(cells.phi_jacobian(jnp.asarray(theta)),
+                                       jax.jacfwd(cells.phi)(jnp.asarray(theta)), atol=1e-13)
             exact = exact_count_laws(model, parse_flow(None), region=theta)
             numeric = cf.count_laws(cells, method="numeric")
             exact_cells = _exact_cells(cells, parse_flow(None), model.D, 0, 30)

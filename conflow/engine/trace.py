@@ -69,6 +69,7 @@ from conflow.engine.levels import (
     Levels,
     dense_levels,
     device_levels,
+    joint_stage,
     streamed_levels,
 )
 from conflow.engine.rank import DEFAULT_MIN_GAP, RankBand, gap_ratio, rank_band
@@ -322,7 +323,8 @@ def lie_trace(
                                   band_for, None if algorithm == "dense" else block, bar, expired,
                                   time_limit)
         elif algorithm == "dense":
-            found = dense_levels(evaluate, P, n, m, max_depth, band_for, bar, expired, time_limit)
+            found = dense_levels(evaluate, P, n, m, max_depth, band_for, bar, expired, time_limit,
+                                 joint_stage(n, n_sample))
         else:
             found = streamed_levels(evaluate, P, n, m, max_depth, band_for, block, bar, expired,
                                     time_limit)

@@ -140,7 +140,7 @@ def generic_points(model: Model, flow: AbstractFlow, seed: int, n: int, *,
         budget = min(max_redraws, MAX_TOTAL_REDRAWS - redrawn)
         rng = np.random.default_rng([int(seed), REDRAW_TAG, i])
         points[i], (severity,), k = _repair(
-            model, flow, points[i], rng, budget, lambda z: (_assess(model, flow, z)[0],), (0,))
+            model, flow, points[i], rng, budget, lambda z: (_severity(model, flow, z),), (0,))
         redrawn += k
         if severity:
             degenerate.append(i)
@@ -239,7 +239,7 @@ def _match_generator_ranks(model: Model, flow: AbstractFlow, seed: int, points: 
         return 0
 
     def score(z):  # (severity, −rank); the rank is computed on clean states only
-        severity = _assess(model, flow, z)[0]
+        severity = _severity(model, flow, z)
         return (severity, 0 if severity else -rank_of(flow.theta_of_state(model, z)))
 
     redrawn = 0
@@ -258,6 +258,18 @@ def _match_generator_ranks(model: Model, flow: AbstractFlow, seed: int, points: 
                            f"{'s' if k != 1 else ''}, now {ranks[i]}")
     degenerate.extend(i for i, r in enumerate(ranks) if r < max(ranks))
     return redrawn
+
+
+def _severity(model: Model, flow: AbstractFlow, z: np.ndarray) -> int:
+    """The severity of `_assess`, without building its reason where the model grades it alone
+    (`SampledModel.severity`: the score of every redraw)."""
+    graded = getattr(model, "severity", None)
+    if graded is None:
+        return _assess(model, flow, z)[0]
+    try:
+        return int(graded(flow.theta_of_state(model, z)))
+    except Exception:  # noqa: BLE001 - as `_assess`: a failed check counts as generic
+        return 0
 
 
 def _assess(model: Model, flow: AbstractFlow, z: np.ndarray) -> tuple[int, str | None]:

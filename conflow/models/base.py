@@ -80,6 +80,11 @@ class Model:
         unravel_params: θ ↦ the user's own parameter pytree (None: the dict of named blocks,
             `unflatten`); see `to_pytree`.
         ravel_params: the inverse of ``unravel_params`` (None: `flatten`); see `from_pytree`.
+        phi_jacobian: optional θ ↦ ∂φ(θ), shape ``(d, D)``, for models that compute it in far
+            fewer passes than the d reverse (or D forward) passes of φ autodiff takes: a network
+            on a sample of N inputs (`conflow.from_model`) takes one batched pass per output of
+            one input, where each pass of φ runs all N inputs. The gradient flows then hand the
+            engine their generators as a matrix (`VectorFamily.generators`).
     """
 
     name: str
@@ -96,6 +101,7 @@ class Model:
     init: Callable[[np.random.Generator, float], dict[str, np.ndarray]] | None = None
     unravel_params: Callable[[Array], Any] | None = dataclasses.field(default=None, repr=False)
     ravel_params: Callable[[Any], Array] | None = dataclasses.field(default=None, repr=False)
+    phi_jacobian: Callable[[Array], Array] | None = dataclasses.field(default=None, repr=False)
 
     @property
     def D(self) -> int:
@@ -117,14 +123,6 @@ class Model:
     def positive_mask(self) -> np.ndarray:
         """Boolean mask, shape ``(D,)``: coordinates constrained to be positive."""
         return np.concatenate([np.full(b.size, b.positive) for b in self.blocks])
-
-    @property
-    def phi_jacobian(self) -> Callable[[Array], Array] | None:
-        """θ ↦ ∂φ(θ), shape ``(d, D)``, for models that compute it in far fewer passes than the
-        d reverse (or D forward) passes of φ that autodiff of φ takes: a network on a sample of
-        N inputs (`conflow.models.from_model.SampledModel`) takes one batched pass per output of
-        one input, where φ's passes each run all N inputs. ``None``: no such shortcut."""
-        return None
 
     @property
     def label(self) -> str:

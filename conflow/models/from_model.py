@@ -420,19 +420,10 @@ class SampledModel(Model):
     def with_inputs(self, inputs: Any) -> SampledModel:
         """The same model on another input sample (names, closed forms and dims kept)."""
         inputs = as_inputs(inputs, self.input_shape)
-        phi = _sampled_phi(self.apply_fn, ravel_pytree(self.params)[1], inputs)
-        return dataclasses.replace(self, phi=phi, inputs=inputs)
-
-    @property
-    def phi_jacobian(self) -> Callable[[Array], Array]:
-        """θ ↦ ∂φ_N(θ), shape ``(nN, D)``: each input's Jacobian (n reverse passes on one input,
-        batched over the sample), in φ's order. The same matrix as autodiff of φ, at the cost of
-        about one pass of φ where that takes min(nN, D) of them."""
-        cache = self.__dict__.setdefault("_patterns_cache", {})
-        if "phi_jacobian" not in cache:
-            cache["phi_jacobian"] = _sampled_jacobian(
-                self.apply_fn, ravel_pytree(self.params)[1], self.inputs, self.n_outputs, self.D)
-        return cache["phi_jacobian"]
+        unravel = ravel_pytree(self.params)[1]
+        return dataclasses.replace(
+            self, phi=_sampled_phi(self.apply_fn, unravel, inputs), inputs=inputs,
+            phi_jacobian=batched_jacobian(self.apply_fn, unravel, (inputs,), self.n_outputs))
 
     def patterns(self, theta: Array) -> np.ndarray:
         """Branch patterns at flat θ, shape ``(N, S)``: one row per input (module docstring)."""
@@ -463,6 +454,11 @@ class SampledModel(Model):
         of the N inputs at flat θ (constant ones included): bool, shape ``(S,)``
         (`rare_columns` of `patterns`)."""
         return rare_columns(self.patterns(theta), min_switch_inputs(self.n_inputs))
+
+    def severity(self, theta: Array) -> int:
+        """The severity of `degeneracy` at flat θ, without its reason (the redraws' score)."""
+        rare = rare_columns(self.patterns(theta), min_switch_inputs(self.n_inputs))
+        return int(rare.sum() + self.idle_parameters(theta).sum())
 
     def degeneracy(self, theta: Array) -> tuple[int, str | None]:
         """(severity, reason): the number of rare switches plus idle parameters at flat θ
@@ -556,7 +552,8 @@ class SampledModel(Model):
         input's cell c. So the outputs of the d + 1 inputs 0, e_1, …, e_d of every cell span
         every output of the sample, and more where a cell holds fewer than d + 1 affinely
         independent inputs. The returned model's φ is those outputs, shape
-        (cells · (d + 1) · n,): a polynomial in θ (for these activations) whose count at generic
+        (cells · (d + 1) · n,) less the basis inputs whose n outputs are exactly zero at θ and
+        at a random point (a bias-free network's origin): a polynomial in θ whose count at generic
         points is the sample's count on θ's activation region. Its generators are well
         conditioned where the sample's are not: an input near a cell's boundary moves the units
         of that boundary by nearly nothing, where e_j evaluates the same branch at unit scale.
@@ -605,15 +602,26 @@ class SampledModel(Model):
         if not error <= CELL_AFFINE_RTOL:
             return None, (f"not affine in the input with the switches frozen (relative "
                           f"error {error:.1e})")
+        # basis inputs whose outputs are exactly zero at both points (the origin of a bias-free
+        # network, F_c(θ, 0) = 0) are zero polynomials: no generator, dropped
+        zero = np.all([np.all(np.asarray(outputs(jnp.asarray(t), grid_x, grid_p)) == 0, axis=1)
+                       for t in (theta, other)], axis=0)
+        if zero.all():
+            return None, "the cells' outputs are zero"
+        grid_x, grid_p = grid_x[~zero], grid_p[~zero]
 
         def phi(t: Array) -> Array:
-            """θ (D,) ↦ F_c(θ, b) for every cell c and basis input b ∈ {0, e_1, …, e_d}."""
+            """θ (D,) ↦ F_c(θ, b) for every cell c and basis input b ∈ {0, e_1, …, e_d} (but
+            the dropped zeros)."""
             return jnp.ravel(outputs(t, grid_x, grid_p))
 
         model = Model(name=f"{self.name} cells", dims=self.dims, phi=phi, blocks=self.blocks,
-                      bias=self.bias)
+                      bias=self.bias, phi_jacobian=batched_jacobian(
+                          lambda p, x, q: _ravel_output(frozen(p, x, q)), unravel,
+                          (grid_x, grid_p), self.n_outputs))
         note = (f"{len(cells)} activation cells of {self.n_inputs} inputs, each on {d + 1} basis "
-                f"inputs (affine to {error:.0e})")
+                f"inputs (affine to {error:.0e}"
+                + (f"; {int(zero.sum())} zero at both points dropped)" if zero.any() else ")"))
         return model, note
 
     def _values_at(self, thetas: np.ndarray) -> np.ndarray:
@@ -728,7 +736,12 @@ def rare_columns(pat: np.ndarray, k_min: int = 1) -> np.ndarray:
     pat = pat.reshape(pat.shape[0], -1) if pat.ndim != 2 else pat
     if pat.size == 0:
         return np.zeros(pat.shape[1], dtype=bool)
-    commonest = np.max([(pat == v).sum(axis=0) for v in np.unique(pat)], axis=0)
+    lo = pat.min()
+    if pat.dtype == bool or (pat.dtype.kind in "iu" and int(pat.max()) - int(lo) <= 1):
+        ones = (pat != lo).sum(axis=0)  # two outcomes (every ReLU-like switch): one count each
+        commonest = np.maximum(ones, pat.shape[0] - ones)
+    else:
+        commonest = np.max([(pat == v).sum(axis=0) for v in np.unique(pat)], axis=0)
     return pat.shape[0] - commonest < k_min
 
 
@@ -763,16 +776,22 @@ def _sampled_phi(apply_fn: Callable, unravel: Callable, inputs: np.ndarray) -> C
     return phi
 
 
-def _sampled_jacobian(apply_fn: Callable, unravel: Callable, inputs: np.ndarray, n_outputs: int,
-                      D: int) -> Callable:
-    xs = jnp.asarray(inputs)
-    jacobian = jax.jacrev if n_outputs <= D else jax.jacfwd
+def batched_jacobian(apply_fn: Callable, unravel: Callable, batch: tuple, n_outputs: int
+                     ) -> Callable[[Array], Array]:
+    """θ ↦ the Jacobian of φ(θ) = `_ravel_output` of ``vmap(apply_fn(unravel(θ), *·))(*batch)``,
+    shape ``(len · n_outputs, D)``, rows in φ's order (output leaves, then batch items, then each
+    leaf's entries), computed per batch item: ``n_outputs`` reverse passes (or D forward ones,
+    if fewer) of one item, batched, where autodiff of φ takes min(d, D) passes over the batch."""
+    batch = tuple(jnp.asarray(b) for b in batch)
 
     def phi_jacobian(theta: Array) -> Array:
-        """θ (D,) ↦ ∂φ_N(θ), (nN, D): rows in φ's order (output leaves, then inputs, then
-        each leaf's entries, as `_ravel_output` of the batch)."""
-        per_input = jax.vmap(lambda x: jacobian(lambda t: apply_fn(unravel(t), x))(theta))(xs)
-        rows = [leaf.reshape(-1, theta.shape[0]) for leaf in jax.tree_util.tree_leaves(per_input)]
+        D = theta.shape[0]
+        jacobian = jax.jacrev if n_outputs <= D else jax.jacfwd
+
+        def one(*item):
+            return jacobian(lambda t: apply_fn(unravel(t), *item))(theta)
+
+        rows = [leaf.reshape(-1, D) for leaf in jax.tree_util.tree_leaves(jax.vmap(one)(*batch))]
         return rows[0] if len(rows) == 1 else jnp.concatenate(rows)
 
     return phi_jacobian
@@ -902,6 +921,7 @@ def from_model(
         name=base.name,
         dims=base.dims,
         phi=_sampled_phi(tree_apply, unravel, inputs),
+        phi_jacobian=batched_jacobian(tree_apply, unravel, (inputs,), n_out),
         blocks=base.blocks,
         apply_fn=tree_apply,
         params=params64,

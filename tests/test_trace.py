@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import conflow  # noqa: F401
-from conflow.engine import levels
+from conflow.engine import evaluate
 from conflow.engine.trace import VectorFamily, lie_trace
 from conflow.errors import InputError
 
@@ -50,9 +50,9 @@ def test_a_level_with_more_brackets_than_the_last_gets_samples_enough(algorithm,
     # Five generic symmetric linear fields on R^64: the free Lie algebra's degrees 1, 2, 3 have
     # 5, 10, 40 elements, so level 2 adds 40 directions where level 1 added 10; a stage that
     # drew only level 1's samples (25 + margin) cut level 2 at its sample count (saturated).
-    # Dense levels 1 and 2 in one stage (cheap fields) or in two (`joint_stage`).
+    # Dense levels 1 and 2 in one stage (cheap fields) or in two (`costly_field`).
     if not joint:
-        monkeypatch.setattr(levels, "JOINT_STAGE_MAX_ENTRIES", 0)
+        monkeypatch.setattr(evaluate, "COSTLY_FIELD_ENTRIES", 0)
     mats = rng.standard_normal((5, 64, 64))
     trace = lie_trace(_linear_family(mats + mats.transpose(0, 2, 1)),
                       jnp.asarray(rng.standard_normal((3, 64))), algorithm=algorithm)
@@ -60,9 +60,10 @@ def test_a_level_with_more_brackets_than_the_last_gets_samples_enough(algorithm,
     assert trace.ranks[:3] == ((5,) * 3, (15,) * 3, (55,) * 3)
 
 
-def test_generator_matrices_give_level_zero():
-    """A family that gives its generators as matrices (`VectorFamily.generators`) has level 0
-    drawn from them, not from the field: same ranks, same count."""
+def test_generator_matrices_give_level_zero(monkeypatch):
+    """A costly family that gives its generators as matrices (`VectorFamily.generators`) has
+    level 0 drawn from them, not from the field: same ranks, same count."""
+    monkeypatch.setattr(evaluate, "COSTLY_FIELD_ENTRIES", 0)
     mats = jnp.asarray(_so3()[:2])
     family = dataclasses.replace(_linear_family(mats),
                                  generators=lambda z: jnp.einsum("jkl,l->kj", mats, z))

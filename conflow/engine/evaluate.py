@@ -66,6 +66,23 @@ EVAL_TEMP_BYTES = 1 << 30
 EVAL_TEMP_FRACTION = 1 / 8
 
 
+#: A field is costly to evaluate when n times the coefficients it is evaluated on (m, or those
+#: of a `VectorFamily.sample_field`) exceeds this: a network on a large input sample, whose every
+#: evaluation runs all N inputs. Then level 0 is drawn from the generator matrices where the
+#: family gives them (`generator_matrices`), and levels 1 and 2 get a stage each: a shared stage
+#: saves a compile but evaluates depth-2 chains, drawn for the complement before level 1, where
+#: level 1 alone needs depth-1 chains and level 2 (if reached) fewer samples (`from_model`,
+#: D = 553 on 4,424 inputs: 8.5 s shared against 4.5 s for level 1 alone, which settled it;
+#: D = 390 on 3,120 inputs, level 2 reached: 7.3 s against 2.7 + 2.9 s; measured). Below it,
+#: the compiles saved (programs shared across counts of one structure) weigh more.
+COSTLY_FIELD_ENTRIES = 1 << 20
+
+
+def costly_field(family: VectorFamily) -> bool:
+    """Whether the family's field is costly to evaluate (`COSTLY_FIELD_ENTRIES`)."""
+    return family.state_dim * family.sampled[1] > COSTLY_FIELD_ENTRIES
+
+
 def _compile_options(fast_compile: bool) -> dict | None:
     return FAST_COMPILE_OPTIONS if fast_compile else None
 
@@ -369,11 +386,11 @@ def _matrices_program(generators: Callable) -> Callable:
 
 
 def generator_matrices(family: VectorFamily, points: Array) -> Array | None:
-    """G[p] = (χ_1(z_p), …, χ_m(z_p)), shape ``(P, n, m)``, on the device, for a family that
-    gives its generators as a matrix (`VectorFamily.generators`) while P·n·m is at most
-    `_BALANCE_MAX_FLOATS`; else ``None``. Raises `InputError` if not finite."""
+    """G[p] = (χ_1(z_p), …, χ_m(z_p)), shape ``(P, n, m)``, on the device, for a costly family
+    (`costly_field`) that gives its generators as a matrix (`VectorFamily.generators`) while
+    P·n·m is at most `_BALANCE_MAX_FLOATS`; else ``None``. Raises `InputError` if not finite."""
     P, n, m = points.shape[0], family.state_dim, family.n_coeffs
-    if family.generators is None or P * m * n > _BALANCE_MAX_FLOATS:
+    if family.generators is None or not costly_field(family) or P * m * n > _BALANCE_MAX_FLOATS:
         return None
     try:
         matrices = _matrices_program(family.generators)(points).astype(points.dtype)

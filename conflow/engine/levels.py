@@ -91,22 +91,6 @@ class Levels:
     stopped: str = ""
 
 
-#: Levels 1 and 2 share one compiled stage while the field is cheap to evaluate: n times the
-#: coefficients it is evaluated on (m, or those of a `VectorFamily.sample_field`) at most this.
-#: A shared stage saves a compile but evaluates depth-2 chains, drawn for the complement before
-#: level 1, where level 1 alone needs depth-1 chains and level 2 (if reached) fewer samples: for
-#: a network evaluated on a large input sample that costs more than the compile (`from_model`,
-#: D = 553 on 4,424 inputs: 8.5 s shared against 4.5 s for level 1 alone, which settled it;
-#: D = 390 on 3,120 inputs, level 2 reached: 7.3 s against 2.7 + 2.9 s; measured).
-JOINT_STAGE_MAX_ENTRIES = 1 << 20
-
-
-def joint_stage(n: int, n_evaluated: int) -> bool:
-    """Whether levels 1 and 2 share one stage: n · ``n_evaluated`` (the coefficients the field
-    is evaluated on) at most `JOINT_STAGE_MAX_ENTRIES`."""
-    return n * n_evaluated <= JOINT_STAGE_MAX_ENTRIES
-
-
 def margin(c: int) -> int:
     """Samples drawn beyond what a level can add on a c-dimensional complement."""
     return 8 + c // 16
@@ -272,7 +256,8 @@ def dense_levels(
     expired: Callable[[], bool], time_limit: float | None = None, joint_stage: bool = True,
 ) -> Levels:
     """The levels by stacking on the host: each level's samples projected on the complement,
-    one SVD per point. ``joint_stage``: levels 1 and 2 share one stage (`joint_stage`)."""
+    one SVD per point. ``joint_stage``: levels 1 and 2 share one stage (one compile instead of
+    two; not for a costly field, `conflow.engine.evaluate.costly_field`)."""
     # Orthonormal bases (rows) of the complement of the trace found so far, one per point.
     complements = [np.eye(n) for _ in range(P)]
     traces = [np.zeros((0, n)) for _ in range(P)]  # orthonormal rows, in the order found

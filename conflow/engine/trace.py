@@ -54,6 +54,7 @@ from jaxtyping import Float
 from conflow.engine.device_basis import DeviceBases
 from conflow.engine.evaluate import (
     batch_sharding,
+    costly_field,
     evaluate_generators,
     evaluate_stage,
     fast_compile,
@@ -69,7 +70,6 @@ from conflow.engine.levels import (
     Levels,
     dense_levels,
     device_levels,
-    joint_stage,
     streamed_levels,
 )
 from conflow.engine.rank import DEFAULT_MIN_GAP, RankBand, gap_ratio, rank_band
@@ -324,7 +324,7 @@ def lie_trace(
                                   time_limit)
         elif algorithm == "dense":
             found = dense_levels(evaluate, P, n, m, max_depth, band_for, bar, expired, time_limit,
-                                 joint_stage(n, n_sample))
+                                 not costly_field(family))
         else:
             found = streamed_levels(evaluate, P, n, m, max_depth, band_for, block, bar, expired,
                                     time_limit)

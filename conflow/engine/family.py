@@ -33,9 +33,10 @@ class VectorFamily:
         generators: optional ``z -> (n, m)``, the matrix of all generators at z (column j is
             χ_j(z), so field(z, a) = generators(z) @ a), given where it costs far less than m
             evaluations of ``field`` (a network on a sample of N inputs: per-input Jacobians,
-            about one pass of the network, where each evaluation of ``field`` is one). The
-            engine then weighs the generators (`conflow.engine.evaluate.generator_weights`) and
-            draws the generic elements of W_0 as products with it.
+            about one pass of the network, where each evaluation of ``field`` is one). For a
+            costly field (`conflow.engine.evaluate.costly_field`) the engine then weighs the
+            generators from it (`conflow.engine.evaluate.generator_weights`) and draws the
+            generic elements of W_0 as its products with random coefficients.
     """
 
     field: Family

@@ -60,17 +60,20 @@ def test_a_level_with_more_brackets_than_the_last_gets_samples_enough(algorithm,
     assert trace.ranks[:3] == ((5,) * 3, (15,) * 3, (55,) * 3)
 
 
-def test_generator_matrices_give_level_zero(monkeypatch):
+@pytest.mark.parametrize("algorithm,linalg", [("dense", "host"), ("streamed", "host"),
+                                              ("dense", "device")])
+def test_generator_matrices_give_level_zero(algorithm, linalg, monkeypatch):
     """A costly family that gives its generators as matrices (`VectorFamily.generators`) has
     level 0 drawn from them, not from the field: same ranks, same count."""
     monkeypatch.setattr(evaluate, "COSTLY_FIELD_ENTRIES", 0)
     mats = jnp.asarray(_so3()[:2])
     family = dataclasses.replace(_linear_family(mats),
                                  generators=lambda z: jnp.einsum("jkl,l->kj", mats, z))
-    trace = lie_trace(family, POINTS3)
+    trace = lie_trace(family, POINTS3, algorithm=algorithm, linalg=linalg)
     assert trace.status == "ok" and trace.dim == 2 and trace.ranks[0] == (2, 2, 2)
     wrong = dataclasses.replace(family, generators=lambda z: jnp.zeros((3, 2)))
-    assert lie_trace(wrong, POINTS3).ranks[0] == (0, 0, 0)  # level 0 is read from them
+    # level 0 is read from them
+    assert lie_trace(wrong, POINTS3, algorithm=algorithm, linalg=linalg).ranks[0] == (0, 0, 0)
 
 
 def _needs_a_bracket():

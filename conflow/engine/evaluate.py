@@ -412,14 +412,16 @@ def _combined(matrices: Array, coeffs: Array, weights: Array | None) -> tuple[Ar
 
 
 def evaluate_generators(matrices: Array, rng: np.random.Generator, n_samples: int,
-                        weights: Array | None = None) -> tuple[Array, Array]:
+                        weights: Array | None = None, sharding: NamedSharding | None = None
+                        ) -> tuple[Array, Array]:
     """``n_samples`` generic elements of W_0 at every point, G[p] (w_p ⊙ a_s), from the
     generator matrices ``(P, n, m)`` (`generator_matrices`), with a_s drawn as
     `evaluate_stage` draws depth-0 coefficients: ``values (P, S, 1, n)``, ``scales (P, S, 1)``
-    (their norms), as `evaluate_stage` returns for level 0 — without evaluating the field."""
+    (their norms), as `evaluate_stage` returns for level 0 — without evaluating the field.
+    The coefficients are `put` like the matrices (replicated over ``sharding``'s mesh)."""
     m = matrices.shape[2]
     coeffs = rng.uniform(-COEFF_HALF_WIDTH, COEFF_HALF_WIDTH, (n_samples, m))
-    return _combined(matrices, jax.device_put(coeffs.astype(matrices.dtype)), weights)
+    return _combined(matrices, put(coeffs.astype(matrices.dtype), sharding), weights)
 
 
 def generator_weights(family: VectorFamily, points: Array, fast_compile: bool,

@@ -306,7 +306,7 @@ def lie_trace(
             g = None if g is None else _rows_of(g, index)
         with jax.default_matmul_precision("highest"):
             if g is not None and depth == 0:
-                return evaluate_generators(g, rng, n_samples, w)
+                return evaluate_generators(g, rng, n_samples, w, sharding)
             return evaluate_stage(field, n_sample, z, rng, first, depth,
                                   n_samples, fast, max_chunk, max_chunk_floats, sharding, w)
 

@@ -28,7 +28,7 @@ import pytest
 import trust_models as tm
 
 import conflow as cf
-from conflow.models.from_model import _spanning_columns
+from conflow.models.from_model import InputsWarning, _spanning_columns
 from conflow.reference.closed_forms import known_count
 
 SEED = 2026
@@ -146,6 +146,25 @@ def test_affine_net_is_counted_on_a_spanning_sample():
                              {"W0": np.zeros((3, 3)), "b0": np.zeros(3), "W1": np.zeros((2, 3))},
                              input_shape=(3,))
     assert relu_net.spanning_sample() == (relu_net, "")
+
+
+def test_recount_of_a_spanning_sample_is_its_count_when_the_functions_are_the_same():
+    """Twice the inputs of an affine net span the same n_out·(d + 1) functions: the recount
+    is the first count, said so, not counted again. Given extra inputs that span more (a first
+    sample on one line spans 2·n_out functions), it counts again, and the counts differ."""
+    dims = [3, 3, 2]
+    apply, params = _affine_apply(dims, bias=True)
+    res = cf.count_laws_from_model(apply, params, input_shape=(3,))
+    assert res.stable and res.recount.n_laws == res.n_laws == tm.affine_formula(dims)
+    assert "span the same 8 functions of θ as on" in res.recount.sample_reduction
+    assert res.recount.model == f"from_model[{res.model.D}] on {2 * res.model.n_inputs} inputs"
+    line = np.outer(np.linspace(-1, 1, 16), [1.0, 2.0, -1.0])  # one direction: x = t·v
+    with pytest.warns(InputsWarning, match="the count changed with more inputs"):
+        on_line = cf.count_laws_from_model(apply, params, inputs=line, check_inputs=np.random
+                                           .default_rng(0).standard_normal((16, 3)))
+    assert "span 4 functions" in on_line.count.sample_reduction
+    assert "span 8 functions" in on_line.recount.sample_reduction and not on_line.stable
+    assert on_line.recount.n_laws == tm.affine_formula(dims) < on_line.count.n_laws
 
 
 def test_spanning_columns_keeps_a_basis_and_refuses_near_relations():

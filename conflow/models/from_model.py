@@ -520,26 +520,42 @@ class SampledModel(Model):
         (custom derivatives, loops). A piecewise network's relations may hold on some regions
         only (inputs sharing an activation pattern), so it keeps its sample.
         """
-        m = self.n_inputs * self.n_outputs
-        k = min(m + 1, SPANNING_MAX_ENTRIES // max(m, 1))
-        if self.n_inputs < 2 or k < 2 or self.patterns_fn is not None:
+        found = self.spanned_functions(seed)
+        if found is None:
             return self, ""
-        rng = np.random.default_rng([seed, 0x5BA5])
-        if self.patterns(self.sample_points(rng, 1)[0]).shape[-1] or self.pattern_notes():
-            return self, ""
-        values = self._values_at(np.asarray(self.sample_points(rng, k)))
-        if not np.all(np.isfinite(values)):
-            return self, ""
-        keep = _spanning_columns(values)
-        if keep is None:
-            return self, ""
-        inputs = np.unique(keep // self.n_outputs)
-        if inputs.size == self.n_inputs:
-            return self, ""
-        note = (f"the outputs on {self.n_inputs} inputs span {keep.size} functions of θ "
+        inputs, r, k = found
+        note = (f"the outputs on {self.n_inputs} inputs span {r} functions of θ "
                 f"(φ at {k} random points, relations to rounding): counted on "
                 f"{inputs.size} of the inputs")
         return self.with_inputs(self.inputs[inputs]), note
+
+    def spanned_functions(self, seed: int = 0) -> tuple[np.ndarray, int, int] | None:
+        """For `spanning_sample`: (the inputs kept, the number r of functions their outputs
+        span, the number K of points φ was evaluated at), or ``None`` where nothing is dropped
+        or the reduction is not tried. Computed once per model and seed."""
+        cache = self.__dict__.setdefault("_patterns_cache", {})
+        if ("spanned", seed) not in cache:
+            cache[("spanned", seed)] = self._spanned_functions(seed)
+        return cache[("spanned", seed)]
+
+    def _spanned_functions(self, seed: int) -> tuple[np.ndarray, int, int] | None:
+        m = self.n_inputs * self.n_outputs
+        k = min(m + 1, SPANNING_MAX_ENTRIES // max(m, 1))
+        if self.n_inputs < 2 or k < 2 or self.patterns_fn is not None:
+            return None
+        rng = np.random.default_rng([seed, 0x5BA5])
+        if self.patterns(self.sample_points(rng, 1)[0]).shape[-1] or self.pattern_notes():
+            return None
+        values = self._values_at(np.asarray(self.sample_points(rng, k)))
+        if not np.all(np.isfinite(values)):
+            return None
+        keep = _spanning_columns(values)
+        if keep is None:
+            return None
+        inputs = np.unique(keep // self.n_outputs)
+        if inputs.size == self.n_inputs:
+            return None
+        return inputs, int(keep.size), k
 
     def cell_model(self, theta: Array) -> tuple[Model | None, str]:
         """The model of the activation cells the sample reaches at flat θ, and a one-line note;

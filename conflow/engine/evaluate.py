@@ -382,7 +382,15 @@ def _weights_of(matrices: Array) -> Array:
 
 @functools.lru_cache(maxsize=8)
 def _matrices_program(generators: Callable) -> Callable:
-    return jax.jit(jax.vmap(generators))
+    def matrices(points):
+        g = jax.vmap(generators)(points).astype(points.dtype)
+        return g, jnp.all(jnp.isfinite(g))
+
+    return jax.jit(matrices)
+
+
+_NOT_FINITE = ("the vector fields are not finite at a generic point: check that φ is "
+               "differentiable there and returns finite values")
 
 
 def generator_matrices(family: VectorFamily, points: Array) -> Array | None:
@@ -393,14 +401,13 @@ def generator_matrices(family: VectorFamily, points: Array) -> Array | None:
     if family.generators is None or not costly_field(family) or P * m * n > _BALANCE_MAX_FLOATS:
         return None
     try:
-        matrices = _matrices_program(family.generators)(points).astype(points.dtype)
+        matrices, finite = _matrices_program(family.generators)(points)
     except Exception as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
         return None
-    if not jax.device_get(jnp.all(jnp.isfinite(matrices))):
-        raise InputError("the vector fields are not finite at a generic point: check that φ is "
-                         "differentiable there and returns finite values")
+    if not jax.device_get(finite):
+        raise InputError(_NOT_FINITE)
     return matrices
 
 
@@ -448,6 +455,5 @@ def generator_weights(family: VectorFamily, points: Array, fast_compile: bool,
             raise
         return None
     if not finite:
-        raise InputError("the vector fields are not finite at a generic point: check that φ is "
-                         "differentiable there and returns finite values")
+        raise InputError(_NOT_FINITE)
     return weights

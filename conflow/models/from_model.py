@@ -457,8 +457,7 @@ class SampledModel(Model):
 
     def severity(self, theta: Array) -> int:
         """The severity of `degeneracy` at flat θ, without its reason (the redraws' score)."""
-        rare = rare_columns(self.patterns(theta), min_switch_inputs(self.n_inputs))
-        return int(rare.sum() + self.idle_parameters(theta).sum())
+        return int(self.rare_switches(theta).sum() + self.idle_parameters(theta).sum())
 
     def degeneracy(self, theta: Array) -> tuple[int, str | None]:
         """(severity, reason): the number of rare switches plus idle parameters at flat θ
@@ -602,17 +601,21 @@ class SampledModel(Model):
         frozen = frozen_apply(self.apply_fn, self.params, jnp.asarray(self.inputs[0]))
         unravel = ravel_pytree(self.params)[1]
 
+        def one(p, x, q):  # F at parameters p on one input x with pattern q, raveled
+            return _ravel_output(frozen(p, x, q))
+
         def outputs(t, xs, pats):  # (len(xs), n): F at θ = t on inputs xs with patterns pats
             p = unravel(t)
-            return jax.vmap(lambda x, q: _ravel_output(frozen(p, x, q)))(xs, pats)
+            return jax.vmap(lambda x, q: one(p, x, q))(xs, pats)
 
         try:
             outputs = jax.jit(outputs)
             xs, pats = jnp.asarray(self.inputs), jnp.asarray(pat)
             check = (outputs, xs, pats, grid_x, grid_p, cell_of)
-            error = _affine_error(*check, theta, exact=self._values_at(theta[None])[0])
+            error, at_theta = _affine_error(*check, theta, exact=self._values_at(theta[None])[0])
             other = np.asarray(self.sample_points(np.random.default_rng(CELL_CHECK_SEED), 1))[0]
-            error = max(error, _affine_error(*check, other))
+            error_other, at_other = _affine_error(*check, other)
+            error = max(error, error_other)
         except InputError as e:
             return None, str(e)
         if not error <= CELL_AFFINE_RTOL:
@@ -620,8 +623,7 @@ class SampledModel(Model):
                           f"error {error:.1e})")
         # basis inputs whose outputs are exactly zero at both points (the origin of a bias-free
         # network, F_c(θ, 0) = 0) are zero polynomials: no generator, dropped
-        zero = np.all([np.all(np.asarray(outputs(jnp.asarray(t), grid_x, grid_p)) == 0, axis=1)
-                       for t in (theta, other)], axis=0)
+        zero = np.all(at_theta == 0, axis=1) & np.all(at_other == 0, axis=1)
         if zero.all():
             return None, "the cells' outputs are zero"
         grid_x, grid_p = grid_x[~zero], grid_p[~zero]
@@ -633,8 +635,7 @@ class SampledModel(Model):
 
         model = Model(name=f"{self.name} cells", dims=self.dims, phi=phi, blocks=self.blocks,
                       bias=self.bias, phi_jacobian=batched_jacobian(
-                          lambda p, x, q: _ravel_output(frozen(p, x, q)), unravel,
-                          (grid_x, grid_p), self.n_outputs))
+                          one, unravel, (grid_x, grid_p), self.n_outputs))
         note = (f"{len(cells)} activation cells of {self.n_inputs} inputs, each on {d + 1} basis "
                 f"inputs (affine to {error:.0e}"
                 + (f"; {int(zero.sum())} zero at both points dropped)" if zero.any() else ")"))
@@ -685,22 +686,25 @@ class SampledModel(Model):
 
 
 def _affine_error(outputs: Callable, xs: Array, pats: Array, grid_x: Array, grid_p: Array,
-                  cell_of: np.ndarray, theta: np.ndarray, exact: np.ndarray | None = None) -> float:
+                  cell_of: np.ndarray, theta: np.ndarray, exact: np.ndarray | None = None
+                  ) -> tuple[float, np.ndarray]:
     """Largest relative error of F_c(θ, x_i) = F_c(θ, 0) + Σ_j x_ij (F_c(θ, e_j) − F_c(θ, 0))
     over the sample (`SampledModel.cell_model`; ``grid_x``, ``grid_p``: the basis inputs of
     every cell, cell-major); with ``exact`` (the network's own outputs at θ, raveled), also of
-    F_{c(i)}(θ, x_i) against them."""
+    F_{c(i)}(θ, x_i) against them. Returns it and the outputs on the basis inputs,
+    ``(len(grid_x), n)``."""
     t = jnp.asarray(theta)
     at_x = np.asarray(outputs(t, xs, pats))
     n_cells = int(cell_of.max()) + 1
-    grid = np.asarray(outputs(t, grid_x, grid_p)).reshape(n_cells, -1, at_x.shape[1])[cell_of]
+    at_grid = np.asarray(outputs(t, grid_x, grid_p))
+    grid = at_grid.reshape(n_cells, -1, at_x.shape[1])[cell_of]
     x = np.asarray(xs).reshape(len(cell_of), -1)
     affine = grid[:, 0] + np.einsum("ij,ijn->in", x, grid[:, 1:] - grid[:, :1])
     scale = max(np.abs(at_x).max(), np.abs(grid).max(), np.finfo(float).tiny)
     error = np.abs(affine - at_x).max() / scale
     if exact is not None:
         error = max(error, np.abs(exact - at_x.ravel()).max() / scale)
-    return float(error) if np.isfinite(error) else np.inf
+    return (float(error) if np.isfinite(error) else np.inf), at_grid
 
 
 def _spanning_columns(values: np.ndarray) -> np.ndarray | None:

@@ -6,11 +6,13 @@ Kinds (models and closed forms in ``benchmarks/trust_models.py``, shared with
 identity; ± biases) counted with ``count_laws_from_model``; Conv1d / Conv2d + ReLU + Linear nets;
 the built-in deep linear and ReLU nets of 5 to 12 layers; adversarial ``cf.custom`` families
 (nearly parallel generators, wildly different sizes, nearly dependent brackets); with ``--large``,
-deep linear nets [w]×5 and [w]×6 up to D = 10,000.
+deep linear nets [w]×5 and [w]×6 up to D = 10,000; with ``--wide``, one MLP per activation with
+600 ≤ D ≤ 2,000 (widths up to 40; the main draw's MLPs stay under D = 600).
 
     python benchmarks/bench_trust.py --quick     # ~20 models, smoke test
     python benchmarks/bench_trust.py             # 130+ models
     python benchmarks/bench_trust.py --large     # + linear [30]×5 … [50]×5 (D = 10,000): long
+    python benchmarks/bench_trust.py --wide      # + six MLPs with 600 ≤ D ≤ 2,000: long
 
 Each count runs in this process (compilation included in its time, imports not); an exception is
 recorded as status ``error``. Verdicts: ``ok-right``, ``ok-WRONG`` (a confident wrong count), or
@@ -69,7 +71,7 @@ def _deep_dims(rng, n_layers: int, lo: int, hi: int, max_D: int, linear: bool) -
     raise RuntimeError("no deep net under the cap")
 
 
-def draw_suite(seed: int, quick: bool, large: bool) -> list[tm.Case]:
+def draw_suite(seed: int, quick: bool, large: bool, wide: bool = False) -> list[tm.Case]:
     rng = np.random.default_rng(seed)
     if quick:
         n_mlp, n_conv, n_deep = 8, 2, 2
@@ -99,6 +101,11 @@ def draw_suite(seed: int, quick: bool, large: bool) -> list[tm.Case]:
         cases += [tm.adversarial_case(family, e) for e in chosen]
     if large:
         cases += [tm.linear_case(d) for d in LARGE]
+    if wide:  # one MLP per activation with 600 ≤ D ≤ 2,000 (widths to 40), its own draw
+        wide_rng = np.random.default_rng([seed, 1])
+        cases += [tm.draw_mlp(wide_rng, i, min_D=600, max_D=2000, max_D_identity=2000,
+                              max_width=40, max_depth=3, max_in=10, max_out=3)
+                  for i in (0, 7, 8, 3, 4, 11)]  # each activation once, biases on every other
     return cases
 
 
@@ -188,6 +195,8 @@ def main(argv=None) -> int:
     p.add_argument("--large", action="store_true",
                    help="add deep linear [30]x5, [30]x6, [40]x6, [50]x5 (D up to 10,000; minutes "
                         "each)")
+    p.add_argument("--wide", action="store_true",
+                   help="add one MLP per activation with 600 ≤ D ≤ 2,000 (a minute or more each)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the draw (2026)")
     p.add_argument("--points", type=int, default=3, help="generic points per count (3)")
     p.add_argument("--only", action="append", default=None, metavar="SUBSTRING",
@@ -197,7 +206,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows and targets")
     args = p.parse_args(argv)
 
-    cases = draw_suite(args.seed, args.quick, args.large)
+    cases = draw_suite(args.seed, args.quick, args.large, args.wide)
     if args.only:
         cases = [c for c in cases if any(_id_matches(c.id, o) for o in args.only)]
     if args.list:
@@ -222,7 +231,8 @@ def main(argv=None) -> int:
     import conflow  # noqa: F401  (imports outside the timed counts)
 
     print(f"bench_trust: {len(cases)} models, seed {args.seed}, points {args.points}"
-          + (" (quick)" if args.quick else "") + (" (+large)" if args.large else ""), flush=True)
+          + (" (quick)" if args.quick else "") + (" (+large)" if args.large else "")
+          + (" (+wide)" if args.wide else ""), flush=True)
     t_start = time.perf_counter()
     rows = []
     for i, case in enumerate(cases, 1):

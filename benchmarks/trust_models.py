@@ -210,11 +210,12 @@ def relu_case(dims, bias: bool, seed: int = 0) -> Case:
 
 
 def draw_mlp(rng: np.random.Generator, i: int, *, max_D: int, max_D_identity: int,
-             max_width: int = 8, max_depth: int = 4, max_in: int = 4, max_out: int = 3) -> Case:
+             max_width: int = 8, max_depth: int = 4, max_in: int = 4, max_out: int = 3,
+             min_D: int = 0) -> Case:
     """The i-th MLP of a draw: activation ACTIVATIONS[i % 6], biases on every other block of six,
     library alternating so that every activation meets both libraries and both bias settings;
     inputs 2..max_in, outputs 1..max_out, widths 2..max_width (one width for eqx.nn.MLP),
-    depth 1..max_depth hidden layers; redrawn until D ≤ the cap. Identity nets of depth ≥ 2 with a
+    depth 1..max_depth hidden layers; redrawn until min_D ≤ D ≤ the cap. Identity nets of depth ≥ 2 with a
     saturated hidden layer are redrawn (the per-layer formula there is an observed pattern)."""
     activation = ACTIVATIONS[i % len(ACTIVATIONS)]
     bias = bool((i // len(ACTIVATIONS)) % 2)
@@ -228,7 +229,7 @@ def draw_mlp(rng: np.random.Generator, i: int, *, max_D: int, max_D_identity: in
         else:
             hidden = [int(x) for x in rng.integers(2, max_width + 1, depth)]
         dims = (n_in, *hidden, n_out)
-        if mlp_D(dims, bias) > cap:
+        if not min_D <= mlp_D(dims, bias) <= cap:
             continue
         if activation == "identity" and depth >= 2 and saturated(dims, bias):
             continue

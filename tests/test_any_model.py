@@ -184,6 +184,11 @@ def test_plain_pytree_and_apply_forms():
         from_model(apply, params, input_shape=(5,))
     with pytest.raises(InputError, match="params is required"):
         from_model(apply)
+    for bad in ((2.0, 6.0), 0.5, "8"):
+        with pytest.raises(InputError, match="input_radius must be a number >= 1"):
+            from_model(apply, params, input_shape=(3,), input_radius=bad)
+    with pytest.raises(InputError, match="n_inputs must be a positive integer"):
+        from_model(apply, params, input_shape=(3,), n_inputs=0)
 
 
 def test_sampled_jacobian_is_the_jacobian_of_phi(monkeypatch):

@@ -13,10 +13,13 @@ import conflow as cf
 from conflow.cli.main import main
 from conflow.engine import trace as trace_module
 from conflow.errors import InputError, TooLargeError
+from conflow.exact import bracket, exact_lie_trace, polynomial_form
+from conflow.exact.polynomial import TimeLimitError, time_bound
 from conflow.flows import parse_flow
 from conflow.laws import cost
 from conflow.laws import count as count_module
 from conflow.laws.count import plan_numeric
+from conflow.laws.exact_count import exact_count_laws
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -189,6 +192,48 @@ def test_escalation_stops_at_the_deadline(monkeypatch):
     assert result.reason.startswith("time limit of 60 s reached while escalating")
     assert "gap" in result.reason  # why the first try was ambiguous
     assert [a.step for a in result.attempts] == ["numeric"] and result.trace is not None
+
+
+def _linear_gradient_fields(dims):
+    model = cf.linear(dims)
+    polys = polynomial_form(model.phi, model.D)
+    return cf.GradientFlow().polynomial_fields(model, polys), model.D
+
+
+def test_the_exact_trace_stops_at_its_time_limit_and_keeps_the_levels_done():
+    fields, n = _linear_gradient_fields([2, 3, 2])
+    whole = exact_lie_trace(fields, n)
+    assert whole.status == "ok" and len(whole.ranks) > 1 and not whole.reason
+    stopped = exact_lie_trace(fields, n, time_limit=1e-9)
+    assert stopped.status == "not_converged" and stopped.dim is None
+    assert stopped.reason == (f"time limit of 1e-09 s reached at depth 1 of the run mod "
+                              f"{whole.primes[0]}")
+    assert len(stopped.runs) == 1 and stopped.runs[0].timed_out
+    assert stopped.ranks == whole.ranks[:1]  # depth 0 is kept
+    with pytest.raises(InputError, match="time_limit"):
+        exact_lie_trace(fields, n, time_limit=0)
+
+
+def test_a_bracket_stops_inside_a_time_bound():
+    fields, n = _linear_gradient_fields([2, 3, 2])
+    assert any(bracket(fields[0], fields[1]))  # a nonzero bracket: there is work to stop
+    with time_bound(1e-9), pytest.raises(TimeLimitError, match="bracket: time limit"):
+        bracket(fields[0], fields[1])
+    with time_bound(600), time_bound(1e-9), pytest.raises(TimeLimitError):  # the earlier one
+        bracket(fields[0], fields[1])
+
+
+def test_an_exact_count_stops_at_the_time_limit():
+    """Stopped while extracting φ's polynomials (exact_count_laws) or in the trace (count_laws):
+    never a count, the reason names the limit, and the summary says the engine stopped."""
+    model = cf.linear([3, 4, 4, 3])
+    extracting = exact_count_laws(model, time_limit=1e-9)
+    assert extracting.status == "not_converged" and extracting.runs == ()
+    assert extracting.reason == "time limit of 1e-09 s reached while extracting φ's polynomials"
+    result = cf.count_laws(model, method="exact", time_limit=1e-3, progress=False)
+    assert result.status == "not_converged" and result.n_laws is None
+    assert result.reason.startswith("time limit of 0.001 s reached")
+    assert "exact: stopped (time limit of 0.001 s" in result.summary()
 
 
 def test_the_cli_prints_the_estimate_and_honours_the_time_limit(capsys):

@@ -76,6 +76,28 @@ def test_generator_matrices_give_level_zero(algorithm, linalg, monkeypatch):
     assert lie_trace(wrong, POINTS3, algorithm=algorithm, linalg=linalg).ranks[0] == (0, 0, 0)
 
 
+def test_generator_matrices_are_kept_beyond_the_balancing_limit(monkeypatch):
+    """The matrices (one Jacobian per point) are kept up to `_GENERATOR_MAX_FLOATS`, above the
+    limit for evaluating every generator through the field; level 0 is G[p] (w_p ⊙ a_s)."""
+    monkeypatch.setattr(evaluate, "COSTLY_FIELD_ENTRIES", 0)
+    monkeypatch.setattr(evaluate, "_BALANCE_MAX_FLOATS", 1)
+    mats = jnp.asarray(_so3()[:2])
+    family = dataclasses.replace(_linear_family(mats),
+                                 generators=lambda z: jnp.einsum("jkl,l->kj", mats, z))
+    matrices = evaluate.generator_matrices(family, POINTS3)
+    assert matrices is not None and matrices.shape == (3, 3, 2)
+    weights = evaluate.generator_weights(family, POINTS3, False, matrices)
+    np.testing.assert_allclose(weights * np.linalg.norm(matrices, axis=1), 1.0)
+    values, _ = evaluate.evaluate_generators(matrices, np.random.default_rng(1), 4, weights)
+    a = np.random.default_rng(1).uniform(-evaluate.COEFF_HALF_WIDTH, evaluate.COEFF_HALF_WIDTH,
+                                         (4, 2))
+    expected = np.einsum("pnm,psm->psn", np.asarray(matrices),
+                         a[None] * np.asarray(weights)[:, None])
+    np.testing.assert_allclose(np.asarray(values)[:, :, 0], expected, rtol=1e-13)
+    monkeypatch.setattr(evaluate, "_GENERATOR_MAX_FLOATS", 3 * 3 * 2 - 1)
+    assert evaluate.generator_matrices(family, POINTS3) is None
+
+
 def _needs_a_bracket():
     # X = ∂1, Y = ∂2 + x1 ∂3: [X, Y] = ∂3 is new at level 1 (a contact-like distribution).
     def field(z, a):

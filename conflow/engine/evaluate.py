@@ -357,6 +357,9 @@ def evaluate_stage(
 
 # Balancing evaluates every generator at every point: done while that is at most this many floats.
 _BALANCE_MAX_FLOATS = 1 << 24
+# The generator matrices are kept while they are at most this many floats (1 GiB in float64):
+# they cost about one evaluation of the field, and replace the D or so that level 0 needs.
+_GENERATOR_MAX_FLOATS = 1 << 27
 
 
 @functools.lru_cache(maxsize=8)
@@ -396,9 +399,9 @@ _NOT_FINITE = ("the vector fields are not finite at a generic point: check that 
 def generator_matrices(family: VectorFamily, points: Array) -> Array | None:
     """G[p] = (χ_1(z_p), …, χ_m(z_p)), shape ``(P, n, m)``, on the device, for a costly family
     (`costly_field`) that gives its generators as a matrix (`VectorFamily.generators`) while
-    P·n·m is at most `_BALANCE_MAX_FLOATS`; else ``None``. Raises `InputError` if not finite."""
+    P·n·m is at most `_GENERATOR_MAX_FLOATS`; else ``None``. Raises `InputError` if not finite."""
     P, n, m = points.shape[0], family.state_dim, family.n_coeffs
-    if family.generators is None or not costly_field(family) or P * m * n > _BALANCE_MAX_FLOATS:
+    if family.generators is None or not costly_field(family) or P * m * n > _GENERATOR_MAX_FLOATS:
         return None
     try:
         matrices, finite = _matrices_program(family.generators)(points)
@@ -413,8 +416,11 @@ def generator_matrices(family: VectorFamily, points: Array) -> Array | None:
 
 @jax.jit
 def _combined(matrices: Array, coeffs: Array, weights: Array | None) -> tuple[Array, Array]:
-    a = coeffs if weights is None else coeffs[None] * weights[:, None, :]  # (S, m) or (P, S, m)
-    values = jnp.einsum("pnm,sm->psn" if weights is None else "pnm,psm->psn", matrices, a)
+    if weights is None:
+        values = jnp.einsum("pnm,sm->psn", matrices, coeffs)
+    else:  # one point at a time: (S, m) weighted coefficients, never (P, S, m)
+        values = jax.lax.map(lambda gw: jnp.einsum("nm,sm->sn", gw[0], coeffs * gw[1]),
+                             (matrices, weights))
     return values[:, :, None, :], jnp.linalg.norm(values, axis=-1)[:, :, None]
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import numbers
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
@@ -152,6 +153,10 @@ class WorkLimitError(InputError):
     """Building polynomials needed more term products than the `work_limit` in force."""
 
 
+class TimeLimitError(WorkLimitError):
+    """Building polynomials (φ's, or brackets) ran past the `time_bound` in force."""
+
+
 #: Term products left to the `work_limit` in force (a one-element list), or ``None``.
 _WORK_LEFT: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "conflow_polynomial_work", default=None)
@@ -170,7 +175,35 @@ def work_limit(products: int):
         _WORK_LEFT.reset(token)
 
 
+#: `time.perf_counter()` deadline of the `time_bound` in force, or ``None``.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "conflow_polynomial_deadline", default=None)
+
+
+@contextlib.contextmanager
+def time_bound(seconds: float | None):
+    """Within this block, `Poly` products and bracket components started after ``seconds`` raise
+    `TimeLimitError` (``None``: no bound; an enclosing bound that ends earlier stays in force)."""
+    if seconds is None:
+        yield
+        return
+    deadline = time.perf_counter() + seconds
+    outer = _DEADLINE.get()
+    token = _DEADLINE.set(deadline if outer is None else min(outer, deadline))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _check_time(what: str) -> None:
+    deadline = _DEADLINE.get()
+    if deadline is not None and time.perf_counter() > deadline:
+        raise TimeLimitError(f"{what}: time limit reached")
+
+
 def _spend(pairs: int) -> None:
+    _check_time("polynomial form")
     left = _WORK_LEFT.get()
     if left is not None:
         left[0] -= pairs
@@ -620,6 +653,7 @@ def bracket_raw(
     units = _units(n_vars)
     out: dict[int, dict[int, Coef]] = {}
     for k in set(u) | set(v):
+        _check_time("bracket")
         acc: dict[int, Coef] = defaultdict(int)
         vk = v.get(k)
         if vk and u:

@@ -49,14 +49,16 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from conflow.engine.trace import progress_bar
 from conflow.errors import InputError
 from conflow.exact.extract import Region
 from conflow.exact.polynomial import (
     PointEvaluator,
+    TimeLimitError,
     _combine,
     _limbs,
     _mul_limbs,
@@ -65,6 +67,7 @@ from conflow.exact.polynomial import (
     bracket_raw,
     matmul_mod,
     mul_mod,
+    time_bound,
     to_raw,
 )
 from conflow.status import Status
@@ -278,7 +281,7 @@ class ExactRun:
     Attributes:
         prime: p.
         dim: final rank (dim Lie(W)(z) mod p), or ``None`` if not converged.
-        status: ``"ok"`` or ``"not_converged"``.
+        status: ``"ok"`` or ``"not_converged"`` (``max_depth`` reached, or ``timed_out``).
         ranks: cumulative rank after each level 0, 1, …, depth.
         kept: fields kept at each level.
         depth: index of the last level built (the stagnant one when converged).
@@ -288,6 +291,7 @@ class ExactRun:
         failure_bound: Schwartz–Zippel union bound for this run (module docstring).
         seconds: wall time.
         point: the random point z ∈ {1..p−1}^n (for reproduction).
+        timed_out: stopped at the time limit (``status`` is then ``"not_converged"``).
     """
 
     prime: int
@@ -302,6 +306,7 @@ class ExactRun:
     failure_bound: float
     seconds: float
     point: tuple[int, ...] = dataclasses.field(default=(), repr=False)
+    timed_out: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +318,8 @@ class ExactTrace:
         state_dim: n.
         status: ``"ok"``; ``"disagree"`` if the runs (independent primes and points) differ in
             dimension or rank profile — a bug or a bad prime, never a count; ``"not_converged"``
-            if ``max_depth`` was reached while levels still added fields.
+            if ``max_depth`` was reached while levels still added fields, or the time limit
+            (``reason`` then says so).
         ranks: cumulative rank after each level (first run).
         depth: last level built (first run).
         primes: the primes used.
@@ -324,6 +330,7 @@ class ExactTrace:
         runs: per-run details.
         region: for a count on the activation region of a point (``exact_count_laws(...,
             region=θ0)``), the `Region`: θ0 and the switches fixed; ``None`` for a polynomial φ.
+        reason: why there is no count when the run was stopped at the time limit, else ``""``.
     """
 
     dim: int | None
@@ -338,6 +345,7 @@ class ExactTrace:
     n_symbolic: int
     runs: tuple[ExactRun, ...]
     region: Region | None = None
+    reason: str = ""
 
     @property
     def n_laws(self) -> int | None:
@@ -383,6 +391,8 @@ def _single_run(
     point: list[int],
     max_depth: int,
     rng: random.Random,
+    expired: Callable[[], bool],
+    bar,
 ) -> ExactRun:
     t0 = time.perf_counter()
     ev = PointEvaluator(point, p)
@@ -420,17 +430,21 @@ def _single_run(
     status = OK
 
     level = 0
+    timed_out = False
+    bar.update()
+    bar.set_postfix(rank=ech.rank)
     while True:
         if ech.rank == n or not kept:
             break  # full trace, or the last level kept nothing: stagnation
-        if level == max_depth:
-            status = NOT_CONVERGED
+        if level == max_depth or expired():
+            status, timed_out = NOT_CONVERGED, level < max_depth
             break
         level += 1
         r = len(kept)
         kstack = _JacobianStack(k_jac, n)
         n_cand += r * d
         cand_deg = np.maximum(np.add.outer(np.array(k_deg, dtype=np.int64), gdeg) - 1, 0).ravel()
+        cut = False  # the level cut short by the time limit
         cb = nprng.integers(0, p, size=r, dtype=np.int64)
         cc = nprng.integers(0, p, size=d, dtype=np.int64)
         if _random_residual_zero(cb, cc, Xv, k_val, gstack, kstack, ech, p):
@@ -454,12 +468,21 @@ def _single_run(
                 for t in ech.select(Vb):
                     sel.append(j0 * d + t)
                     V[j0 * d + t] = Vb[t].copy()
-                if ech.rank == n:
+                cut = expired()
+                if ech.rank == n or cut:
                     break  # the rest is pruned (and counted in the failure bound as such)
         new, new_val, new_jac, new_deg = [], [], [], []
-        for idx in sel:
+        for built, idx in enumerate(sel):
+            if cut or expired():
+                cut = True
+                break
+            bar.set_postfix(rank=ech.rank, level=level, brackets=f"{built}/{len(sel)}")
             j, i = divmod(idx, d)
-            F = bracket_raw(gens[i], kept[j], p, n, int(gdeg[i]), k_deg[j])
+            try:
+                F = bracket_raw(gens[i], kept[j], p, n, int(gdeg[i]), k_deg[j])
+            except TimeLimitError:  # the time_bound of exact_lie_trace
+                cut = True
+                break
             val, jac = ev.value_and_jacobian(F)
             if not np.array_equal(val, V[idx]):
                 raise RuntimeError(
@@ -469,6 +492,11 @@ def _single_run(
             new_val.append(val)
             new_jac.append(jac)
             new_deg.append(_raw_degree(F))
+        if cut:  # a level cut short is no level: the run stops without a count
+            status, timed_out = NOT_CONVERGED, True
+            break
+        bar.update()
+        bar.set_postfix(rank=ech.rank)
         n_sym += len(sel)
         sum_deg += sum(new_deg)
         pr = np.ones(r * d, dtype=bool)
@@ -494,6 +522,7 @@ def _single_run(
         failure_bound=min(1.0, bound_num / (p - 1)),
         seconds=time.perf_counter() - t0,
         point=tuple(point),
+        timed_out=timed_out,
     )
 
 
@@ -504,6 +533,8 @@ def exact_lie_trace(
     seed: int = 0,
     max_depth: int = 30,
     primes: Sequence[int] = DEFAULT_PRIMES,
+    time_limit: float | None = None,
+    progress: bool | None = None,
 ) -> ExactTrace:
     """dim Lie(W)(z) at generic z for polynomial fields W = {χ_1..χ_d} on R^n, certified mod p.
 
@@ -515,11 +546,24 @@ def exact_lie_trace(
         max_depth: deepest bracket level built; hitting it with new fields gives
             ``not_converged`` (and no dimension).
         primes: at least two primes 2 < p < 2^61; one independent run per prime.
+        time_limit: seconds; a run still building brackets then stops (between brackets) with
+            ``not_converged`` and a ``reason`` naming the limit.
+        progress: a progress bar on stderr (levels; rank and brackets built), shown once the
+            trace has run a few seconds; ``None``: only when stderr is a terminal.
 
     Returns:
         `ExactTrace`; ``n_laws = n − dim``. Runs after a ``not_converged`` run are skipped.
     """
     t0 = time.perf_counter()
+    if time_limit is not None and not time_limit > 0:
+        raise InputError(f"exact_lie_trace: time_limit must be > 0 seconds, got {time_limit}")
+
+    def _time_left() -> float | None:
+        return None if time_limit is None else time_limit - (time.perf_counter() - t0)
+
+    def expired() -> bool:
+        return time_limit is not None and _time_left() < 0
+
     n = int(n)
     if n < 1:
         raise InputError("exact_lie_trace: n must be ≥ 1")
@@ -545,7 +589,10 @@ def exact_lie_trace(
                     if (m >> 16) >> (8 * n):
                         raise InputError("exact_lie_trace: a field uses a variable x_j with j ≥ n")
         point = [rng.randrange(1, q) for _ in range(n)]
-        run = _single_run(gens, n, q, point, int(max_depth), rng)
+        with time_bound(_time_left()), progress_bar(
+                progress, max_depth + 1,
+                f"exact trace (n={n}, prime {len(runs) + 1} of {len(primes)})") as bar:
+            run = _single_run(gens, n, q, point, int(max_depth), rng, expired, bar)
         runs.append(run)
         if run.status == NOT_CONVERGED:
             break
@@ -568,4 +615,6 @@ def exact_lie_trace(
         n_brackets=sum(r.n_candidates for r in runs),
         n_symbolic=sum(r.n_symbolic for r in runs),
         runs=tuple(runs),
+        reason=next((f"time limit of {time_limit:g} s reached at depth {r.depth + 1} of the "
+                     f"run mod {r.prime}" for r in runs if r.timed_out), ""),
     )

@@ -31,7 +31,7 @@ from conflow.exact import polynomial_form, region_polynomial
 from conflow.exact.polynomial import WorkLimitError, work_limit
 from conflow.flows import AbstractFlow, parse_flow
 from conflow.laws import cost as _cost
-from conflow.laws.exact_count import count_polynomials, exact_count_laws
+from conflow.laws.exact_count import count_polynomials, exact_count_laws, name_time_limit
 from conflow.laws.points import generic_points
 from conflow.models.base import Model, check_model
 from conflow.models.from_model import SampledModel
@@ -240,9 +240,10 @@ class LawCount:
                 lines.append(f"  σ the band does not settle: {fmt(t.uncertain)}")
         if self.exact is not None:
             e = self.exact
+            ranks = f"rank per level {' → '.join(map(str, e.ranks))} (depth {e.depth})"
             lines.append(
-                f"  exact: rank per level {' → '.join(map(str, e.ranks))} (depth {e.depth}), "
-                f"{len(e.primes)} primes agree: {e.status == OK}, "
+                f"  exact: stopped ({e.reason}){f'; {ranks}' if e.ranks else ''}" if e.reason
+                else f"  exact: {ranks}, {len(e.primes)} primes agree: {e.status == OK}, "
                 f"failure probability ≤ {e.failure_bound:.1e}"
             )
         if self.sample_reduction:
@@ -464,11 +465,7 @@ def count_laws(
                                 linalg=linalg,
                                 max_chunk=chosen.max_chunk, block=chosen.block,
                                 progress=progress, **limit))
-        if deadline is not None and traces[-1].reason.startswith("time limit"):
-            # the engine was given the time left; the reason names the count's limit
-            _, _, where = traces[-1].reason.partition(" reached")
-            traces[-1] = dataclasses.replace(
-                traces[-1], reason=f"time limit of {time_limit:g} s reached{where}")
+        traces[-1] = name_time_limit(traces[-1], time_limit)
         return traces[-1]
 
     if method in ("numeric", "both"):
@@ -482,8 +479,10 @@ def count_laws(
             time_up = (f"time limit of {time_limit:g} s reached before the exact engine "
                        "started")
         else:
-            exact = _exact_trace(model, flow, seed, 30 if max_depth is None else max_depth,
-                                 None if trace is None else trace.points)
+            exact = name_time_limit(_exact_trace(
+                model, flow, seed, 30 if max_depth is None else max_depth,
+                None if trace is None else trace.points, deadline=deadline, progress=progress),
+                time_limit)
 
     if (method == "both" and escalate and trace.status == AMBIGUOUS and not time_up
             and exact.status == OK):
@@ -507,7 +506,7 @@ def count_laws(
                               **limit).trace
 
         for step in _escalation_steps(model, flow, seed, points, n, max_depth, numeric, traces,
-                                      count_other):
+                                      count_other, deadline, progress):
             if deadline is not None and time.perf_counter() >= deadline:
                 time_up = (f"time limit of {time_limit:g} s reached while escalating, before "
                            f"'{_STEP_LABELS.get(step.__name__, step.__name__)}'")
@@ -525,6 +524,7 @@ def count_laws(
                 skipped.append(f"{_STEP_LABELS.get(step.__name__, step.__name__)} ({result})")
                 continue
             label, detail, engine_result = result
+            engine_result = name_time_limit(engine_result, time_limit)
             attempts.append(_attempt(label, detail, engine_result, n,
                                      time.perf_counter() - t_step))
             if isinstance(engine_result, LieTrace):
@@ -594,6 +594,11 @@ def _remaining(deadline: float) -> float:
     """Seconds left before ``deadline`` (a tiny positive number once it has passed: the engine
     then stops before its first level)."""
     return max(deadline - time.perf_counter(), 1e-6)
+
+
+def _time_left(deadline: float | None) -> float | None:
+    """`_remaining`, or ``None`` (no limit) without a deadline."""
+    return None if deadline is None else _remaining(deadline)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -726,7 +731,8 @@ def _exact_candidate(model: Model, flow: AbstractFlow, n: int) -> str:
 def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, n: int,
                       max_depth: int | None, numeric: Callable[[int, int], LieTrace],
                       traces: list[LieTrace],
-                      count_other: Callable[[Model, int], LieTrace]) -> list[Callable]:
+                      count_other: Callable[[Model, int], LieTrace], deadline: float | None,
+                      progress: bool | None) -> list[Callable]:
     """The steps that may settle an ambiguous numeric count, cheapest first. Each returns
     ``(step, detail, LieTrace | ExactTrace)``, ``None`` when it does not apply, or why it was
     not tried although it applies (too large for the exact engine).
@@ -745,6 +751,8 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
        fresh points; settles the count when every region is ok and they agree, or, when every
        numeric point reached the same dimension, when the first region's exact count equals it
        (the other regions are then not counted).
+
+    The exact counts stop at ``deadline`` (`time.perf_counter()`, or ``None``).
     """
     too_big = _exact_candidate(model, flow, n)
     depth = 30 if max_depth is None else max_depth
@@ -770,10 +778,12 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
             return None
         if form() == "too large":
             return "the exact engine's estimated cost is too high"
-        return "exact", "polynomial φ, two primes", _exact_trace(model, flow, seed, depth)
+        return "exact", "polynomial φ, two primes", _exact_trace(
+            model, flow, seed, depth, deadline=deadline, progress=progress)
 
     def cells():
-        return _cells_trace(model, flow, traces[-1].points[:points], seed, depth, count_other)
+        return _cells_trace(model, flow, traces[-1].points[:points], seed, depth, count_other,
+                            deadline)
 
     def fresh():
         return _fresh_points(numeric, seed, points)
@@ -790,7 +800,8 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
         dims = {d for t in traces for d in t.point_dims}  # count per region, the costliest step
         numeric_dim = dims.pop() if len(dims) == 1 and None not in dims else None
         try:
-            run, used = _region_trace(model, flow, seed, depth, states, numeric_dim)
+            run, used = _region_trace(model, flow, seed, depth, states, numeric_dim,
+                                      deadline=deadline, progress=progress)
         except InputError:
             return None  # not piecewise polynomial (tanh, exp, …), or a point on a boundary
         n_numeric = sum(len(t.point_dims) for t in traces)
@@ -803,7 +814,8 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
 
 
 def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int,
-                 max_depth: int, count_other: Callable[[Model, int], LieTrace]):
+                 max_depth: int, count_other: Callable[[Model, int], LieTrace],
+                 deadline: float | None = None):
     """The escalation step ``activation cells``: for each state, the count of the model of the
     activation cells its sample reaches (`SampledModel.cell_model`, a polynomial in θ equal to
     the sample's outputs on the state's activation region): numeric at generic points of that
@@ -828,7 +840,7 @@ def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int
         notes.append(note)
         run = count_other(cm, seed + 2)
         if run.status != OK:
-            run = _exact_cells(cm, flow, n, seed, max_depth) or run
+            run = _exact_cells(cm, flow, n, seed, max_depth, deadline) or run
         runs.append(run)
     dims = tuple(r.dim if r.status == OK else None for r in runs)
     engines = "exact" if any(not isinstance(r, LieTrace) for r in runs) else "numeric"
@@ -846,7 +858,8 @@ def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int
                                                            **why)
 
 
-def _exact_cells(cells: Model, flow: AbstractFlow, n: int, seed: int, max_depth: int):
+def _exact_cells(cells: Model, flow: AbstractFlow, n: int, seed: int, max_depth: int,
+                 deadline: float | None = None):
     """The exact count of a cells' model (`SampledModel.cell_model`), or ``None`` where the
     exact engine does not apply or its estimated cost is above `ESCALATE_EXACT_MAX_SECONDS`.
     The frozen network may still compute comparisons whose outcome is no longer used (a
@@ -863,7 +876,7 @@ def _exact_cells(cells: Model, flow: AbstractFlow, n: int, seed: int, max_depth:
         if est.seconds > ESCALATE_EXACT_MAX_SECONDS:
             return None
         return count_polynomials(cells, flow, form.polys, form.region, seed=seed,
-                                 max_depth=max_depth)
+                                 max_depth=max_depth, time_limit=_time_left(deadline))
     except (InputError, WorkLimitError):
         return None
 
@@ -917,22 +930,26 @@ def _generic_region(model: Model, flow: AbstractFlow, trace: LieTrace):
 
 
 def _exact_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int,
-                 regions: np.ndarray | None = None):
+                 regions: np.ndarray | None = None, *, deadline: float | None = None,
+                 progress: bool | None = None):
     """The exact count; for a piecewise-polynomial φ (ReLU, max, abs, …), on the activation
     regions of ``regions`` (states, shape (P, state_dim); default: 3 generic points), settled
     when every region gives the same dimension (`_region_trace`)."""
     if not flow.is_polynomial:
         raise InputError(f"the exact method needs polynomial fields: {flow.not_polynomial_reason}")
     try:
-        return exact_count_laws(model, flow, seed=seed, max_depth=max_depth)
+        return exact_count_laws(model, flow, seed=seed, max_depth=max_depth,
+                                time_limit=_time_left(deadline), progress=progress)
     except PiecewiseError:
         if regions is None:
             regions = generic_points(model, flow, seed, 3).points
-        return _region_trace(model, flow, seed, max_depth, regions)[0]
+        return _region_trace(model, flow, seed, max_depth, regions, deadline=deadline,
+                             progress=progress)[0]
 
 
 def _region_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int, states: np.ndarray,
-                  numeric_dim: int | None = None):
+                  numeric_dim: int | None = None, *, deadline: float | None = None,
+                  progress: bool | None = None):
     """Exact counts of the polynomials φ is on the activation regions of ``states``: (the first
     run if all are ``ok`` and agree, else that run marked ``ambiguous`` (no dimension), the
     regions counted).
@@ -945,7 +962,10 @@ def _region_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int, s
     runs = []
     for z in states:
         runs.append(exact_count_laws(model, flow, seed=seed, max_depth=max_depth,
-                                     region=flow.theta_of_state(model, z)))
+                                     region=flow.theta_of_state(model, z),
+                                     time_limit=_time_left(deadline), progress=progress))
+        if runs[-1].reason:  # the time limit: no count, and none for the other regions
+            return runs[-1], len(runs)
         if len(runs) == 1 and runs[0].status == OK and runs[0].dim == numeric_dim:
             break
     if all(r.status == OK for r in runs) and len({r.dim for r in runs}) == 1:
@@ -963,9 +983,9 @@ def _verdict(trace: LieTrace | None, exact: Any) -> tuple[int | None, str, str]:
         "not_converged": f"the exact trace was still growing at depth {exact.depth}",
     }.get(exact.status, "")
     if trace is None:
-        return exact.dim, exact.status, exact_reason
+        return exact.dim, exact.status, exact.reason or exact_reason
     if exact.status != OK:
-        return None, exact.status, exact_reason
+        return None, exact.status, exact.reason or exact_reason
     if trace.status != OK:
         return None, trace.status, trace.reason
     if trace.dim != exact.dim:

@@ -905,6 +905,9 @@ def from_model(
         x0 = jax.ShapeDtypeStruct(shape, jnp.float64)
     if n_inputs is not None and (not isinstance(n_inputs, (int, np.integer)) or n_inputs < 1):
         raise InputError(f"from_model: n_inputs must be a positive integer, got {n_inputs!r}")
+    if (isinstance(input_radius, bool) or not isinstance(input_radius, (int, float, np.number))
+            or not input_radius >= 1):
+        raise InputError(f"from_model: input_radius must be a number >= 1, got {input_radius!r}")
 
     # Output size on one input, abstractly (no compilation).
     tree64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64)

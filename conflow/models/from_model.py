@@ -341,6 +341,13 @@ CELL_MIN_BASIS_INPUTS = 1024
 INPUT_RADIUS_RANGE = 8.0
 
 
+def _check_radius(radius: object) -> None:
+    """`InputError` unless ``radius`` is a real number ≥ 1 (an input radius range)."""
+    if (isinstance(radius, bool) or not isinstance(radius, (int, float, np.number))
+            or not radius >= 1):
+        raise InputError(f"from_model: input_radius must be a number >= 1, got {radius!r}")
+
+
 def draw_inputs(rng: np.random.Generator, n: int, shape: Sequence[int],
                 radius: float = INPUT_RADIUS_RANGE) -> np.ndarray:
     """``n`` generic inputs of ``shape``: a standard Gaussian vector times an independent radius,
@@ -353,8 +360,7 @@ def draw_inputs(rng: np.random.Generator, n: int, shape: Sequence[int],
     directions at 0–1% of generic θ, against 19% for 24 standard Gaussian inputs.) Saturating
     models (softmax layers) prefer ``radius=1``: at radius 8 their output gradients are ~e^{-16}.
     """
-    if not radius >= 1:
-        raise InputError(f"input radius range must be >= 1, got {radius}")
+    _check_radius(radius)
     shape = tuple(shape)
     g = rng.standard_normal((n, *shape))
     r = np.exp(rng.uniform(-np.log(radius), np.log(radius), n))
@@ -905,9 +911,7 @@ def from_model(
         x0 = jax.ShapeDtypeStruct(shape, jnp.float64)
     if n_inputs is not None and (not isinstance(n_inputs, (int, np.integer)) or n_inputs < 1):
         raise InputError(f"from_model: n_inputs must be a positive integer, got {n_inputs!r}")
-    if (isinstance(input_radius, bool) or not isinstance(input_radius, (int, float, np.number))
-            or not input_radius >= 1):
-        raise InputError(f"from_model: input_radius must be a number >= 1, got {input_radius!r}")
+    _check_radius(input_radius)
 
     # Output size on one input, abstractly (no compilation).
     tree64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64)

@@ -20,7 +20,8 @@ Expected counts (MATH.md §2.2–2.5):
   with or without biases (P3 Prop 3.5 for two layers; the reference notebooks' 50 random deep nets
   for depth). Caveat avoided by construction: inputs ≥ 2 (a bias-free net with ONE input has all
   hyperplanes equal to {0} and D − 2 laws, `conflow.from_model`). Caveat NOT avoidable by the
-  choice of dims, for nets with two or more hidden layers: the count is that of the region of θ
+  choice of dims (the ``--scalar`` slice of 1-D inputs keeps bias-free ReLU nets to [1, h, 1],
+  whose D − 2 laws `mlp_expected` derives), for nets with two or more hidden layers: the count is that of the region of θ
   where every unit switches on the inputs that reach it. A unit of the second or later hidden
   layer can stay in one regime for EVERY input (dead; always on; for leaky ReLU, always on one
   slope), on an open set of θ: at a standard Gaussian θ some ReLU unit is dead with probability
@@ -101,6 +102,18 @@ def affine_formula(dims) -> int:
 
 
 def mlp_expected(activation: str, dims, bias: bool) -> int:
+    """The closed-form count of an MLP; `ValueError` where none is known.
+
+    A bias-free ReLU / leaky-ReLU net with ONE input is positively homogeneous in x, so its
+    outputs on any sample span only those at x = ±1. For [1, h, 1] these are two sums
+    Σ_j c_j^± v_j w_j (c_j^± ∈ {1, slope} by the sign of w_j), whose gradients are linear fields
+    acting on each pair (w_j, v_j) as multiples of one swap: they commute, dim Lie(W) = 2 and
+    there are D − 2 = 2h − 2 laws. Deeper or wider bias-free nets on one input: no closed form.
+    """
+    if activation in HOMOGENEOUS and not bias and dims[0] == 1:
+        if len(dims) == 3 and dims[-1] == 1:
+            return 2 * dims[1] - 2
+        raise ValueError("a bias-free homogeneous net on one input has no closed form here")
     if activation in HOMOGENEOUS:
         return hidden_neurons(dims)
     if activation in SMOOTH:
@@ -211,10 +224,10 @@ def relu_case(dims, bias: bool, seed: int = 0) -> Case:
 
 def draw_mlp(rng: np.random.Generator, i: int, *, max_D: int, max_D_identity: int,
              max_width: int = 8, max_depth: int = 4, max_in: int = 4, max_out: int = 3,
-             min_D: int = 0) -> Case:
+             min_D: int = 0, min_in: int = 2) -> Case:
     """The i-th MLP of a draw: activation ACTIVATIONS[i % 6], biases on every other block of six,
     library alternating so that every activation meets both libraries and both bias settings;
-    inputs 2..max_in, outputs 1..max_out, widths 2..max_width (one width for eqx.nn.MLP),
+    inputs min_in..max_in, outputs 1..max_out, widths 2..max_width (one width for eqx.nn.MLP),
     depth 1..max_depth hidden layers; redrawn until min_D ≤ D ≤ the cap. Identity nets of depth ≥ 2 with a
     saturated hidden layer are redrawn (the per-layer formula there is an observed pattern)."""
     activation = ACTIVATIONS[i % len(ACTIVATIONS)]
@@ -223,7 +236,7 @@ def draw_mlp(rng: np.random.Generator, i: int, *, max_D: int, max_D_identity: in
     cap = max_D_identity if activation == "identity" else max_D
     for _ in range(10_000):
         depth = int(rng.integers(1, max_depth + 1))
-        n_in, n_out = int(rng.integers(2, max_in + 1)), int(rng.integers(1, max_out + 1))
+        n_in, n_out = int(rng.integers(min_in, max_in + 1)), int(rng.integers(1, max_out + 1))
         if lib == "eqx":
             hidden = [int(rng.integers(2, max_width + 1))] * depth
         else:
@@ -233,7 +246,10 @@ def draw_mlp(rng: np.random.Generator, i: int, *, max_D: int, max_D_identity: in
             continue
         if activation == "identity" and depth >= 2 and saturated(dims, bias):
             continue
-        return mlp_case(lib, activation, dims, bias, seed=int(rng.integers(0, 2**31 - 1)))
+        try:
+            return mlp_case(lib, activation, dims, bias, seed=int(rng.integers(0, 2**31 - 1)))
+        except ValueError:  # no closed form for this shape (`mlp_expected`)
+            continue
     raise RuntimeError("no MLP under the cap")
 
 

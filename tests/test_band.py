@@ -91,12 +91,13 @@ def test_well_separated_generators_need_no_escalation():
 
 def test_an_unsettled_count_names_what_was_tried():
     # a smooth, non-polynomial φ, cut by a user's rtol below rounding: no exact step
-    # applies, fresh points keep the same cut, so the count stays ambiguous and says so
+    # applies, the points reach R^4 with noise kept but the stacked levels do not show full
+    # rank, fresh points keep the same cut, so the count stays ambiguous and says so
     model = cf.custom(lambda p: jnp.tanh(p["w"]) * p["v"], {"w": np.zeros(2), "v": np.zeros(2)})
     count = cf.count_laws(model, rtol=1e-30)
     assert count.status == "ambiguous" and count.n_laws is None
     assert "escalation did not settle it" in count.reason and "fresh points" in count.reason
-    assert [a.step for a in count.attempts][:2] == ["numeric", "fresh points"]
+    assert [a.step for a in count.attempts][:3] == ["numeric", "full rank", "fresh points"]
 
 
 def test_relu_pairing_is_the_structured_coefficient_pairing():
@@ -257,3 +258,45 @@ def test_a_weak_trace_direction_does_not_blur_the_next_levels(loop):
     assert found.dims == [3, 3]
     assert [r.ranks for r in found.records[:2]] == [(2, 2), (3, 3)]
     assert not any(r.uncertain for r in found.records)
+
+
+def test_a_smooth_net_on_one_dimensional_inputs_is_settled_by_stacking_its_levels():
+    """A tanh MLP 1-6-6-1 (biases, D = 61) on 1-D inputs: its output gradients over x form a
+    smooth kernel whose spectrum decays to rounding, so level 0 keeps weak directions and level
+    1 inherits their errors up to a signal floor above 1. The level loop stops there (it used
+    to go on, one direction per level, compiling brackets of depth 4 and more for minutes);
+    levels 0–1 stacked at each point show full rank clearly: no law, as for every tanh net."""
+    import jax
+
+    from conflow.engine.levels import BLIND
+
+    eqx = pytest.importorskip("equinox")
+    net = eqx.nn.MLP(1, 1, 6, 2, activation=jax.nn.tanh, key=jax.random.PRNGKey(0))
+    model = cf.from_model(net, input_shape=(1,))
+    first = cf.count_laws(model, method="numeric", escalate=False)
+    assert first.status == "ambiguous" and BLIND in first.reason and first.depth == 1
+    count = cf.count_laws(model)
+    assert count.status == "ok" and count.n_laws == 0, count.summary()
+    assert count.settled_by.startswith("full rank")
+    stacked = count.trace
+    assert stacked.algorithm == "stacked" and stacked.point_dims == (61, 61, 61)
+    assert stacked.sigma_r >= stacked.levels[-1].signal
+
+
+@pytest.mark.parametrize("model, dim", [(cf.linear([2, 3, 2]), 6),
+                                        (cf.relu([2, 3, 2], bias=True), 12)])
+def test_stacked_levels_give_a_lower_bound_and_full_rank_only_when_clear(model, dim):
+    """Below full rank the stacked levels show nothing more than their clear rank, which is
+    a lower bound of dim Lie(W)(z) (here equal to it: 6 of 12, 12 of 15)."""
+    from conflow.engine.full_rank import full_rank_trace
+    from conflow.errors import InputError
+
+    flow = cf.GradientFlow()
+    with cf.float64_mode():
+        points = np.asarray(flow.sample_points(model, 0, 3))
+    found = full_rank_trace(flow.family(model), points, depth=2)
+    assert found.status == "ambiguous" and found.dim is None
+    assert found.point_dims == (dim,) * 3
+    assert "do not show full rank" in found.reason
+    with pytest.raises(InputError, match="depth must be >= 1"):
+        full_rank_trace(flow.family(model), points, depth=0)

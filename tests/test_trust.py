@@ -224,7 +224,7 @@ def test_cell_model_counts_the_region_as_the_exact_engine_does():
     triples = [u] + [u + 1e-7 * rng.standard_normal(u.shape) for _ in range(2)]
     model = cf.from_model(_relu_net, _RELU_PARAMS, inputs=np.concatenate(triples))
     with cf.float64_mode():
-        for theta in np.asarray(model.sample_points(3, 2)):
+        for theta in np.asarray(model.sample_points(3, 1)):
             cells, note = model.cell_model(theta)
             assert "activation cells of 24 inputs, each on 3 basis inputs" in note
             np.testing.assert_allclose(cells.phi_jacobian(jnp.asarray(theta)),

@@ -17,6 +17,7 @@ cached per *structure* of the field (its jaxpr), so counting many nets of equal 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import hashlib
 import math
@@ -463,3 +464,39 @@ def generator_weights(family: VectorFamily, points: Array, fast_compile: bool,
     if not finite:
         raise InputError(_NOT_FINITE)
     return weights
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What evaluating a family's brackets at some points needs, on the devices.
+
+    Attributes:
+        field: the family's sampled field, shared per structure (`shared_field`); n_sample: its
+            number of coefficients.
+        fast: compile at -O0 (`fast_compile`); sharding: the batch's (`batch_sharding`).
+        points: the points ``(P, n)`` in the count's dtype; matrices: the generators at them
+            (`generator_matrices`) or ``None``; weights: `generator_weights` or ``None``.
+    """
+
+    field: Family
+    n_sample: int
+    fast: bool
+    sharding: NamedSharding | None
+    points: Array
+    matrices: Array | None
+    weights: Array | None
+
+
+def prepare(family: VectorFamily, points: np.ndarray, dtype: str, devices: int | None
+            ) -> Prepared:
+    """Put ``points (P, n)`` on the devices and evaluate what every stage shares there."""
+    fast = fast_compile(family)
+    sharding = batch_sharding(devices)
+    relieve_map_pressure()
+    on_device = put(points.astype(dtype), sharding)
+    matrices = generator_matrices(family, on_device)
+    weights = generator_weights(family, put(points, sharding), fast, matrices)
+    if weights is not None and dtype != "float64":
+        weights = weights.astype(dtype)
+    return Prepared(shared_field(family, dtype), family.sampled[1], fast, sharding, on_device,
+                    matrices, weights)

@@ -81,7 +81,8 @@ class LevelRecord:
 @dataclasses.dataclass(frozen=True)
 class Levels:
     """What a level loop found: its records, the dimension at each point, every σ kept and
-    dropped, whether it stagnated (or filled R^n), and why it stopped early ("" if it did not)."""
+    dropped, whether it stagnated (or filled R^n), why it stopped early ("" if it did not), and
+    whether it stopped at a level that could not tell directions from rounding (`blind_level`)."""
 
     records: list[LevelRecord]
     dims: list[int]
@@ -89,6 +90,28 @@ class Levels:
     dropped: list[float]
     converged: bool
     stopped: str = ""
+    blind: str = ""
+
+
+#: What the reason of a count stopped by `blind_level` says.
+BLIND = "cannot tell directions from rounding"
+
+
+def blind_level(tally: _Tally) -> str:
+    """Why the loop stops after this level, or "": a stack whose signal floor is ≥ 1 (its noise
+    ceiling, raised by the errors of weak trace directions it inherits, `trace_error`, is
+    ≥ 1 / `SIGNAL_RATIO`) cannot show any normalised direction clearly, and one that left
+    singular values in its band makes the count ambiguous whatever follows. Deeper levels
+    would only inherit more (a GELU net on 1-D inputs, kept going, grew by one direction per
+    level and spent minutes compiling brackets of depth 4 and more; measured)."""
+    if not tally.uncertain:
+        return ""
+    worst = max(tally.bands, key=lambda band: band.signal)
+    if worst.signal < 1.0:
+        return ""
+    return (f"depth {tally.depth} {BLIND}: the weak directions "
+            f"kept before it put its noise ceiling at {worst.noise:.1e} (signal floor "
+            f"{worst.signal:.1e}); {len(tally.uncertain)} singular value(s) in between")
 
 
 def margin(c: int) -> int:
@@ -248,6 +271,8 @@ def _close_level(tally: _Tally, ranks: list[int], records: list, kept: list, dro
                       _time_up(time_limit, depth, within=True))
     if tally.saturated or not any(tally.added):
         return Levels(records, ranks, kept, dropped, not tally.saturated)
+    if blind := blind_level(tally):
+        return Levels(records, ranks, kept, dropped, False, blind=blind)
     return None
 
 
@@ -315,6 +340,8 @@ def dense_levels(
             depth += 1
             if tally.saturated or not any(tally.added):
                 return Levels(records, dims, kept, dropped, not tally.saturated)
+            if blind := blind_level(tally):
+                return Levels(records, dims, kept, dropped, False, blind=blind)
     return Levels(records, dims, kept, dropped, False)
 
 

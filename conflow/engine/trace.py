@@ -57,12 +57,8 @@ from conflow.engine.evaluate import (
     costly_field,
     evaluate_generators,
     evaluate_stage,
-    fast_compile,
-    generator_matrices,
-    generator_weights,
+    prepare,
     put,
-    relieve_map_pressure,
-    shared_field,
 )
 from conflow.engine.family import VectorFamily
 from conflow.engine.levels import (
@@ -275,7 +271,7 @@ def lie_trace(
         raise InputError(f"rtol must be in (0, 1), got {rtol}")
     if not min_gap >= 1:
         raise InputError(f"min_gap must be >= 1, got {min_gap}")
-    points = _check_points(family, points)
+    points = check_points(family, points)
     n, m = family.state_dim, family.n_coeffs
     if n < 1 or m < 1:
         raise InputError(f"a family needs n >= 1 and m >= 1 (got n={n}, m={m})")
@@ -284,17 +280,11 @@ def lie_trace(
     if linalg == "auto":
         linalg = default_linalg()
     P = points.shape[0]
-    fast = fast_compile(family)
-    sharding = batch_sharding(devices)
-    relieve_map_pressure()
-    field, n_sample = shared_field(family, dtype), family.sampled[1]
-    on_device = put(points.astype(dtype), sharding)
     # the generators as matrices where the family gives them cheaply: level 0 is their products
     # with random coefficients, not evaluations of the field
-    matrices = generator_matrices(family, on_device)
-    weights = generator_weights(family, put(points, sharding), fast, matrices)
-    if weights is not None and dtype != "float64":
-        weights = weights.astype(dtype)
+    prep = prepare(family, points, dtype, devices)
+    field, n_sample, fast, sharding = prep.field, prep.n_sample, prep.fast, prep.sharding
+    on_device, matrices, weights = prep.points, prep.matrices, prep.weights
     rng = np.random.default_rng(seed)
 
     def evaluate(which: np.ndarray, first: int, depth: int, n_samples: int):
@@ -350,6 +340,8 @@ def _verdict(found: Levels, P: int, n: int, points: np.ndarray, rtol: float | No
             "rounding noise was counted"
             + ("" if rtol is None else f" (rtol {rtol:g} is too small)")
         )
+    elif found.blind:
+        status, reason = AMBIGUOUS, found.blind
     elif found.stopped:
         status, reason = NOT_CONVERGED, found.stopped
     elif not found.converged:
@@ -396,7 +388,8 @@ def _verdict(found: Levels, P: int, n: int, points: np.ndarray, rtol: float | No
     )
 
 
-def _check_points(family: VectorFamily, points: Array) -> np.ndarray:
+def check_points(family: VectorFamily, points: Array) -> np.ndarray:
+    """``points`` as a float64 host array ``(P, n)``; `InputError` unless finite, n columns."""
     points = np.asarray(jax.device_get(points), dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != family.state_dim:
         raise InputError(

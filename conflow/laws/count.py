@@ -20,7 +20,16 @@ from typing import Any
 import numpy as np
 
 from conflow.engine.rank import DEFAULT_MIN_GAP
-from conflow.engine.trace import AMBIGUOUS, NOT_CONVERGED, OK, LieTrace, lie_trace
+from conflow.engine.full_rank import full_rank_trace
+from conflow.engine.levels import BLIND
+from conflow.engine.trace import (
+    AMBIGUOUS,
+    DENSE_MAX_DIM,
+    NOT_CONVERGED,
+    OK,
+    LieTrace,
+    lie_trace,
+)
 from conflow.errors import (
     InputError,
     PiecewiseError,
@@ -64,6 +73,9 @@ DISAGREE = Status.DISAGREE
 # Escalation tries the exact engine on polynomial φ (or on a point's activation region) only up
 # to these sizes: its modular Jacobian stacks grow as state_dim² × generators.
 EXACT_ESCALATE_MAX_STATE = 200
+#: The escalation step ``full rank`` stacks levels 0..K with K at most this (deeper chains cost
+#: compile time that doubles per level; depth ≤ 2 was enough for the smooth nets measured).
+FULL_RANK_MAX_DEPTH = 2
 EXACT_ESCALATE_MAX_OUTPUTS = 4096
 
 
@@ -72,8 +84,8 @@ class Attempt:
     """One try of a count: the first one, or a step of the escalation of an ambiguous one.
 
     Attributes:
-        step: ``"numeric"``, ``"exact"``, ``"activation cells"``, ``"fresh points"``,
-            ``"generic region"`` or ``"exact on regions"``.
+        step: ``"numeric"``, ``"exact"``, ``"full rank"``, ``"activation cells"``,
+            ``"fresh points"``, ``"generic region"`` or ``"exact on regions"``.
         detail: what was run (points, seed, primes, …).
         status: the try's status; ``n_laws`` its count when ``ok``.
         reason: why it was not ``ok`` (empty when ok).
@@ -386,8 +398,9 @@ def count_laws(
     calls degenerate (a unit on or off for its whole input sample) is redrawn, and the result
     says how many were. With ``escalate`` (default), a numeric count that comes out
     ``ambiguous`` is not reported as such before the steps that can settle it were tried
-    (`_escalation_steps`: the exact engine for small polynomial φ, fresh and more points, the
-    exact engine on the points' activation regions for piecewise-polynomial φ); ``attempts``
+    (`_escalation_steps`: the exact engine for small polynomial φ, every level stacked where
+    full rank is in sight, fresh and more points, the exact engine on the points' activation
+    regions for piecewise-polynomial φ); ``attempts``
     and ``settled_by`` say what ran and what settled it. With ``method="both"``, a numeric count
     that comes out ``ambiguous`` next to an ``ok`` exact one is retried at fresh points (twice
     as many, seed + 1) so that the cross-check can be made.
@@ -401,7 +414,7 @@ def count_laws(
     ``progress=False``). ``time_limit`` (seconds, or ``"90s"``, ``"5m"``) bounds the whole count,
     escalation included: a count that reaches it stops between levels and reports
     ``not_converged`` with a reason starting "time limit", keeping the levels done (in
-    ``trace``). The exact engine is not interrupted: it is only not started once the time is up.
+    ``trace``); the exact engine stops between its levels and brackets (and inside a bracket).
 
     A model on an input sample (`conflow.from_model`) whose outputs are exactly linearly
     dependent as functions of θ (an affine network's outputs are affine in the input) is
@@ -505,8 +518,13 @@ def count_laws(
                               progress=progress, max_memory=max_memory, reduce_inputs=False,
                               **limit).trace
 
+        def stacked(last: LieTrace) -> LieTrace:
+            """`full_rank_trace` at the points of ``last``."""
+            return full_rank_trace(flow.family(model), last.points, seed=seed, dtype=dtype,
+                                   depth=FULL_RANK_MAX_DEPTH, devices=devices)
+
         for step in _escalation_steps(model, flow, seed, points, n, max_depth, numeric, traces,
-                                      count_other, deadline, progress):
+                                      count_other, stacked, deadline, progress):
             if deadline is not None and time.perf_counter() >= deadline:
                 time_up = (f"time limit of {time_limit:g} s reached while escalating, before "
                            f"'{_STEP_LABELS.get(step.__name__, step.__name__)}'")
@@ -586,8 +604,9 @@ def count_laws(
 #: An estimate above this many seconds is printed on stderr before the count starts.
 ESTIMATE_SHOW_SECONDS = 5.0
 #: The escalation steps of `_escalation_steps`, by function name.
-_STEP_LABELS = {"exact": "exact", "cells": "activation cells", "fresh": "fresh points",
-                "generic_region": "generic region", "regions": "exact on regions"}
+_STEP_LABELS = {"exact": "exact", "full_rank": "full rank", "cells": "activation cells",
+                "fresh": "fresh points", "generic_region": "generic region",
+                "regions": "exact on regions"}
 
 
 def _remaining(deadline: float) -> float:
@@ -731,22 +750,28 @@ def _exact_candidate(model: Model, flow: AbstractFlow, n: int) -> str:
 def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, n: int,
                       max_depth: int | None, numeric: Callable[[int, int], LieTrace],
                       traces: list[LieTrace],
-                      count_other: Callable[[Model, int], LieTrace], deadline: float | None,
+                      count_other: Callable[[Model, int], LieTrace],
+                      stacked: Callable[[LieTrace], LieTrace], deadline: float | None,
                       progress: bool | None) -> list[Callable]:
     """The steps that may settle an ambiguous numeric count, cheapest first. Each returns
     ``(step, detail, LieTrace | ExactTrace)``, ``None`` when it does not apply, or why it was
     not tried although it applies (too large for the exact engine).
 
     1. ``exact``: φ polynomial and small: the certified count (`conflow.exact`).
-    2. ``activation cells``: a piecewise-affine network on an input sample (ReLU, leaky ReLU,
+    2. ``full rank``: some point reached all of R^n, or the level loop stopped at a level
+       that could not tell directions from rounding (`conflow.engine.levels.blind_level`):
+       the samples of levels 0, 1, … (at most `FULL_RANK_MAX_DEPTH`) stacked at each point
+       (`conflow.engine.full_rank`); settles the count (no law) when σ_n is clear at every
+       point, whatever the bands of the level loop said.
+    3. ``activation cells``: a piecewise-affine network on an input sample (ReLU, leaky ReLU,
        abs, … from code): the count of its cells' model (`SampledModel.cell_model`: the
        outputs of every activation cell the sample reaches, on the basis inputs), numeric and
        where needed exact, on the activation regions of the latest points (`_cells_trace`).
-    3. ``fresh points``: twice the points, a new seed (new points, new coefficient draws).
-    4. ``generic region``: a piecewise model from code (recorded switches) whose latest points
+    4. ``fresh points``: twice the points, a new seed (new points, new coefficient draws).
+    5. ``generic region``: a piecewise model from code (recorded switches) whose latest points
        disagree with every point's own cut clean: the largest dimension, when at least two and at
        least half of the points reach it (`_generic_region`).
-    5. ``exact on regions``: φ piecewise polynomial (ReLU, leaky ReLU, max, abs, …) and small:
+    6. ``exact on regions``: φ piecewise polynomial (ReLU, leaky ReLU, max, abs, …) and small:
        the exact count of the polynomial φ is on the activation regions of the first ``points``
        fresh points; settles the count when every region is ok and they agree, or, when every
        numeric point reached the same dimension, when the first region's exact count equals it
@@ -781,6 +806,14 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
         return "exact", "polynomial φ, two primes", _exact_trace(
             model, flow, seed, depth, deadline=deadline, progress=progress)
 
+    def full_rank():
+        last = traces[-1]
+        if n > DENSE_MAX_DIM or (max(last.point_dims) < n and BLIND not in last.reason):
+            return None
+        found = stacked(last)
+        return ("full rank", f"levels 0–{found.depth} stacked at each of "
+                f"{len(last.point_dims)} points", found)
+
     def cells():
         return _cells_trace(model, flow, traces[-1].points[:points], seed, depth, count_other,
                             deadline)
@@ -810,7 +843,7 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
             f"the activation region of 1 point, the same dimension as all {n_numeric} numeric "
             "points"), run
 
-    return [exact, cells, fresh, generic_region, regions]
+    return [exact, full_rank, cells, fresh, generic_region, regions]
 
 
 def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int,

@@ -13,7 +13,8 @@ and the same ranks:
 
 A level is complete once a stack leaves samples to spare (samples are generic, so a stack that
 does not fill has spanned all the level adds there). The loop stops when a level adds nothing at
-any point (stagnation), when the trace is all of R^n, at the depth cap, or at a time limit.
+any point (stagnation), when the trace is all of R^n, at the depth cap, at a time limit, or
+after a level that cannot tell directions from rounding (`blind_level`).
 """
 
 from __future__ import annotations

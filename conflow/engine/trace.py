@@ -24,7 +24,9 @@ dimension r; no level is ever stacked).
 
 The construction stops when a level adds no direction at any point (stagnation: then
 Lie(W)(z) = W_k(z), MATH.md §1.6 criterion 2), when the trace is all of R^n, at the depth cap
-or at the time limit, where the result is ``not_converged`` and no count is given. The engine is
+or at the time limit, where the result is ``not_converged`` and no count is given, or at a level
+whose band cannot tell directions from rounding (`conflow.engine.levels.blind_level`:
+``ambiguous``). The engine is
 never told an expected count.
 
 Evidence kept: the rank per level and point, the smallest kept σ (σ_r) and the largest dropped σ

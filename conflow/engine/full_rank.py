@@ -8,8 +8,8 @@ matrix) thus leaves singular values inside the bands, and the count is ambiguous
 brackets fill every direction clearly.
 
 Whether Lie(W)(z) = R^n needs no trace. Stack, at each point, S_0 generic elements of W_0 and
-the levels 1..K of S_1 random right-nested chains (`conflow.engine.evaluate`), every row divided
-by its scale so that its rounding is ~u (`conflow.engine.rank`). The exact rows are elements of
+generic elements of levels 1, …, K (random right-nested chains, `conflow.engine.evaluate`),
+every row divided by its scale so that its rounding is ~u (`conflow.engine.rank`). The exact rows are elements of
 Lie(W)(z); if the stack's n-th singular value is above the signal floor of its `RankBand`
 (`SIGNAL_RATIO` × the noise ceiling, itself a bound on the rounding's norm), the exact rows span
 R^n too (Weyl: rounding moves σ_n by at most its norm). Then dim Lie(W)(z) = n and there is no
@@ -95,7 +95,10 @@ def full_rank_trace(
         depth: the deepest level stacked (≥ 1); a level is stacked only if the ones before
             it did not show full rank.
         seed: seed of the samples' coefficients.
-        dtype, devices, max_chunk, max_chunk_floats: as `conflow.engine.trace.lie_trace`.
+        dtype: ``"float64"`` or ``"float32"``, as `conflow.engine.trace.lie_trace`.
+        devices: devices the bracket batches are sharded over, as ``lie_trace``.
+        max_chunk: samples per compiled call and point, as ``lie_trace``.
+        max_chunk_floats: bound on the coefficient floats per call, as ``lie_trace``.
 
     Returns:
         A `LieTrace` (algorithm ``"stacked"``): ``ok`` with ``dim = n`` when every point's stack

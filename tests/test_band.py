@@ -300,3 +300,5 @@ def test_stacked_levels_give_a_lower_bound_and_full_rank_only_when_clear(model, 
     assert "do not show full rank" in found.reason
     with pytest.raises(InputError, match="depth must be >= 1"):
         full_rank_trace(flow.family(model), points, depth=0)
+    stopped = full_rank_trace(flow.family(model), points, depth=2, time_limit=1e-9)
+    assert stopped.status == "not_converged" and stopped.reason.startswith("time limit of 1e-09")

@@ -39,7 +39,7 @@ from conflow.engine.evaluate import evaluate_generators, evaluate_stage, prepare
 from conflow.engine.family import VectorFamily
 from conflow.engine.levels import LevelRecord, margin
 from conflow.engine.rank import RankBand, rank_band
-from conflow.engine.trace import AMBIGUOUS, OK, LieTrace, check_points
+from conflow.engine.trace import AMBIGUOUS, NOT_CONVERGED, OK, LieTrace, check_points
 from conflow.errors import InputError
 from conflow.precision import float64
 
@@ -86,6 +86,7 @@ def full_rank_trace(
     devices: int | None = None,
     max_chunk: int = 256,
     max_chunk_floats: int = 1 << 24,
+    time_limit: float | None = None,
 ) -> LieTrace:
     """Whether Lie(W)(z) = R^n at each of ``points``, from one stack of samples per point.
 
@@ -99,6 +100,8 @@ def full_rank_trace(
         devices: devices the bracket batches are sharded over, as ``lie_trace``.
         max_chunk: samples per compiled call and point, as ``lie_trace``.
         max_chunk_floats: bound on the coefficient floats per call, as ``lie_trace``.
+        time_limit: seconds; once passed, no further round is drawn and a stack that does not
+            show full rank yet is ``not_converged`` ("time limit of … s reached …").
 
     Returns:
         A `LieTrace` (algorithm ``"stacked"``): ``ok`` with ``dim = n`` when every point's stack
@@ -115,6 +118,9 @@ def full_rank_trace(
     prep = prepare(family, points, dtype, devices)
     rng = np.random.default_rng([seed, 0xF0])
 
+    def expired() -> bool:
+        return time_limit is not None and time.perf_counter() - t0 > time_limit
+
     with jax.default_matmul_precision("highest"):
         s0 = bucket(n + margin(n))
         if prep.matrices is not None:
@@ -128,6 +134,7 @@ def full_rank_trace(
         band0 = rank_band(s0, n, dtype)
         first = _record(0, s0, sigma0, band0, np.zeros(P, int), time.perf_counter() - t0)
         sigma, band, full = sigma0, band0, min(first.ranks) == n
+        depth = 0 if full else depth
         # levels K = 1..depth in turn, each in rounds of S_1 chains (their level-K rows), until
         # σ_n is clear or the level's chains number n + margin
         c = n - min(first.ranks)
@@ -135,7 +142,7 @@ def full_rank_trace(
         t1, stacks, total = time.perf_counter(), rows0, 0
         for level in range(1, depth + 1):
             drawn = 0
-            while not full and drawn + s1 <= max(cap, s1):
+            while not full and drawn + s1 <= max(cap, s1) and not expired():
                 deeper = evaluate_stage(prep.field, prep.n_sample, prep.points, rng, level,
                                         level, s1, prep.fast, max_chunk, max_chunk_floats,
                                         prep.sharding, prep.weights)
@@ -144,7 +151,7 @@ def full_rank_trace(
                 sigma = np.asarray(jax.device_get(_singular_values(stacks)))
                 band = rank_band(stacks.shape[1], n, dtype)
                 full = bool(np.all((sigma >= band.signal).sum(axis=1) == n))
-            if full:
+            if full or expired():
                 depth = level
                 break
     whole = _record(depth, total, sigma, band, np.asarray(first.ranks), time.perf_counter() - t1)
@@ -154,10 +161,14 @@ def full_rank_trace(
         f"levels 0–{depth} stacked ({stacks.shape[1]} rows per point) do not show full rank: "
         f"σ_n = {sigma_n.min():.2e} against a signal floor of {band.signal:.1e} (noise ceiling "
         f"{band.noise:.1e}); clear rank {int(clear.min())} of {n}")
+    stopped = not full and expired()
+    if stopped:
+        reason = f"time limit of {time_limit:g} s reached while stacking level {depth}; {reason}"
     values, counts = np.unique(clear, return_counts=True)
     kept = np.sort(sigma[sigma >= band.signal])
     return LieTrace(
-        dim=n if full else None, state_dim=n, status=OK if full else AMBIGUOUS, reason=reason,
+        dim=n if full else None, state_dim=n, reason=reason,
+        status=OK if full else NOT_CONVERGED if stopped else AMBIGUOUS,
         point_dims=tuple(int(r) for r in clear), n_agree=int(counts.max()),
         levels=(first, whole), depth=depth,
         sigma_r=float(sigma_n.min()), sigma_r1=None, gap=float("inf"),

@@ -521,7 +521,8 @@ def count_laws(
         def stacked(last: LieTrace) -> LieTrace:
             """`full_rank_trace` at the points of ``last``."""
             return full_rank_trace(flow.family(model), last.points, seed=seed, dtype=dtype,
-                                   depth=FULL_RANK_MAX_DEPTH, devices=devices)
+                                   depth=FULL_RANK_MAX_DEPTH, devices=devices,
+                                   time_limit=_time_left(deadline))
 
         for step in _escalation_steps(model, flow, seed, points, n, max_depth, numeric, traces,
                                       count_other, stacked, deadline, progress):

@@ -138,11 +138,11 @@ def full_rank_trace(
         # levels K = 1..depth in turn, each in rounds of S_1 chains (their level-K rows), until
         # σ_n is clear or the level's chains number n + margin
         c = n - min(first.ranks)
-        s1, cap = bucket(c + margin(c)), bucket(n + margin(n))
+        s1 = bucket(c + margin(c))  # ≤ s0
         t1, stacks, total = time.perf_counter(), rows0, 0
         for level in range(1, depth + 1):
             drawn = 0
-            while not full and drawn + s1 <= max(cap, s1) and not expired():
+            while not full and drawn + s1 <= s0 and not expired():
                 deeper = evaluate_stage(prep.field, prep.n_sample, prep.points, rng, level,
                                         level, s1, prep.fast, max_chunk, max_chunk_floats,
                                         prep.sharding, prep.weights)
@@ -164,7 +164,7 @@ def full_rank_trace(
     stopped = not full and expired()
     if stopped:
         reason = f"time limit of {time_limit:g} s reached while stacking level {depth}; {reason}"
-    values, counts = np.unique(clear, return_counts=True)
+    _, counts = np.unique(clear, return_counts=True)
     kept = np.sort(sigma[sigma >= band.signal])
     return LieTrace(
         dim=n if full else None, state_dim=n, reason=reason,

@@ -51,9 +51,9 @@ from conflow.flows import AbstractFlow, GradientFlow, MomentumFlow
 Terms = dict
 Field = tuple
 
-N_RANDOM_FIELDS = 12  # examples of part 1, per structure (6 structures)
+N_RANDOM_FIELDS = 9  # examples of part 1, per structure (6 structures)
 N_ARCHITECTURES = 2  # draws of part 2, per (family, flow) pair (6 × 4 pairs)
-MAX_NUMERIC_GIVE_UPS = 1  # part 1: numeric non-answers allowed per structure (of 12)
+MAX_NUMERIC_GIVE_UPS = 1  # part 1: numeric non-answers allowed per structure (of N_RANDOM_FIELDS)
 NUMERIC_DEPTH = 6  # part 1: enough for n ≤ 6 (each level adds a direction or stops)
 
 

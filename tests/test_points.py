@@ -157,12 +157,58 @@ def test_unit_dead_by_construction_is_listed_degenerate():
                        n_inputs=16)
     theta = np.asarray(model.sample_points(0, 1)[0])
     assert model.constant_switches(theta).tolist() == [True]
+    # fixed whatever θ: not a degeneracy of the point (no redraw changes it) ...
+    assert model.fixed_switches().tolist() == [True]
     assert model.idle_parameters(theta).tolist() == [False] * 6 + [True, True]
+    # ... but its weights v move no output, at every θ: the point stays degenerate
     reason = model.degenerate_reason(theta)
-    assert "1 of 1 recorded switch never changes" in reason and "v[0]" in reason
+    assert "recorded switch" not in reason and "2 parameters (v[0], v[1]) move no output" in reason
     gp = generic_points(model, None, 0, 2, max_redraws=3)
     assert gp.degenerate == (0, 1) and gp.redrawn == 6
     assert len(gp.reasons) == 2 and all("still degenerate after 3 redraws" in r for r in gp.reasons)
+    with pytest.warns(cf.InputsWarning, match=r"2 parameter\(s\) \(v\[0\], v\[1\]\) move no output"):
+        res = cf.count_laws_from_model(model, progress=False)
+    assert res.status == "ok" and res.n_laws == 2  # v is conserved: W x moves with every W_ij
+    assert res.report.patterns[0].n_fixed == 1 and res.report.patterns[0].n_constant == 0
+
+
+def _layer_norm_relu_apply(p, x):
+    """Linear 3 → 4, a layer norm written as Equinox writes it (its variance guarded by
+    max(0, ·), a switch that never changes), a ReLU on its affine output, Linear 4 → 2."""
+    h = p["W"] @ x + p["b"]
+    var = jnp.maximum(0.0, jnp.var(h))
+    n = (h - jnp.mean(h)) * jax.lax.rsqrt(var + 1e-5)
+    return p["V"] @ jax.nn.relu(p["g"] * n + p["beta"]) + p["c"]
+
+
+def test_a_guard_switch_is_fixed_and_does_not_hold_up_the_points():
+    """The guard is constant at every θ: before it was set apart, every point was degenerate,
+    the redraw budget (1,024) went on it, and the units that were really off kept their state.
+    Count: (W, b) → (W + 1uᵀ, b + c1) leaves the layer norm unchanged (3 + 1 linear laws; the
+    scaling (W, b) → λ(W, b) is not exact, the ε = 1e-5 breaks it), and each ReLU unit's
+    (g_j, β_j) → λ(g_j, β_j), V[:, j] → V[:, j]/λ (4 laws): 8."""
+    params = {"W": np.zeros((4, 3)), "b": np.zeros(4), "g": np.zeros(4), "beta": np.zeros(4),
+              "V": np.zeros((2, 4)), "c": np.zeros(2)}
+    model = from_model(_layer_norm_relu_apply, params, input_shape=(3,))
+    fixed = model.fixed_switches()
+    assert fixed.sum() == 1 and fixed.size == 5  # the guard; the 4 ReLU switches are not fixed
+    gp = generic_points(model, None, 0, 3)
+    assert gp.degenerate == () and gp.redrawn < 200
+    for t in gp.points:
+        assert model.degeneracy(t) == (0, None)
+    res = cf.count_laws_from_model(model, progress=False)
+    assert res.status == "ok" and res.stable and res.n_laws == 8 and res.warnings == ()
+
+
+def test_activation_switches_are_never_fixed():
+    """Deep narrow ReLU nets, whose units are often constant over the sample at a random θ: by
+    the sign symmetry of the draw no unit takes the same constant outcome at all 32 draws."""
+    for width, seed in ((6, 0), (3, 1), (8, 2)):
+        params = {"hidden": [np.zeros((width, 4))] + [np.zeros((width, width))] * 3,
+                  "out": np.zeros((1, width))}
+        model = from_model(_deep_relu_apply, params, input_shape=(4,), n_inputs=256, seed=seed)
+        assert model.fixed_switches().shape == (4 * width,)
+        assert not model.fixed_switches().any()
 
 
 def _deep_relu_apply(p, x):

@@ -41,13 +41,17 @@ class PatternStats:
         n_varying: switches whose outcome changes over the inputs (ReLU units that the sample
             sees both on and off, …).
         n_constant: switches with the same outcome on every input (a ReLU unit always on or
-            always off over the sample; also harmless guards).
+            always off over the sample), fixed ones not included.
+        n_fixed: switches fixed by construction: one outcome on every input at every θ tried
+            (`SampledModel.fixed_switches`: guards such as ``max(0, variance)``, units dead
+            whatever θ).
     """
 
     n_switches: int
     n_patterns: int
     n_varying: int
     n_constant: int
+    n_fixed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,17 +144,21 @@ class FromModelCount:
                      else f" (UNSTABLE: {self.count.n_laws} with {r.n_inputs} inputs, "
                           f"{self.recount.n_laws} with {r.n_inputs_checked})")
         ranks = " ".join(map(str, r.generator_rank))
+        if ranks:  # a numeric count's level 0 (an exact count has no points to show)
+            ranks = f"; output-gradient rank per point: {ranks}" + (
+                "" if not r.generator_rank_checked else
+                f" ({' '.join(map(str, r.generator_rank_checked))} with "
+                f"{r.n_inputs_checked} inputs)")
         lines = [head,
                  f"  rests on {r.n_inputs} inputs of shape {r.input_shape} × {r.n_outputs} outputs"
-                 f" ({r.kind}, D = {r.D}); output-gradient rank per point: {ranks}"
-                 + ("" if r.generator_rank_checked is None else
-                    f" ({' '.join(map(str, r.generator_rank_checked))} with "
-                    f"{r.n_inputs_checked} inputs)")]
+                 f" ({r.kind}, D = {r.D}){ranks}"]
         if r.patterns and r.patterns[0].n_switches:
             p = min(r.patterns, key=lambda s: s.n_patterns)
             const = max(s.n_constant for s in r.patterns)
+            fixed = (f"{p.n_fixed} fixed by construction (one outcome at every θ tried), "
+                     "the others: " if p.n_fixed else "")
             lines.append(f"  branch patterns ({r.pattern_source}): ≥ {p.n_patterns} distinct over "
-                         f"{r.n_inputs} inputs at each point; {p.n_switches} switches, "
+                         f"{r.n_inputs} inputs at each point; {p.n_switches} switches, {fixed}"
                          + ("each changes over the inputs" if not const else
                             f"up to {const} never change at some point"))
         elif r.pattern_source:
@@ -208,14 +216,22 @@ def _theta_points(count: Any, model: Model, seed: int, points: int) -> np.ndarra
 
 def _pattern_stats(model: SampledModel, thetas: np.ndarray) -> tuple[PatternStats, ...]:
     out = []
+    fixed = int(model.fixed_switches().sum())
     for theta in thetas:
         pat = model.patterns(theta)
         if pat.ndim != 2:
             pat = pat.reshape(pat.shape[0], -1)
         varying = int(np.sum(~constant_columns(pat))) if pat.size else 0
         n_pat = len({row.tobytes() for row in pat}) if pat.shape[1] else 1
-        out.append(PatternStats(int(pat.shape[1]), n_pat, varying, int(pat.shape[1]) - varying))
+        out.append(PatternStats(int(pat.shape[1]), n_pat, varying,
+                                int(pat.shape[1]) - varying - fixed, fixed))
     return tuple(out)
+
+
+def _idle_names(model: SampledModel, thetas: np.ndarray) -> list[str]:
+    """The parameters that move no output at some of the θ's (`SampledModel.idle_parameters`)."""
+    idle = np.any([model.idle_parameters(theta) for theta in thetas], axis=0)
+    return [name for name, i in zip(model.param_names, idle) if i]
 
 
 @float64
@@ -298,6 +314,13 @@ def count_laws_from_model(
                 f"{model.n_inputs} inputs at some generic point (a ReLU unit always on or off "
                 "there?): if they are activations, the sample may miss their generators and the "
                 "count may be too high")
+        idle = _idle_names(model, thetas) if stats else []
+        if idle:
+            shown = ", ".join(idle[:4]) + (", …" if len(idle) > 4 else "")
+            messages.append(
+                f"{len(idle)} parameter(s) ({shown}) move no output on the {model.n_inputs} "
+                "inputs at some generic point (a unit dead there, or by construction?): they "
+                "are conserved there, and counted as laws")
 
     def ranks(c):
         return tuple(c.trace.levels[0].ranks) if c.trace is not None and c.trace.levels else ()

@@ -64,7 +64,9 @@ network's jaxpr and records, per input, the outcome of every data-dependent swit
 argument), ``select_n`` (``jnp.where``), ``clamp``, ``cond`` (branch index). Library functions with
 a custom derivative other than ReLU/ReLU6 (``logaddexp`` inside softplus, …) are treated as smooth
 and not looked into; ``scan``/``while`` bodies are not looked into either (both are listed in the
-report). Switches that are pure numerical guards (``max(-inf, ·)``) are skipped. A ``patterns_fn(
+report). Switches that are pure numerical guards (``max(-inf, ·)``) are skipped; switches that
+take one outcome on every input at every θ tried (``max(0, variance)`` in a layer norm, a unit dead
+by construction) are reported as fixed (`SampledModel.fixed_switches`). A ``patterns_fn(
 params, x) -> array`` replaces this with your own notion of pattern.
 """
 
@@ -331,6 +333,12 @@ def frozen_apply(fn: Callable[[Any, Any], Any], params: Any, x_example: Any
 
 #: Seed of the fixed random cotangent of `SampledModel.idle_parameters`.
 IDLE_PROBE_SEED = 0x1D1E
+#: Draws of θ at which a switch must hold one outcome on every input to count as fixed by
+#: construction (`SampledModel.fixed_switches`): an activation switch passes with probability
+#: ≤ 2^(1−K), ~5e-10; each draw costs one pattern replay over the sample (milliseconds).
+FIXED_SWITCH_DRAWS = 32
+#: ... and the seed of those draws.
+FIXED_SWITCH_SEED = 0xF1ED
 #: Seed of the random point at which `SampledModel.cell_model` checks affinity.
 CELL_CHECK_SEED = 0xCE11
 #: ... and the relative error it accepts (rounding of a few layers is ~1e-15).
@@ -444,6 +452,35 @@ class SampledModel(Model):
         (`constant_columns` of `patterns`; S = 0 for a model without switches)."""
         return constant_columns(self.patterns(theta))
 
+    def fixed_switches(self) -> np.ndarray:
+        """Which recorded switches take one and the same outcome on all N inputs at each of
+        `FIXED_SWITCH_DRAWS` independent draws of θ (`sample_points`): bool, shape ``(S,)``.
+
+        These are switches fixed by construction: guards (``max(0, variance)`` in a layer norm,
+        a clip the sample never reaches) and units dead whatever θ. An activation switch is
+        almost never one. A ReLU-like unit's pre-activation is odd in its own incoming weights
+        and bias, and their law is symmetric (`draw_block`: Gaussian biases; Haar-plus-Gaussian
+        matrices, invariant under negating a row, a column or a set of columns), so a draw and
+        its mirror (those weights negated) are equally likely and swap "on at every input" with
+        "off at every input": each has probability ≤ 1/2 per draw, and the same one at all K
+        draws ≤ 2^(1−K). Fixed switches are left out of `rare_switches` (the points' degeneracy):
+        redrawing θ cannot change them, and the count where they hold is the network's own.
+        """
+        cache = self.__dict__.setdefault("_patterns_cache", {})
+        if "fixed" not in cache:
+            fixed = None
+            for theta in np.asarray(self.sample_points(FIXED_SWITCH_SEED, FIXED_SWITCH_DRAWS)):
+                pat = self.patterns(theta)
+                pat = pat.reshape(pat.shape[0], -1)
+                if fixed is None:
+                    fixed, outcome = constant_columns(pat), pat[0]
+                else:
+                    fixed &= constant_columns(pat) & (pat[0] == outcome)
+                if not fixed.any():
+                    break
+            cache["fixed"] = fixed
+        return cache["fixed"]
+
     def idle_parameters(self, theta: Array) -> np.ndarray:
         """Which parameters have a zero generator on the whole sample at flat θ: bool, ``(D,)``.
 
@@ -457,9 +494,10 @@ class SampledModel(Model):
 
     def rare_switches(self, theta: Array) -> np.ndarray:
         """Which recorded switches take their rarer outcomes on fewer than `min_switch_inputs`
-        of the N inputs at flat θ (constant ones included): bool, shape ``(S,)``
-        (`rare_columns` of `patterns`)."""
-        return rare_columns(self.patterns(theta), min_switch_inputs(self.n_inputs))
+        of the N inputs at flat θ (constant ones included, `fixed_switches` not): bool, shape
+        ``(S,)`` (`rare_columns` of `patterns`)."""
+        rare = rare_columns(self.patterns(theta), min_switch_inputs(self.n_inputs))
+        return rare & ~self.fixed_switches()
 
     def severity(self, theta: Array) -> int:
         """The severity of `degeneracy` at flat θ, without its reason (the redraws' score)."""
@@ -469,12 +507,13 @@ class SampledModel(Model):
         """(severity, reason): the number of rare switches plus idle parameters at flat θ
         (`rare_switches`, `idle_parameters`), and a one-line reason (``None`` if 0)."""
         pat = self.patterns(theta)
-        rare = rare_columns(pat, min_switch_inputs(self.n_inputs))
+        fixed = self.fixed_switches()
+        rare = rare_columns(pat, min_switch_inputs(self.n_inputs)) & ~fixed
         idle = self.idle_parameters(theta)
         k, q = int(rare.sum()), int(idle.sum())
         parts = []
         if k:
-            const = int(constant_columns(pat).sum())
+            const = int((constant_columns(pat) & ~fixed).sum())
             what = (f"never change{'s' if k == 1 else ''}" if const == k else
                     f"change{'s' if k == 1 else ''} on fewer than "
                     f"{min_switch_inputs(self.n_inputs)}" + (f" ({const} never)" if const else ""))

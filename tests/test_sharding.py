@@ -32,7 +32,7 @@ for label, model, flow in [
                                 four.status, one.gap, four.gap]
     # The traces on the devices: the 3 points split over 4 devices (padded), whole levels and
     # blocks.
-    for algorithm in ("dense", "streamed") if label in ("linear", "momentum") else ():
+    for algorithm in ("dense", "streamed") if label == "linear" else ():
         one, four = (cf.lie_trace(flow.family(model), z, algorithm=algorithm, block=8, devices=d,
                                   linalg="device") for d in (1, 4))
         out[f"device {algorithm} " + label] = [n - one.dim, n - four.dim, one.ranks, four.ranks,

@@ -20,7 +20,8 @@ whose generator vanishes on it), and `generic_points` repairs such points part b
     for each point i: z_i ~ flow.sample_points
     while z_i is degenerate and the budget lasts:
         for each part B of θ — each parameter block (a layer's weight, a bias, …) in layout
-        order, then each row and column of the matrix blocks (one unit's weights):
+        order, then each row and column of the matrix blocks (one unit's weights), then each
+        entry of the vector blocks (one unit's bias or scale):
             z' ← z_i with B redrawn as that part of a fresh draw of its block
                  (`conflow.models.base.draw_block`);
             z_i ← z' if z' is no more degenerate than z_i.
@@ -159,8 +160,9 @@ def _moves(model: Model) -> list[tuple[ParamBlock, int, np.ndarray]]:
     """The redraws `_repair` tries, as (block, its offset in θ, the entries redrawn): each whole
     block, then each row and each column of every block of rank ≥ 2 (seen as its (first axis,
     rest) matrix: one unit's incoming or outgoing weights, for Equinox's (out, in) and Flax's
-    (in, out) layouts alike)."""
-    whole, slices = [], []
+    (in, out) layouts alike), then each entry of every vector block (one unit's bias, or its
+    scale in a layer norm: a whole-vector redraw re-rolls every unit of the layer at once)."""
+    whole, slices, singles = [], [], []
     offset = 0
     for block in model.blocks:
         entries = np.arange(block.size)
@@ -169,8 +171,10 @@ def _moves(model: Model) -> list[tuple[ParamBlock, int, np.ndarray]]:
             grid = entries.reshape(block.shape[0], -1)
             slices += [(block, offset, row) for row in grid]
             slices += [(block, offset, column) for column in grid.T]
+        elif block.size > 1:
+            singles += [(block, offset, entries[i:i + 1]) for i in range(block.size)]
         offset += block.size
-    return whole + slices
+    return whole + slices + singles
 
 
 def _repair(model: Model, flow: AbstractFlow, z: np.ndarray, rng: np.random.Generator,

@@ -301,3 +301,17 @@ def test_repair_moves_are_whole_blocks_then_single_rows_and_columns():
     assert block is model.blocks[1] and offset == 6 and row.tolist() == [4, 5, 6, 7]
     every = np.concatenate([offset + entries for _, offset, entries in moves[2:]])
     assert np.array_equal(np.bincount(every), np.full(18, 2))  # each entry: its row and column
+
+
+def test_vector_blocks_are_also_redrawn_entry_by_entry():
+    """A bias (or a layer norm's scale) is one entry per unit: after the whole blocks and the
+    rows and columns, each entry alone, so that one unit is repaired without the others."""
+    from conflow.laws.points import _moves
+
+    model = cf.relu([2, 3, 1], bias=True)
+    shapes = [b.shape for b in model.blocks]
+    moves = _moves(model)
+    vectors = [(b, o) for b, o, _ in moves[len(shapes):] if len(b.shape) == 1]
+    assert len(vectors) == sum(int(np.prod(s)) for s in shapes if len(s) == 1 and s[0] > 1)
+    tail = moves[-len(vectors):]
+    assert all(len(entries) == 1 and len(b.shape) == 1 for b, _, entries in tail)

@@ -50,9 +50,16 @@ def test_momentum_rows_default_method(row, make, expected, damping):
     assert result.tau == (None if damping == "nesterov" else damping)
 
 
-@pytest.mark.parametrize("damping", DAMPINGS, ids=DAMPING_IDS)
-@pytest.mark.parametrize("dims, expected", [((1, 1, 1), 0), ((2, 2, 2), 1), ((2, 3, 2), 3),
-                                            ((1, 3, 1), 6)], ids=str)
+# every damping on each net, except τ = 0 on (1, 3, 1): its depth-5 brackets compile for
+# seconds, and τ = 0 is the constant case of τ > 0 (the exact engine checks it in the crosscheck)
+SMALL_LINEAR = [pytest.param(dims, expected, damping, id=f"{dims}-{expected}-{name}")
+                for dims, expected in [((1, 1, 1), 0), ((2, 2, 2), 1), ((2, 3, 2), 3),
+                                       ((1, 3, 1), 6)]
+                for damping, name in zip(DAMPINGS, DAMPING_IDS)
+                if (dims, name) != ((1, 3, 1), "tau0")]
+
+
+@pytest.mark.parametrize("dims, expected, damping", SMALL_LINEAR)
 def test_small_linear_momentum_numeric_engine(dims, expected, damping):
     result = cf.count_laws(cf.linear(dims), MomentumFlow(damping), method="numeric")
     assert result.method == "numeric"

@@ -24,6 +24,8 @@ for label, model, flow in [
                   four.status, one.gap, four.gap]
     # The streamed (memory-bounded) engine, in blocks small enough to need several per level.
     flow = flow or cf.GradientFlow()
+    if label == "momentum":  # on 4 devices: its dense count above (streamed: test_streamed)
+        continue
     z = flow.sample_points(model, 0, 3)
     one, four = (cf.lie_trace(flow.family(model), z, algorithm="streamed", block=8, devices=d)
                  for d in (1, 4))

@@ -52,7 +52,8 @@ Terms = dict
 Field = tuple
 
 N_RANDOM_FIELDS = 9  # examples of part 1, per structure (6 structures)
-N_ARCHITECTURES = 2  # draws of part 2, per (family, flow) pair (6 × 4 pairs)
+N_ARCHITECTURES = 2  # draws of part 2, per (family, flow) pair (6 × 4 pairs) ...
+N_ARCHITECTURES_MOMENTUM = 1  # ... and per (family, heavy ball) pair: depth-5 brackets, seconds each
 MAX_NUMERIC_GIVE_UPS = 1  # part 1: numeric non-answers allowed per structure (of N_RANDOM_FIELDS)
 NUMERIC_DEPTH = 6  # part 1: enough for n ≤ 6 (each level adds a direction or stops)
 
@@ -414,7 +415,8 @@ def _random_architecture_cases() -> list:
     for family in FAMILIES:
         for kind in FLOW_KINDS:
             rng = np.random.default_rng([FAMILIES.index(family), FLOW_KINDS.index(kind), 2024])
-            for _ in range(N_ARCHITECTURES):
+            draws = N_ARCHITECTURES_MOMENTUM if kind in ("tau0", "tau") else N_ARCHITECTURES
+            for _ in range(draws):
                 model, flow, src = draw_architecture(rng, family, kind)
                 cases.append(_case(model, flow, int(rng.integers(1000)), src,
                                    name=f"random-{model.label}"))

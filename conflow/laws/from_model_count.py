@@ -216,15 +216,15 @@ def _theta_points(count: Any, model: Model, seed: int, points: int) -> np.ndarra
 
 def _pattern_stats(model: SampledModel, thetas: np.ndarray) -> tuple[PatternStats, ...]:
     out = []
-    fixed = int(model.fixed_switches().sum())
+    fixed = model.fixed_switches()
     for theta in thetas:
         pat = model.patterns(theta)
         if pat.ndim != 2:
             pat = pat.reshape(pat.shape[0], -1)
-        varying = int(np.sum(~constant_columns(pat))) if pat.size else 0
+        constant = constant_columns(pat)
         n_pat = len({row.tobytes() for row in pat}) if pat.shape[1] else 1
-        out.append(PatternStats(int(pat.shape[1]), n_pat, varying,
-                                int(pat.shape[1]) - varying - fixed, fixed))
+        out.append(PatternStats(int(pat.shape[1]), n_pat, int(np.sum(~constant)),
+                                int(np.sum(constant & ~fixed)), int(fixed.sum())))
     return tuple(out)
 
 

@@ -261,8 +261,8 @@ def _close_level(tally: _Tally, ranks: list[int], records: list, kept: list, dro
                  bar: Any, interrupted: bool, time_limit: float | None, depth: int
                  ) -> Levels | None:
     """Record a streamed level (appends to ``records``, ``kept``, ``dropped``) and return the
-    `Levels` if the loop ends here: stopped inside the level by the time limit, saturated, or
-    nothing added (converged); ``None`` to go on."""
+    `Levels` if the loop ends here: stopped inside the level by the time limit, or `_ended`;
+    ``None`` to go on."""
     records.append(tally.record(ranks))
     kept.extend(tally.kept)
     dropped.extend(tally.dropped)
@@ -270,10 +270,17 @@ def _close_level(tally: _Tally, ranks: list[int], records: list, kept: list, dro
     if interrupted and not tally.saturated:  # stopped inside the level
         return Levels(records, ranks, kept, dropped, False,
                       _time_up(time_limit, depth, within=True))
+    return _ended(tally, records, ranks, kept, dropped)
+
+
+def _ended(tally: _Tally, records: list, dims: list[int], kept: list, dropped: list
+           ) -> Levels | None:
+    """The `Levels` if the loop ends after this level: saturated, nothing added (converged), or
+    blind (`blind_level`); ``None`` to go on."""
     if tally.saturated or not any(tally.added):
-        return Levels(records, ranks, kept, dropped, not tally.saturated)
+        return Levels(records, dims, kept, dropped, not tally.saturated)
     if blind := blind_level(tally):
-        return Levels(records, ranks, kept, dropped, False, blind=blind)
+        return Levels(records, dims, kept, dropped, False, blind=blind)
     return None
 
 
@@ -339,10 +346,8 @@ def dense_levels(
             kept.extend(tally.kept)
             dropped.extend(tally.dropped)
             depth += 1
-            if tally.saturated or not any(tally.added):
-                return Levels(records, dims, kept, dropped, not tally.saturated)
-            if blind := blind_level(tally):
-                return Levels(records, dims, kept, dropped, False, blind=blind)
+            if (done := _ended(tally, records, dims, kept, dropped)) is not None:
+                return done
     return Levels(records, dims, kept, dropped, False)
 
 

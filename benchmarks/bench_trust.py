@@ -9,13 +9,15 @@ the built-in deep linear and ReLU nets of 5 to 12 layers; adversarial ``cf.custo
 deep linear nets [w]×5 and [w]×6 up to D = 10,000; with ``--wide``, one MLP per activation with
 600 ≤ D ≤ 2,000 (widths up to 40; the main draw's MLPs stay under D = 600); with ``--scalar``,
 twelve MLPs on 1-D inputs (fitting a function of one variable: widths to 16, 1–3 hidden layers),
-whose smooth nets have output gradients that are numerically of low rank.
+whose smooth nets have output gradients that are numerically of low rank; with ``--heads``, ten
+classifiers (an MLP's logits through softmax or log-softmax, `trust_models.head_laws`).
 
     python benchmarks/bench_trust.py --quick     # ~20 models, smoke test
     python benchmarks/bench_trust.py             # 130+ models
     python benchmarks/bench_trust.py --large     # + linear [30]×5 … [50]×5 (D = 10,000): long
     python benchmarks/bench_trust.py --wide      # + six MLPs with 600 ≤ D ≤ 2,000: long
     python benchmarks/bench_trust.py --scalar --only="-[1,"   # the twelve MLPs on 1-D inputs
+    python benchmarks/bench_trust.py --heads --only=softmax   # the ten classifiers
 
 Each count runs in this process (compilation included in its time, imports not); an exception is
 recorded as status ``error``. Verdicts: ``ok-right``, ``ok-WRONG`` (a confident wrong count), or
@@ -75,7 +77,7 @@ def _deep_dims(rng, n_layers: int, lo: int, hi: int, max_D: int, linear: bool) -
 
 
 def draw_suite(seed: int, quick: bool, large: bool, wide: bool = False,
-               scalar: bool = False) -> list[tm.Case]:
+               scalar: bool = False, heads: bool = False) -> list[tm.Case]:
     rng = np.random.default_rng(seed)
     if quick:
         n_mlp, n_conv, n_deep = 8, 2, 2
@@ -114,6 +116,12 @@ def draw_suite(seed: int, quick: bool, large: bool, wide: bool = False,
         scalar_rng = np.random.default_rng([seed, 2])
         cases += [tm.draw_mlp(scalar_rng, i, max_D=600, max_D_identity=600, max_width=16,
                               max_depth=3, min_in=1, max_in=1) for i in range(12)]
+    if heads:  # classifiers: softmax / log-softmax on 2-4 logits, every non-identity activation
+        heads_rng = np.random.default_rng([seed, 3])
+        cases += [tm.draw_mlp(heads_rng, i, max_D=600, max_D_identity=0, max_width=12,
+                              max_depth=3, max_in=6, min_out=2, max_out=4,
+                              head=tm.HEADS[(i // len(tm.ACTIVATIONS)) % 2])
+                  for i in range(12) if tm.ACTIVATIONS[i % len(tm.ACTIVATIONS)] != "identity"]
     return cases
 
 
@@ -207,6 +215,8 @@ def main(argv=None) -> int:
                    help="add one MLP per activation with 600 ≤ D ≤ 2,000 (a minute or more each)")
     p.add_argument("--scalar", action="store_true",
                    help="add twelve MLPs on 1-D inputs (every activation, ± biases)")
+    p.add_argument("--heads", action="store_true",
+                   help="add ten MLP classifiers with a softmax or log-softmax head")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the draw (2026)")
     p.add_argument("--points", type=int, default=3, help="generic points per count (3)")
     p.add_argument("--only", action="append", default=None, metavar="SUBSTRING",
@@ -216,7 +226,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows and targets")
     args = p.parse_args(argv)
 
-    cases = draw_suite(args.seed, args.quick, args.large, args.wide, args.scalar)
+    cases = draw_suite(args.seed, args.quick, args.large, args.wide, args.scalar,
+                       args.heads)
     if args.only:
         cases = [c for c in cases if any(_id_matches(c.id, o) for o in args.only)]
     if args.list:
@@ -242,7 +253,8 @@ def main(argv=None) -> int:
 
     print(f"bench_trust: {len(cases)} models, seed {args.seed}, points {args.points}"
           + (" (quick)" if args.quick else "") + (" (+large)" if args.large else "")
-          + (" (+wide)" if args.wide else "") + (" (+scalar)" if args.scalar else ""),
+          + (" (+wide)" if args.wide else "") + (" (+scalar)" if args.scalar else "")
+          + (" (+heads)" if args.heads else ""),
           flush=True)
     t_start = time.perf_counter()
     rows = []

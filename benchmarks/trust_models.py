@@ -53,6 +53,8 @@ import numpy as np
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "softplus", "identity")
 HOMOGENEOUS = ("relu", "leaky_relu")
 SMOOTH = ("gelu", "tanh", "softplus")
+#: Classifier heads an MLP may end with (`head_laws`): jax.nn functions of the logits.
+HEADS = ("softmax", "log_softmax")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -142,7 +144,7 @@ def conv_D(conv: str, c0: int, c1: int, k: int, size: int, out: int, bias: bool)
 class Case:
     """One model to count. ``kind``: eqx-mlp, nnx-mlp, eqx-conv1d, eqx-conv2d, linear, relu or
     adv-<family>. ``dims`` for nets; ``conv`` = (c0, c1, kernel, size, out) for conv nets;
-    ``eps`` for adversarial families."""
+    ``eps`` for adversarial families; ``head``: an MLP's classifier head (`HEADS`), or ''."""
 
     kind: str
     expected: int
@@ -153,6 +155,7 @@ class Case:
     conv: tuple[int, ...] = ()
     eps: float = 1.0
     seed: int = 0
+    head: str = ""
 
     @property
     def adversarial(self) -> bool:
@@ -168,6 +171,8 @@ class Case:
     @property
     def group(self) -> str:
         """Per-kind group of the benchmark table."""
+        if self.head:
+            return "mlp + softmax / log-softmax head"
         if self.kind in ("eqx-mlp", "nnx-mlp"):
             act = "piecewise-linear" if self.activation in HOMOGENEOUS else (
                 "smooth" if self.activation in SMOOTH else "identity")
@@ -181,7 +186,8 @@ class Case:
         b = "bias" if self.bias else "nobias"
         d = "[" + ",".join(map(str, self.dims)) + "]"
         if self.kind in ("eqx-mlp", "nnx-mlp"):
-            return f"{self.kind[:3]}-{self.activation}-{b}-{d}"
+            return f"{self.kind[:3]}-{self.activation}-{b}-{d}" + (f"-{self.head}" if self.head
+                                                                  else "")
         if self.kind in ("eqx-conv1d", "eqx-conv2d"):
             c0, c1, k, size, out = self.conv
             return f"{self.kind}-relu-{b}-ch[{c0},{c1}]-k{k}-n{size}-out{out}"
@@ -192,12 +198,30 @@ class Case:
         return f"{self.kind}-eps{'1' if self.eps == 1 else f'{self.eps:.0e}'}"
 
 
-def mlp_case(lib: str, activation: str, dims, bias: bool, seed: int = 0) -> Case:
+def mlp_case(lib: str, activation: str, dims, bias: bool, seed: int = 0, head: str = "") -> Case:
     dims = tuple(int(x) for x in dims)
     if lib == "eqx" and len(set(dims[1:-1])) != 1:
         raise ValueError("eqx.nn.MLP has one width")
-    return Case(f"{lib}-mlp", mlp_expected(activation, dims, bias), mlp_D(dims, bias), dims=dims,
-                activation=activation, bias=bias, seed=seed)
+    if head and activation == "identity":
+        raise ValueError("no closed form for an identity net with a head")
+    return Case(f"{lib}-mlp", mlp_expected(activation, dims, bias) + head_laws(head, dims, bias),
+                mlp_D(dims, bias), dims=dims, activation=activation, bias=bias, seed=seed,
+                head=head)
+
+
+def head_laws(head: str, dims, bias: bool) -> int:
+    """The laws a softmax or log-softmax head adds to an MLP's: h_L + 1 with an output bias, h_L
+    without (h_L the last hidden width). Adding c(x) = vᵀh_L(x) + c₀ to every logit changes no
+    output, so Σ_k W_out[k, j] (j ≤ h_L) and Σ_k b_k are conserved; and the head's output
+    gradients span those of the logit differences z_k − z_0 (its Jacobian has range 1^⊥), so
+    it removes nothing else: checked against the differences in the tests. `ValueError` for a
+    single output or no hidden layer (`mlp_case` refuses identity nets with a head: their count
+    has no closed form here)."""
+    if not head:
+        return 0
+    if head not in HEADS or dims[-1] < 2 or len(dims) < 3:
+        raise ValueError("a head needs a known squashing, two outputs and a hidden layer")
+    return dims[-2] + int(bias)
 
 
 def conv_case(conv: str, c0: int, c1: int, k: int, size: int, out: int, bias: bool,
@@ -224,10 +248,10 @@ def relu_case(dims, bias: bool, seed: int = 0) -> Case:
 
 def draw_mlp(rng: np.random.Generator, i: int, *, max_D: int, max_D_identity: int,
              max_width: int = 8, max_depth: int = 4, max_in: int = 4, max_out: int = 3,
-             min_D: int = 0, min_in: int = 2) -> Case:
+             min_D: int = 0, min_in: int = 2, min_out: int = 1, head: str = "") -> Case:
     """The i-th MLP of a draw: activation ACTIVATIONS[i % 6], biases on every other block of six,
     library alternating so that every activation meets both libraries and both bias settings;
-    inputs min_in..max_in, outputs 1..max_out, widths 2..max_width (one width for eqx.nn.MLP),
+    inputs min_in..max_in, outputs min_out..max_out, ``head`` (`HEADS`) on the logits, widths 2..max_width (one width for eqx.nn.MLP),
     depth 1..max_depth hidden layers; redrawn until min_D ≤ D ≤ the cap. Identity nets of depth ≥ 2 with a
     saturated hidden layer are redrawn (the per-layer formula there is an observed pattern)."""
     activation = ACTIVATIONS[i % len(ACTIVATIONS)]
@@ -236,7 +260,8 @@ def draw_mlp(rng: np.random.Generator, i: int, *, max_D: int, max_D_identity: in
     cap = max_D_identity if activation == "identity" else max_D
     for _ in range(10_000):
         depth = int(rng.integers(1, max_depth + 1))
-        n_in, n_out = int(rng.integers(min_in, max_in + 1)), int(rng.integers(1, max_out + 1))
+        n_in = int(rng.integers(min_in, max_in + 1))
+        n_out = int(rng.integers(min_out, max_out + 1))
         if lib == "eqx":
             hidden = [int(rng.integers(2, max_width + 1))] * depth
         else:
@@ -247,7 +272,8 @@ def draw_mlp(rng: np.random.Generator, i: int, *, max_D: int, max_D_identity: in
         if activation == "identity" and depth >= 2 and saturated(dims, bias):
             continue
         try:
-            return mlp_case(lib, activation, dims, bias, seed=int(rng.integers(0, 2**31 - 1)))
+            return mlp_case(lib, activation, dims, bias, seed=int(rng.integers(0, 2**31 - 1)),
+                            head=head)
         except ValueError:  # no closed form for this shape (`mlp_expected`)
             continue
     raise RuntimeError("no MLP under the cap")
@@ -410,12 +436,16 @@ def _eqx_conv_class():
 
 
 def build(case: Case):
-    """(what to count, input_shape or None): a module for from_model kinds, a Model otherwise."""
+    """(what to count, input_shape or None): a module for from_model kinds ((apply_fn, module)
+    with a head), a Model otherwise."""
     import jax
 
     import conflow as cf
 
     key = jax.random.PRNGKey(case.seed)
+    if case.head:
+        net, shape = build(dataclasses.replace(case, head=""))
+        return (_head_apply(case.head), net), shape
     if case.kind == "eqx-mlp":
         import equinox as eqx
 
@@ -443,6 +473,14 @@ def build(case: Case):
     raise ValueError(f"unknown kind {case.kind!r}")
 
 
+def _head_apply(head: str):
+    """``(module, x) ↦ head(module(x))``, the form `from_model` takes with a module."""
+    import jax
+
+    squash = getattr(jax.nn, head)
+    return lambda module, x: squash(module(x))
+
+
 def count(case: Case, *, points: int = 3):
     """Count ``case`` as a user would: ``count_laws_from_model(net, input_shape=...)`` for code
     models (defaults: input sample and the doubled-sample recount), ``count_laws(model)`` for
@@ -450,8 +488,9 @@ def count(case: Case, *, points: int = 3):
     import conflow as cf
 
     obj, shape = build(case)
-    if shape is not None:
-        return cf.count_laws_from_model(obj, input_shape=shape, points=points, seed=case.seed)
+    if shape is not None:  # a module, or (apply_fn, module) for a net with a head
+        args = obj if isinstance(obj, tuple) else (obj,)
+        return cf.count_laws_from_model(*args, input_shape=shape, points=points, seed=case.seed)
     return cf.count_laws(obj, points=points, seed=case.seed)
 
 

@@ -47,6 +47,14 @@ def float64_mode() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def float32_mode() -> Iterator[None]:
+    """A context in which JAX computes in float32: float64 constants and arrays that the traced
+    code closes over are converted (used to recompute a result at a coarser rounding)."""
+    with _ENABLE_X64(False):
+        yield
+
+
 def float64(fn: F) -> F:
     """Decorator: run ``fn`` in `float64_mode`."""
 

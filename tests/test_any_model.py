@@ -243,6 +243,29 @@ def test_smooth_activations_are_counted_not_assumed(activation):
         assert any("logaddexp" in n for n in res.report.notes)
 
 
+# A classifier's softmax (or log-softmax) head adds h_L + 1 linear laws to the logits' count
+# (`trust_models.head_laws`); its output gradients span those of the logit differences z_k − z_0.
+# Saturated outputs (1 − s_max ≈ 1e-5 at ordinary θ and inputs) compute ∇s_max by cancellation;
+# balanced by their norms alone (not by the size of what cancelled, `generator_sizes`), their
+# rounding made these counts ambiguous.
+@pytest.mark.parametrize("lib,activation,dims,head", [
+    ("eqx", "relu", (4, 6, 3), "softmax"),
+    ("nnx", "tanh", (3, 5, 4, 3), "log_softmax"),
+    ("eqx", "gelu", (3, 4, 4), "softmax"),
+])
+def test_classifier_heads_add_the_softmax_laws(lib, activation, dims, head):
+    tm = pytest.importorskip("trust_models")
+    pytest.importorskip("equinox" if lib == "eqx" else "flax.nnx")
+    case = tm.mlp_case(lib, activation, dims, bias=True, seed=1, head=head)
+    (apply, net), shape = tm.build(case)
+    heads = count_laws_from_model(apply, net, input_shape=shape, check_inputs=False,
+                                  patterns=False)
+    differences = count_laws_from_model(lambda m, x: m(x)[1:] - m(x)[0], net,
+                                        input_shape=shape, check_inputs=False, patterns=False)
+    assert heads.status == "ok" and differences.status == "ok", heads.summary()
+    assert heads.n_laws == differences.n_laws == case.expected
+
+
 def test_patterns_fn_and_report():
     seen = []
 

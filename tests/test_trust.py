@@ -21,6 +21,8 @@ checked here against the exact engine (an independent computation, certified mod
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +32,7 @@ import trust_models as tm
 import conflow as cf
 from conflow.models.from_model import InputsWarning, _spanning_columns
 from conflow.reference.closed_forms import known_count
+from conflow.status import Status
 
 SEED = 2026
 
@@ -234,6 +237,31 @@ def test_cell_model_counts_the_region_as_the_exact_engine_does():
             exact_cells = _exact_cells(cells, parse_flow(None), model.D, 0, 30)
             assert exact.status == numeric.status == exact_cells.status == "ok"
             assert numeric.dim_lie == exact.dim == exact_cells.dim
+
+
+def test_exact_cells_confirm_the_numeric_dimension_once():
+    """Numeric counts of the cells' models that are not ``ok`` (weak directions) but whose every
+    point reached one dimension are settled by ONE exact count, of the first region's cells, when
+    it finds that dimension; a numeric dimension it contradicts is not taken from it: then every
+    region that is not ``ok`` is counted exactly."""
+    from conflow.flows import parse_flow
+    from conflow.laws.count import _exact_cell_runs
+
+    model = cf.from_model(_relu_net, _RELU_PARAMS, input_shape=(2,))
+    flow = parse_flow(None)
+    with cf.float64_mode():
+        thetas = np.asarray(model.sample_points(5, 2))
+        cells = [model.cell_model(t)[0] for t in thetas]
+    numeric = cf.count_laws(cells[0], method="numeric")
+    assert numeric.status == "ok"
+    weak = dataclasses.replace(numeric.trace, status=Status.AMBIGUOUS, dim=None)
+    notes = ["cells", "cells"]
+    runs = _exact_cell_runs([weak, weak], cells, notes, flow, model.D, 0, 30, None)
+    assert runs[0] is runs[1] and runs[0].status == "ok" and runs[0].dim == numeric.dim_lie
+    assert notes[0].endswith("exact on the first, the same dimension as all 6 numeric points")
+    off = dataclasses.replace(weak, point_dims=tuple(d - 1 for d in weak.point_dims))
+    runs = _exact_cell_runs([off, off], cells, ["cells", "cells"], flow, model.D, 0, 30, None)
+    assert runs[0] is not runs[1] and [r.dim for r in runs] == [numeric.dim_lie] * 2
 
 
 def test_cell_model_applies_to_piecewise_affine_networks_only():

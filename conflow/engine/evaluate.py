@@ -33,6 +33,7 @@ from conflow.engine.distributed import global_array
 from conflow.engine.family import VectorFamily
 from conflow.engine.rank import rounding_amplification
 from conflow.errors import InputError
+from conflow.precision import float32_mode
 
 Array = jax.Array
 
@@ -139,7 +140,7 @@ def relieve_map_pressure() -> bool:
         return False
     _stage_evaluator.cache_clear()
     _compiled_stage.cache_clear()
-    _weights_program.cache_clear()
+    _columns_program.cache_clear()
     _SHARED_FIELDS.clear()
     jax.clear_caches()
     return True
@@ -363,29 +364,72 @@ _BALANCE_MAX_FLOATS = 1 << 24
 _GENERATOR_MAX_FLOATS = 1 << 27
 
 
-@functools.lru_cache(maxsize=8)
-def _weights_program(field: Family, n: int, m: int, fast_compile: bool) -> Callable:
+@functools.lru_cache(maxsize=16)
+def _columns_program(field: Family, n: int, m: int, fast_compile: bool, lowered: bool
+                     ) -> Callable:
     # The field is linear in a, so its Jacobian in a, (n, m), holds every generator as a column:
     # n reverse passes or m forward ones, whichever is fewer (ReLU path-liftings have m ≫ n).
     jacobian = jax.jacrev if n < m else jax.jacfwd
 
-    def weights(points):
-        columns = jax.vmap(jacobian(field, argnums=1), in_axes=(0, None))(
+    def columns(points):
+        g = jax.vmap(jacobian(field, argnums=1), in_axes=(0, None))(
             points, jnp.zeros(m, points.dtype))
-        return _weights_of(columns), jnp.all(jnp.isfinite(columns))
+        return g, jnp.all(jnp.isfinite(g))
 
-    return jax.jit(weights, compiler_options=_compile_options(fast_compile))
+    return jax.jit(columns, compiler_options=_compile_options(fast_compile))
+
+
+#: Generators are recomputed in float32 to see the rounding each carries (`generator_sizes`);
+#: its unit roundoff:
+_U32 = 2.0**-24
+#: ... where their float64 norms lie in this range (far from float32's overflow and underflow).
+_PROBE_RANGE = (1e-30, 1e30)
 
 
 @jax.jit
-def _weights_of(matrices: Array) -> Array:
-    """1 / the norm of each column of ``matrices (P, n, m)`` (1 for zero columns): ``(P, m)``."""
-    norms = jnp.linalg.norm(matrices, axis=1)
-    return jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 1.0)
+def generator_sizes(columns: Array, lowered: Array) -> Array:
+    """s_j = max(‖χ_j‖, ‖χ̃_j − χ_j‖ / u₃₂) for each generator at each point, shape ``(P, m)``.
+
+    ``columns (P, n, m)``: the generators computed in float64; ``lowered``: the same computation
+    run in float32 (χ̃). A generator computed with relative rounding u carries an error of
+    about u · T_j, where T_j is the size of the terms whose cancellation produced it (T_j = ‖χ_j‖
+    when nothing cancels). The float32 run shows T_j: its error is u₃₂ · T_j, 2²⁹ times that of
+    the float64 one. So s_j is the generator's scale in the sense of the bracket scales
+    (`conflow.engine.brackets.bracket_chain`): divided by s_j, every generator carries float64
+    rounding of relative size ≲ u₆₄ — a generator that is small only because large terms
+    cancelled (a saturated softmax's output gradient, 1 − s ≈ 1e-5) is not magnified with its
+    rounding. Columns whose float32 run is not finite, or whose norm is outside `_PROBE_RANGE`,
+    keep s_j = ‖χ_j‖.
+    """
+    norms = jnp.linalg.norm(columns, axis=1)
+    lowered = lowered.astype(columns.dtype)
+    error = jnp.linalg.norm(lowered - columns, axis=1)
+    probed = (jnp.all(jnp.isfinite(lowered), axis=1) & (norms > _PROBE_RANGE[0])
+              & (norms < _PROBE_RANGE[1]))
+    return jnp.where(probed, jnp.maximum(norms, error / _U32), norms)
 
 
-@functools.lru_cache(maxsize=8)
-def _matrices_program(generators: Callable) -> Callable:
+@jax.jit
+def _weights_of(sizes: Array) -> Array:
+    """1 / ``sizes (P, m)`` (1 for zero sizes)."""
+    return jnp.where(sizes > 0, 1.0 / jnp.where(sizes > 0, sizes, 1.0), 1.0)
+
+
+def _lowered(program: Callable, points: Array) -> Array | None:
+    """``program`` (a jitted ``points -> (columns, finite)``) run in float32 on ``points``
+    (float32 throughout: constants it closes over are converted too), or ``None`` if that fails."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings(), float32_mode():
+            warnings.simplefilter("ignore")
+            return program(points.astype(jnp.float32))[0]
+    except Exception:  # noqa: BLE001 — an optional probe: a model that does not run in float32
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def _matrices_program(generators: Callable, lowered: bool = False) -> Callable:
     def matrices(points):
         g = jax.vmap(generators)(points).astype(points.dtype)
         return g, jnp.all(jnp.isfinite(g))
@@ -440,9 +484,11 @@ def evaluate_generators(matrices: Array, rng: np.random.Generator, n_samples: in
 
 def generator_weights(family: VectorFamily, points: Array, fast_compile: bool,
                       matrices: Array | None = None) -> Array | None:
-    """w[p, j] = 1 / ‖χ_j(z_p)‖ (1 where χ_j(z_p) = 0), shape ``(P, m)``, on the device;
-    ``None`` if too large, or for structured coefficients (not rescaled one generator at a time).
-    ``matrices``: the generators at the points (`generator_matrices`), if computed.
+    """w[p, j] = 1 / s_j(z_p), shape ``(P, m)``, on the device, with s_j the generator's size
+    (`generator_sizes`: its norm, or the size of the terms that cancelled to produce it if
+    larger; w = 1 where χ_j(z_p) = 0); ``None`` if too large, or for structured coefficients
+    (not rescaled one generator at a time). ``matrices``: the generators at the points
+    (`generator_matrices`), if computed.
 
     Drawing coefficient a_j with scale w_j at point z_p makes every generator contribute at the
     same scale there. The spans of the levels do not change (the coefficients of a bracket are
@@ -451,11 +497,12 @@ def generator_weights(family: VectorFamily, points: Array, fast_compile: bool,
     """
     P, n, m = points.shape[0], family.state_dim, family.n_coeffs
     if matrices is not None:
-        return _weights_of(matrices)
+        program = _matrices_program(family.generators, lowered=True)
+        return _weights_of(_sized(matrices, program, points))
     if P * m * n > _BALANCE_MAX_FLOATS or family.sample_field is not None:
         return None
     try:
-        weights, finite = _weights_program(family.field, n, m, fast_compile)(points)
+        columns, finite = _columns_program(family.field, n, m, fast_compile, False)(points)
         finite = jax.device_get(finite)
     except Exception as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
@@ -463,7 +510,15 @@ def generator_weights(family: VectorFamily, points: Array, fast_compile: bool,
         return None
     if not finite:
         raise InputError(_NOT_FINITE)
-    return weights
+    program = _columns_program(family.field, n, m, fast_compile, True)
+    return _weights_of(_sized(columns, program, points))
+
+
+def _sized(columns: Array, lowered_program: Callable, points: Array) -> Array:
+    """`generator_sizes` of ``columns``, with ``lowered_program`` run in float32 (`_lowered`);
+    their norms where that is not possible (the columns are already float32)."""
+    lowered = None if columns.dtype != jnp.float64 else _lowered(lowered_program, points)
+    return generator_sizes(columns, columns if lowered is None else lowered)
 
 
 @dataclasses.dataclass(frozen=True)

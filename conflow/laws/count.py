@@ -73,6 +73,10 @@ DISAGREE = Status.DISAGREE
 # Escalation tries the exact engine on polynomial φ (or on a point's activation region) only up
 # to these sizes: its modular Jacobian stacks grow as state_dim² × generators.
 EXACT_ESCALATE_MAX_STATE = 200
+#: ... and on a cells' model (`SampledModel.cell_model`), whose polynomials have the network's
+#: depth as degree and few terms: leaky-ReLU eqx 2-13-13-2 (D = 249, 1,152 outputs) counts
+#: exactly in 31 s (extraction 14 s), where the numeric count stays ambiguous.
+EXACT_CELLS_MAX_STATE = 400
 #: The escalation step ``full rank`` stacks levels 0..K with K at most this (deeper chains cost
 #: compile time that doubles per level; depth ≤ 2 was enough for the smooth nets measured).
 FULL_RANK_MAX_DEPTH = 2
@@ -738,13 +742,14 @@ def _attempt(step: str, detail: str, result: Any, n: int, seconds: float | None 
                    result.seconds if seconds is None else seconds)
 
 
-def _exact_candidate(model: Model, flow: AbstractFlow, n: int) -> str:
+def _exact_candidate(model: Model, flow: AbstractFlow, n: int,
+                     max_state: int = EXACT_ESCALATE_MAX_STATE) -> str:
     """Why the exact engine cannot settle this count cheaply ('' if it can be tried)."""
     if not flow.is_polynomial:
         return "a callable metric has no polynomial form"
-    if n > EXACT_ESCALATE_MAX_STATE or model.d > EXACT_ESCALATE_MAX_OUTPUTS:
+    if n > max_state or model.d > EXACT_ESCALATE_MAX_OUTPUTS:
         return (f"too large for the exact engine (state dim {n}, {model.d} outputs; "
-                f"limits {EXACT_ESCALATE_MAX_STATE}, {EXACT_ESCALATE_MAX_OUTPUTS})")
+                f"limits {max_state}, {EXACT_ESCALATE_MAX_OUTPUTS})")
     return ""
 
 
@@ -853,8 +858,8 @@ def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int
     """The escalation step ``activation cells``: for each state, the count of the model of the
     activation cells its sample reaches (`SampledModel.cell_model`, a polynomial in θ equal to
     the sample's outputs on the state's activation region): numeric at generic points of that
-    polynomial (seed ``seed + 2``), and exact (`exact_count_laws`) where the numeric one is not
-    ``ok`` and the cells' model is small enough (`_exact_candidate`). Leaky ReLU's slope makes
+    polynomial (seed ``seed + 2``), and exact where a numeric one is not ``ok`` and the cells'
+    model is small enough (`_exact_cell_runs`). Leaky ReLU's slope makes
     the polynomial itself badly scaled (a path through k units off carries 0.01^k).
 
     Settled when every count is ``ok`` and they agree; or, as in ``generic region``, when they
@@ -865,17 +870,17 @@ def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int
     cell_model = getattr(model, "cell_model", None)
     if cell_model is None:
         return None
-    runs, notes = [], []
+    runs, cell_models, notes = [], [], []
     n = flow.state_dim(model)
     for z in states:
         cm, note = cell_model(flow.theta_of_state(model, z))
         if cm is None:
             return None if note == "no recorded switch" else f"activation cells: {note}"
         notes.append(note)
-        run = count_other(cm, seed + 2)
-        if run.status != OK:
-            run = _exact_cells(cm, flow, n, seed, max_depth, deadline) or run
-        runs.append(run)
+        cell_models.append(cm)
+        runs.append(count_other(cm, seed + 2))
+    if any(r.status != OK for r in runs):
+        runs = _exact_cell_runs(runs, cell_models, notes, flow, n, seed, max_depth, deadline)
     dims = tuple(r.dim if r.status == OK else None for r in runs)
     engines = "exact" if any(not isinstance(r, LieTrace) for r in runs) else "numeric"
     detail = f"the cells of {len(runs)} points' activation regions, {engines}; {notes[0]}"
@@ -892,6 +897,29 @@ def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int
                                                            **why)
 
 
+def _exact_cell_runs(runs: list, cell_models: list, notes: list[str], flow: AbstractFlow,
+                     n: int, seed: int, max_depth: int, deadline: float | None) -> list:
+    """The cells' counts where some numeric one is not ``ok``: when every numeric point of every
+    region reached one dimension, the first region's exact count confirms it for all (as in
+    "exact on regions"; ``notes[0]`` says so); else each region that is not ``ok`` is counted
+    exactly where it can be (`_exact_cells`)."""
+    exact: dict[int, Any] = {}
+
+    def exact_run(i: int):
+        if i not in exact:
+            exact[i] = _exact_cells(cell_models[i], flow, n, seed, max_depth, deadline)
+        return exact[i]
+
+    dims = {d for r in runs for d in r.point_dims}
+    if len(dims) == 1 and None not in dims:
+        first = exact_run(0)
+        if first is not None and first.status == OK and first.dim in dims:
+            notes[0] += (f"; exact on the first, the same dimension as all "
+                         f"{sum(len(r.point_dims) for r in runs)} numeric points")
+            return [first] * len(runs)
+    return [r if r.status == OK else exact_run(i) or r for i, r in enumerate(runs)]
+
+
 def _exact_cells(cells: Model, flow: AbstractFlow, n: int, seed: int, max_depth: int,
                  deadline: float | None = None):
     """The exact count of a cells' model (`SampledModel.cell_model`), or ``None`` where the
@@ -899,7 +927,7 @@ def _exact_cells(cells: Model, flow: AbstractFlow, n: int, seed: int, max_depth:
     The frozen network may still compute comparisons whose outcome is no longer used (a
     leaky ReLU's ``x >= 0``): its polynomials are extracted at a point
     (`region_polynomial`), which decides them without changing φ."""
-    if not flow.is_polynomial or _exact_candidate(cells, flow, n):
+    if not flow.is_polynomial or _exact_candidate(cells, flow, n, EXACT_CELLS_MAX_STATE):
         return None
     anywhere = np.asarray(flow.theta_of_state(cells, flow.sample_points(cells, seed + 2, 1)[0]))
     try:

@@ -444,6 +444,22 @@ class SampledModel(Model):
         return np.asarray(self._pattern_eval()[0](self.unravel(jnp.asarray(theta)),
                                                   jnp.asarray(self.inputs)))
 
+    def missed_cells(self, thetas: np.ndarray, probe: np.ndarray) -> np.ndarray:
+        """Indices of the ``probe`` inputs (shape ``(K,) + input_shape``) whose branch pattern at
+        some flat θ of ``thetas`` no input of the sample has there: inputs in activation cells
+        that the sample misses (thin cones between nearly parallel kinks), sorted."""
+        evaluate = self._pattern_eval()[0]
+        missed = np.zeros(len(probe), dtype=bool)
+        for theta in thetas:
+            params = self.unravel(jnp.asarray(theta))
+            have = np.asarray(evaluate(params, jnp.asarray(self.inputs)))
+            if have.shape[1] == 0:
+                break
+            seen = {row.tobytes() for row in have}
+            at = np.asarray(evaluate(params, jnp.asarray(probe))).astype(have.dtype)
+            missed |= np.array([row.tobytes() not in seen for row in at])
+        return np.flatnonzero(missed)
+
     def pattern_notes(self) -> tuple[str, ...]:
         return self._pattern_eval()[1]
 

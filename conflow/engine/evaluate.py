@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -367,6 +368,7 @@ _GENERATOR_MAX_FLOATS = 1 << 27
 @functools.lru_cache(maxsize=16)
 def _columns_program(field: Family, n: int, m: int, fast_compile: bool, lowered: bool
                      ) -> Callable:
+    # ``lowered``: the program the float32 probe runs (`_lowered`), a jit object of its own.
     # The field is linear in a, so its Jacobian in a, (n, m), holds every generator as a column:
     # n reverse passes or m forward ones, whichever is fewer (ReLU path-liftings have m ≫ n).
     jacobian = jax.jacrev if n < m else jax.jacfwd
@@ -423,8 +425,6 @@ def _weights_of(sizes: Array) -> Array:
 def _lowered(program: Callable, points: Array) -> Array | None:
     """``program`` (a jitted ``points -> (columns, finite)``) run in float32 on ``points``
     (float32 throughout: constants it closes over are converted too), or ``None`` if that fails."""
-    import warnings
-
     try:
         with warnings.catch_warnings(), float32_mode():
             warnings.simplefilter("ignore")
@@ -435,6 +435,7 @@ def _lowered(program: Callable, points: Array) -> Array | None:
 
 @functools.lru_cache(maxsize=16)
 def _matrices_program(generators: Callable, lowered: bool = False) -> Callable:
+    # ``lowered``: as in `_columns_program`
     def matrices(points):
         g = jax.vmap(generators)(points).astype(points.dtype)
         return g, jnp.all(jnp.isfinite(g))

@@ -194,7 +194,8 @@ def _more_inputs(model: SampledModel, times: int) -> np.ndarray:
 #: activation cell at a counted point no input of the sample reaches (at most N of them).
 #: A bias-free leaky-ReLU net [6, 2, 13, 3] sees its inputs through 2 units: its 15 kink lines in
 #: that plane cut thin cones, and 206 or 412 inputs reached 19–21 of 24 cells and counted 16 laws
-#: (one too many), 4,000 reached them all and counted 15; so did 206 + the 3 inputs found here.
+#: (one too many), 4,000 reached all 24 and counted 15; so did the recount on 412 + the 104
+#: inputs found here.
 CELL_PROBE_TIMES = 16
 
 

@@ -456,7 +456,7 @@ class SampledModel(Model):
             if have.shape[1] == 0:
                 break
             seen = {row.tobytes() for row in have}
-            at = np.asarray(evaluate(params, jnp.asarray(probe))).astype(have.dtype)
+            at = np.asarray(evaluate(params, jnp.asarray(probe)))
             missed |= np.array([row.tobytes() not in seen for row in at])
         return np.flatnonzero(missed)
 

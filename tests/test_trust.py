@@ -170,6 +170,30 @@ def test_recount_of_a_spanning_sample_is_its_count_when_the_functions_are_the_sa
     assert on_line.recount.n_laws == tm.affine_formula(dims) < on_line.count.n_laws
 
 
+def test_missed_cells_are_the_probe_inputs_in_cells_the_sample_does_not_reach():
+    """relu(W x) with W = ±I on R²: the cells are the four quadrants. A sample in three of them
+    misses the fourth; of a probe in all four, exactly its inputs in the fourth are returned,
+    and none of the sample's own inputs."""
+    from jax.flatten_util import ravel_pytree
+
+    rng = np.random.default_rng(0)
+    signs = np.array([[1, 1], [-1, 1], [-1, -1]])
+    sample = np.abs(rng.standard_normal((30, 2))) * np.repeat(signs, 10, axis=0)
+    params = {"W": np.eye(2), "v": np.ones((1, 2))}
+    model = cf.from_model(lambda p, x: p["v"] @ jax.nn.relu(p["W"] @ x), params, inputs=sample)
+    probe = rng.standard_normal((90, 2))
+    fourth = np.flatnonzero((probe[:, 0] > 0) & (probe[:, 1] < 0))
+    thetas = np.stack([np.asarray(ravel_pytree({"W": w, "v": np.ones((1, 2))})[0])
+                       for w in (np.eye(2), -np.eye(2))])
+    with cf.float64_mode():
+        for theta in thetas:
+            np.testing.assert_array_equal(model.missed_cells(theta[None], probe), fourth)
+        assert model.missed_cells(thetas, np.concatenate([sample] * 3)).size == 0
+    # the recount gets N more inputs drawn like the sample, and those of the missed quadrant
+    res = cf.count_laws_from_model(model, patterns=False)
+    assert res.report.n_inputs_checked > 2 * len(sample)
+
+
 def test_spanning_columns_keeps_a_basis_and_refuses_near_relations():
     rng = np.random.default_rng(0)
     basis = rng.standard_normal((40, 5))

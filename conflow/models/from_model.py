@@ -445,18 +445,21 @@ class SampledModel(Model):
                                                   jnp.asarray(self.inputs)))
 
     def missed_cells(self, thetas: np.ndarray, probe: np.ndarray) -> np.ndarray:
-        """Indices of the ``probe`` inputs (shape ``(K,) + input_shape``) whose branch pattern at
-        some flat θ of ``thetas`` no input of the sample has there: inputs in activation cells
-        that the sample misses (thin cones between nearly parallel kinks), sorted."""
+        """Indices of the ``probe`` inputs (shape ``(K,) + input_shape``, K a multiple of N: a
+        remainder is not looked at) whose branch pattern at some flat θ of ``thetas`` no input
+        of the sample has there: inputs in activation cells that the sample misses (thin cones
+        between nearly parallel kinks), sorted."""
         evaluate = self._pattern_eval()[0]
-        missed = np.zeros(len(probe), dtype=bool)
+        n = self.n_inputs  # the probe goes in sample-sized chunks: one compiled program for all
+        chunks = [probe[i:i + n] for i in range(0, len(probe) - n + 1, n)]
+        missed = np.zeros(len(chunks) * n, dtype=bool)
         for theta in thetas:
             params = self.unravel(jnp.asarray(theta))
             have = np.asarray(evaluate(params, jnp.asarray(self.inputs)))
             if have.shape[1] == 0:
                 break
             seen = {row.tobytes() for row in have}
-            at = np.asarray(evaluate(params, jnp.asarray(probe)))
+            at = np.concatenate([np.asarray(evaluate(params, jnp.asarray(c))) for c in chunks])
             missed |= np.array([row.tobytes() not in seen for row in at])
         return np.flatnonzero(missed)
 

@@ -299,10 +299,10 @@ def count_laws_from_model(
     count = count_laws(model, flow, seed=seed, **count_kwargs)
     recount = None
     model2 = None
+    thetas = _theta_points(count, model, seed, count_kwargs.get("points", 3))
     if check_inputs is not False and check_inputs is not None:
         if check_inputs is True:
-            thetas = _theta_points(count, model, seed, count_kwargs.get("points", 3))
-            extra = np.concatenate([_more_inputs(model, 1).astype(model.inputs.dtype),
+            extra = np.concatenate([_more_inputs(model, 1),
                                     _missed_cell_inputs(model, thetas)])
         else:
             extra = as_inputs(check_inputs, model.input_shape)
@@ -323,7 +323,6 @@ def count_laws_from_model(
     stats: tuple[PatternStats, ...] = ()
     notes: tuple[str, ...] = ()
     source = None
-    thetas = _theta_points(count, model, seed, count_kwargs.get("points", 3))
     if patterns:
         source = "patterns_fn" if model.patterns_fn is not None else "jaxpr"
         try:

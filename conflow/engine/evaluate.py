@@ -392,7 +392,6 @@ _PROBE_RANGE = (1e-30, 1e30)
 CANCELLATION_SLACK = 16.0
 
 
-@jax.jit
 def generator_sizes(columns: Array, lowered: Array) -> Array:
     """s_j = max(‖χ_j‖, ‖χ̃_j − χ_j‖ / (K u₃₂)) for each generator at each point, shape ``(P, m)``
     (K = `CANCELLATION_SLACK`).
@@ -417,8 +416,9 @@ def generator_sizes(columns: Array, lowered: Array) -> Array:
 
 
 @jax.jit
-def _weights_of(sizes: Array) -> Array:
-    """1 / ``sizes (P, m)`` (1 for zero sizes)."""
+def _weights_of(columns: Array, lowered: Array) -> Array:
+    """1 / `generator_sizes` ``(P, m)`` (1 for zero sizes): one program, one compile."""
+    sizes = generator_sizes(columns, lowered)
     return jnp.where(sizes > 0, 1.0 / jnp.where(sizes > 0, sizes, 1.0), 1.0)
 
 
@@ -504,7 +504,7 @@ def generator_weights(family: VectorFamily, points: Array, fast_compile: bool,
     P, n, m = points.shape[0], family.state_dim, family.n_coeffs
     if matrices is not None:
         program = _matrices_program(family.generators, lowered=True)
-        return _weights_of(_sized(matrices, program, points))
+        return _sized_weights(matrices, program, points)
     if P * m * n > _BALANCE_MAX_FLOATS or family.sample_field is not None:
         return None
     try:
@@ -517,14 +517,14 @@ def generator_weights(family: VectorFamily, points: Array, fast_compile: bool,
     if not finite:
         raise InputError(_NOT_FINITE)
     program = _columns_program(family.field, n, m, fast_compile, True)
-    return _weights_of(_sized(columns, program, points))
+    return _sized_weights(columns, program, points)
 
 
-def _sized(columns: Array, lowered_program: Callable, points: Array) -> Array:
-    """`generator_sizes` of ``columns``, with ``lowered_program`` run in float32 (`_lowered`);
-    their norms where that is not possible (the columns are already float32)."""
+def _sized_weights(columns: Array, lowered_program: Callable, points: Array) -> Array:
+    """The weights of ``columns`` by `generator_sizes`, with ``lowered_program`` run in float32
+    (`_lowered`); by their norms where that is not possible (the columns are already float32)."""
     lowered = None if columns.dtype != jnp.float64 else _lowered(lowered_program, points)
-    return generator_sizes(columns, columns if lowered is None else lowered)
+    return _weights_of(columns, columns if lowered is None else lowered)
 
 
 @dataclasses.dataclass(frozen=True)

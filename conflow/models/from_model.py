@@ -441,7 +441,7 @@ class SampledModel(Model):
 
     def patterns(self, theta: Array) -> np.ndarray:
         """Branch patterns at flat θ, shape ``(N, S)``: one row per input (module docstring)."""
-        return np.asarray(self._pattern_eval()[0](self.unravel(jnp.asarray(theta)),
+        return np.asarray(self._pattern_eval()[0](self._unravel_compiled()(np.asarray(theta)),
                                                   jnp.asarray(self.inputs)))
 
     def missed_cells(self, thetas: np.ndarray, probe: np.ndarray) -> np.ndarray:
@@ -454,7 +454,7 @@ class SampledModel(Model):
         chunks = [probe[i:i + n] for i in range(0, len(probe) - n + 1, n)]
         missed = np.zeros(len(chunks) * n, dtype=bool)
         for theta in thetas:
-            params = self.unravel(jnp.asarray(theta))
+            params = self._unravel_compiled()(np.asarray(theta))
             have = np.asarray(evaluate(params, jnp.asarray(self.inputs)))
             if have.shape[1] == 0:
                 break
@@ -729,6 +729,14 @@ class SampledModel(Model):
         """
         return self.degeneracy(theta)[1]
 
+    def _unravel_compiled(self):
+        """`unravel` as one compiled program (eager, it compiles a split and a reshape per
+        leaf shape, and ravels the params again at each call)."""
+        cache = self.__dict__.setdefault("_patterns_cache", {})
+        if "unravel" not in cache:
+            cache["unravel"] = jax.jit(ravel_pytree(self.params)[1])
+        return cache["unravel"]
+
     def _idle_eval(self):
         cache = self.__dict__.setdefault("_patterns_cache", {})
         if "idle" not in cache:
@@ -984,8 +992,8 @@ def from_model(
         raise InputError(f"from_model: n_inputs must be a positive integer, got {n_inputs!r}")
     _check_radius(input_radius)
 
-    # Output size on one input, abstractly (no compilation).
-    tree64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64)
+    # Output size on one input, abstractly (no compilation, not even of a dtype conversion).
+    tree64 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.float64)
                                     if np.asarray(a).dtype.kind == "f" else a, tree)
     try:
         out = jax.eval_shape(lambda p, x: _ravel_output(tree_apply(p, x)), tree64, x0)
@@ -1007,7 +1015,8 @@ def from_model(
         base = custom(phi_tree, tree, name=name)
     except InputError as e:
         raise _rewrite(e) from e
-    params64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tree)
+    # converted on the host: an eager float32 → float64 conversion compiles once per shape
+    params64 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a, np.float64)), tree)
     unravel = ravel_pytree(params64)[1]
 
     def ravel(module_or_tree: Any) -> Array:

@@ -368,7 +368,9 @@ _GENERATOR_MAX_FLOATS = 1 << 27
 @functools.lru_cache(maxsize=16)
 def _columns_program(field: Family, n: int, m: int, fast_compile: bool, lowered: bool
                      ) -> Callable:
-    # ``lowered``: the program the float32 probe runs (`_lowered`), a jit object of its own.
+    # ``lowered``: the program the float32 probe runs (`_lowered`): ``points -> (columns, _)``;
+    # else ``(points, lowered columns or None) -> (weights, finite)``, weights as `_weights_of`
+    # (in the same program: one compilation less per count).
     # The field is linear in a, so its Jacobian in a, (n, m), holds every generator as a column:
     # n reverse passes or m forward ones, whichever is fewer (ReLU path-liftings have m ≫ n).
     jacobian = jax.jacrev if n < m else jax.jacfwd
@@ -378,7 +380,12 @@ def _columns_program(field: Family, n: int, m: int, fast_compile: bool, lowered:
             points, jnp.zeros(m, points.dtype))
         return g, jnp.all(jnp.isfinite(g))
 
-    return jax.jit(columns, compiler_options=_compile_options(fast_compile))
+    def weights(points, lowered_columns):
+        g, finite = columns(points)
+        return _inverse_sizes(g, g if lowered_columns is None else lowered_columns), finite
+
+    return jax.jit(columns if lowered else weights,
+                   compiler_options=_compile_options(fast_compile))
 
 
 #: Generators are recomputed in float32 to see the rounding each carries (`generator_sizes`);
@@ -415,20 +422,23 @@ def generator_sizes(columns: Array, lowered: Array) -> Array:
     return jnp.where(probed, jnp.maximum(norms, error / (CANCELLATION_SLACK * _U32)), norms)
 
 
-@jax.jit
-def _weights_of(columns: Array, lowered: Array) -> Array:
-    """1 / `generator_sizes` ``(P, m)`` (1 for zero sizes): one program, one compile."""
+def _inverse_sizes(columns: Array, lowered: Array) -> Array:
+    """1 / `generator_sizes` ``(P, m)`` (1 for zero sizes)."""
     sizes = generator_sizes(columns, lowered)
     return jnp.where(sizes > 0, 1.0 / jnp.where(sizes > 0, sizes, 1.0), 1.0)
 
 
-def _lowered(program: Callable, points: Array) -> Array | None:
-    """``program`` (a jitted ``points -> (columns, finite)``) run in float32 on ``points``
-    (float32 throughout: constants it closes over are converted too), or ``None`` if that fails."""
+_weights_of = jax.jit(_inverse_sizes)
+
+
+def _lowered(program: Callable, points: np.ndarray) -> Array | None:
+    """``program`` (a jitted ``points -> (columns, finite)``) run in float32 on the host array
+    ``points`` (float32 throughout: constants it closes over are converted too; converted on the
+    host, which compiles nothing), or ``None`` if that fails."""
     try:
         with warnings.catch_warnings(), float32_mode():
             warnings.simplefilter("ignore")
-            return program(points.astype(jnp.float32))[0]
+            return program(np.asarray(points, np.float32))[0]
     except Exception:  # noqa: BLE001 — an optional probe: a model that does not run in float32
         return None
 
@@ -488,12 +498,14 @@ def evaluate_generators(matrices: Array, rng: np.random.Generator, n_samples: in
     return _combined(matrices, put(coeffs.astype(matrices.dtype), sharding), weights)
 
 
-def generator_weights(family: VectorFamily, points: Array, fast_compile: bool,
-                      matrices: Array | None = None) -> Array | None:
+def generator_weights(family: VectorFamily, points: np.ndarray, fast_compile: bool,
+                      matrices: Array | None = None, sharding: NamedSharding | None = None
+                      ) -> Array | None:
     """w[p, j] = 1 / s_j(z_p), shape ``(P, m)``, on the device, with s_j the generator's size
     (`generator_sizes`: its norm, or the size of the terms that cancelled to produce it if
     larger; w = 1 where χ_j(z_p) = 0); ``None`` if too large, or for structured coefficients
-    (not rescaled one generator at a time). ``matrices``: the generators at the points
+    (not rescaled one generator at a time). ``points``: a host array, `put` with ``sharding``
+    (the float32 probe gets its own host copy); ``matrices``: the generators at the points
     (`generator_matrices`), if computed.
 
     Drawing coefficient a_j with scale w_j at point z_p makes every generator contribute at the
@@ -501,14 +513,20 @@ def generator_weights(family: VectorFamily, points: Array, fast_compile: bool,
     constants; only their distribution changes), but without it generators of very different
     sizes (1e10 apart, measured) put the small ones' directions below the cut with a clean gap.
     """
+    points = np.asarray(points)
     P, n, m = points.shape[0], family.state_dim, family.n_coeffs
+    probe = points.dtype == np.float64  # float32 columns carry their own rounding
     if matrices is not None:
-        program = _matrices_program(family.generators, lowered=True)
-        return _sized_weights(matrices, program, points)
+        lowered = _lowered(_matrices_program(family.generators, lowered=True), points) if (
+            probe and matrices.dtype == jnp.float64) else None
+        return _weights_of(matrices, matrices if lowered is None else lowered)
     if P * m * n > _BALANCE_MAX_FLOATS or family.sample_field is not None:
         return None
+    lowered = _lowered(_columns_program(family.field, n, m, fast_compile, True),
+                       points) if probe else None
     try:
-        columns, finite = _columns_program(family.field, n, m, fast_compile, False)(points)
+        weights, finite = _columns_program(family.field, n, m, fast_compile, False)(
+            put(points, sharding), lowered)
         finite = jax.device_get(finite)
     except Exception as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
@@ -516,15 +534,7 @@ def generator_weights(family: VectorFamily, points: Array, fast_compile: bool,
         return None
     if not finite:
         raise InputError(_NOT_FINITE)
-    program = _columns_program(family.field, n, m, fast_compile, True)
-    return _sized_weights(columns, program, points)
-
-
-def _sized_weights(columns: Array, lowered_program: Callable, points: Array) -> Array:
-    """The weights of ``columns`` by `generator_sizes`, with ``lowered_program`` run in float32
-    (`_lowered`); by their norms where that is not possible (the columns are already float32)."""
-    lowered = None if columns.dtype != jnp.float64 else _lowered(lowered_program, points)
-    return _weights_of(columns, columns if lowered is None else lowered)
+    return weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -556,7 +566,7 @@ def prepare(family: VectorFamily, points: np.ndarray, dtype: str, devices: int |
     relieve_map_pressure()
     on_device = put(points.astype(dtype), sharding)
     matrices = generator_matrices(family, on_device)
-    weights = generator_weights(family, put(points, sharding), fast, matrices)
+    weights = generator_weights(family, points, fast, matrices, sharding)
     if weights is not None and dtype != "float64":
         weights = weights.astype(dtype)
     return Prepared(shared_field(family, dtype), family.sampled[1], fast, sharding, on_device,

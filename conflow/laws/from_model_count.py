@@ -315,10 +315,14 @@ def count_laws_from_model(
     if recount is not None:
         stable = _same_count(count, recount)
         if not stable:
+            def said(c: Any) -> str:  # the per-point dimensions where only they differ
+                dims = "" if (count.n_laws, count.status) != (recount.n_laws, recount.status) \
+                    else f", point dimensions {c.trace.point_dims}"
+                return f"{c.n_laws} ({c.status}{dims})"
             messages.append(
-                f"the count changed with more inputs: {count.n_laws} ({count.status}) with "
-                f"{model.n_inputs} inputs, {recount.n_laws} ({recount.status}) with "
-                f"{model2.n_inputs}; the sample does not cover the model — add inputs")
+                f"the count changed with more inputs: {said(count)} with {model.n_inputs} "
+                f"inputs, {said(recount)} with {model2.n_inputs}; the sample does not cover "
+                "the model — add inputs")
 
     stats: tuple[PatternStats, ...] = ()
     notes: tuple[str, ...] = ()

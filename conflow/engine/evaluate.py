@@ -382,7 +382,7 @@ def _columns_program(field: Family, n: int, m: int, fast_compile: bool, lowered:
 
     def weights(points, lowered_columns):
         g, finite = columns(points)
-        return _inverse_sizes(g, g if lowered_columns is None else lowered_columns), finite
+        return _inverse_sizes(g, lowered_columns), finite
 
     return jax.jit(columns if lowered else weights,
                    compiler_options=_compile_options(fast_compile))
@@ -422,9 +422,10 @@ def generator_sizes(columns: Array, lowered: Array) -> Array:
     return jnp.where(probed, jnp.maximum(norms, error / (CANCELLATION_SLACK * _U32)), norms)
 
 
-def _inverse_sizes(columns: Array, lowered: Array) -> Array:
-    """1 / `generator_sizes` ``(P, m)`` (1 for zero sizes)."""
-    sizes = generator_sizes(columns, lowered)
+def _inverse_sizes(columns: Array, lowered: Array | None) -> Array:
+    """1 / `generator_sizes` ``(P, m)`` (1 for zero sizes); by the norms alone where there are
+    no ``lowered`` columns."""
+    sizes = generator_sizes(columns, columns if lowered is None else lowered)
     return jnp.where(sizes > 0, 1.0 / jnp.where(sizes > 0, sizes, 1.0), 1.0)
 
 
@@ -519,7 +520,7 @@ def generator_weights(family: VectorFamily, points: np.ndarray, fast_compile: bo
     if matrices is not None:
         lowered = _lowered(_matrices_program(family.generators, lowered=True), points) if (
             probe and matrices.dtype == jnp.float64) else None
-        return _weights_of(matrices, matrices if lowered is None else lowered)
+        return _weights_of(matrices, lowered)
     if P * m * n > _BALANCE_MAX_FLOATS or family.sample_field is not None:
         return None
     lowered = _lowered(_columns_program(family.field, n, m, fast_compile, True),

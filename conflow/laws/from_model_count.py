@@ -315,10 +315,12 @@ def count_laws_from_model(
     if recount is not None:
         stable = _same_count(count, recount)
         if not stable:
-            def said(c: Any) -> str:  # the per-point dimensions where only they differ
-                dims = "" if (count.n_laws, count.status) != (recount.n_laws, recount.status) \
-                    else f", point dimensions {c.trace.point_dims}"
+            only_dims = (count.n_laws, count.status) == (recount.n_laws, recount.status)
+
+            def said(c: Any) -> str:  # with the per-point dimensions where only they differ
+                dims = f", point dimensions {c.trace.point_dims}" if only_dims else ""
                 return f"{c.n_laws} ({c.status}{dims})"
+
             messages.append(
                 f"the count changed with more inputs: {said(count)} with {model.n_inputs} "
                 f"inputs, {said(recount)} with {model2.n_inputs}; the sample does not cover "

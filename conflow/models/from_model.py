@@ -454,11 +454,11 @@ class SampledModel(Model):
         chunks = [probe[i:i + n] for i in range(0, len(probe) - n + 1, n)]
         missed = np.zeros(len(chunks) * n, dtype=bool)
         for theta in thetas:
-            params = self._unravel_compiled()(np.asarray(theta))
-            have = np.asarray(evaluate(params, jnp.asarray(self.inputs)))
+            have = self.patterns(theta)
             if have.shape[1] == 0:
                 break
             seen = {row.tobytes() for row in have}
+            params = self._unravel_compiled()(np.asarray(theta))
             at = np.concatenate([np.asarray(evaluate(params, jnp.asarray(c))) for c in chunks])
             missed |= np.array([row.tobytes() not in seen for row in at])
         return np.flatnonzero(missed)

@@ -165,6 +165,19 @@ def format_summary(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _why(row: dict) -> str:
+    """A missed model and what it did: verdict, time, bracket depth, the escalation step that
+    settled it or why it is not ok."""
+    what = [row["verdict"], f"{row['seconds']:.0f} s"]
+    if row.get("depth") is not None:
+        what.append(f"brackets to depth {row['depth']}")
+    if row.get("settled_by"):
+        what.append(f"settled by {row['settled_by'].split(' (')[0]}")
+    if row["verdict"] != "ok-right" and (row["reason"] or row["error"]):
+        what.append((row["error"] or row["reason"])[:160])
+    return f"{row['id']} ({'; '.join(what)})"
+
+
 def targets(rows: list[dict]) -> list[dict]:
     ordinary = [r for r in rows if not r["adversarial"]]
     wrong = [r["id"] for r in rows if r["verdict"] == "ok-WRONG"]
@@ -172,7 +185,7 @@ def targets(rows: list[dict]) -> list[dict]:
     frac = right / len(ordinary) if ordinary else None
     small = [r for r in ordinary
              if r["D"] <= 2000 or (0 < r["layers"] <= 12 and r["D"] <= 1000)]
-    small_bad = [r["id"] for r in small
+    small_bad = [_why(r) for r in small
                  if r["verdict"] != "ok-right" or r["seconds"] >= TARGET_CASE_S]
     big = [r for r in rows if r["id"] == TARGET_BIG_ID]
     out = [

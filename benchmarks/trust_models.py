@@ -506,10 +506,14 @@ def run_case(case: Case, *, points: int = 3) -> dict:
     t0 = time.perf_counter()
     row = {"id": case.id, "kind": case.kind, "group": case.group, "D": case.D,
            "layers": case.layers, "expected": case.expected, "adversarial": case.adversarial,
-           "status": None, "n_laws": None, "error": None, "reason": ""}
+           "status": None, "n_laws": None, "error": None, "reason": "", "depth": None,
+           "settled_by": ""}
     try:
         r = count(case, points=points)
-        row.update(status=r.status, n_laws=r.n_laws, reason=getattr(r, "best", r).reason)
+        best = getattr(r, "best", r)  # a count on inputs: its recount where there is one
+        row.update(status=r.status, n_laws=r.n_laws, reason=best.reason,
+                   depth=None if best.trace is None else best.trace.depth,
+                   settled_by=best.settled_by)
         D = r.model.D if hasattr(r, "model") and hasattr(r.model, "D") else r.D
         if D != case.D:
             row["error"] = f"D is {D}, the case says {case.D}"

@@ -260,6 +260,50 @@ def test_a_weak_trace_direction_does_not_blur_the_next_levels(loop):
     assert not any(r.uncertain for r in found.records)
 
 
+@pytest.mark.parametrize("loop", ["dense", "device"])
+def test_a_costly_field_probes_each_bracket_level_first(loop):
+    """For a costly field each bracket level starts with a probe of `PROBE_SAMPLES` samples: a
+    level that adds nothing (the last of every count) stops there, one that adds more than a
+    probe can show (20 directions) gets its full stack, and the ranks are those of the
+    one-stack loop."""
+    from conflow.engine import levels as lv
+    from conflow.engine.device_basis import DeviceBases
+
+    n, P, m = 40, 2, 30
+    eye = np.eye(n)
+    spans = [eye[:2], np.concatenate([eye[:1], eye[2:22]]), eye[:22]]  # +2, +20, +0
+
+    def run(costly):
+        rng, calls = np.random.default_rng(0), []
+
+        def evaluate(which, first, depth, n_samples, chunk=None):
+            calls.append((depth, n_samples, chunk))
+            values = np.stack([rng.uniform(-1, 1, (len(which), n_samples, len(spans[k])))
+                               @ spans[k] for k in range(first, depth + 1)], axis=2)
+            return jnp.asarray(values), jnp.asarray(np.ones(values.shape[:3]))
+
+        band_for = lambda rows, cols, beta: rank_band(rows, cols, "float64", None, beta)  # noqa: E731
+        if loop == "dense":
+            found = lv.dense_levels(evaluate, P, n, m, 2, band_for, _Bar(), lambda: False,
+                                    costly_field=costly)
+        else:
+            found = lv.device_levels(evaluate, DeviceBases(P, n, "float64"), m, 2, band_for,
+                                     None, _Bar(), lambda: False, costly_field=costly)
+        return found, calls
+
+    plain, _ = run(False)
+    probed, calls = run(True)
+    assert plain.dims == probed.dims == [22, 22] and plain.converged and probed.converged
+    assert [r.ranks for r in probed.records] == [r.ranks for r in plain.records] == [
+        (2, 2), (22, 22), (22, 22)]
+    level = {r.depth: r.samples for r in probed.records}
+    assert level[2] == lv.PROBE_SAMPLES < {r.depth: r.samples for r in plain.records}[2]
+    assert level[1] > lv.PROBE_SAMPLES  # the probe filled: more samples were drawn
+    assert calls[1][:2] == (1, lv.PROBE_SAMPLES)  # level 1 starts with the probe
+    if loop == "dense":  # the rest of a filled probe reuses the probe's program (its chunk)
+        assert [c for c in calls if c[0] == 1][1][2] == lv.PROBE_SAMPLES
+
+
 def test_a_smooth_net_on_one_dimensional_inputs_is_settled_by_stacking_its_levels():
     """A tanh MLP 1-6-6-1 (biases, D = 61) on 1-D inputs: its output gradients over x form a
     smooth kernel whose spectrum decays to rounding, so level 0 keeps weak directions and level

@@ -42,8 +42,9 @@ from conflow.errors import InputError
 
 #: (rows, columns, error inherited from the trace, β) of a normalised stack ↦ its `RankBand`.
 BandFn = Callable[[int, int, float], RankBand]
-#: ``(points, first, depth, samples) -> (values (P, S, L, n), scales (P, S, L))`` on the device.
-Evaluate = Callable[[np.ndarray, int, int, int], tuple[Any, Any]]
+#: ``(points, first, depth, samples[, chunk]) -> (values (P, S, L, n), scales (P, S, L))`` on the
+#: device; ``chunk`` caps the samples per compiled call (the same program for every call).
+Evaluate = Callable[..., tuple[Any, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,9 +204,12 @@ def _time_up(limit: float | None, depth: int, within: bool = False) -> str:
 def device_levels(
     evaluate: Evaluate, bases: DeviceBases, m: int, max_depth: int, band_for: BandFn,
     block: int | None, bar: Any, expired: Callable[[], bool], time_limit: float | None = None,
+    costly_field: bool = False,
 ) -> Levels:
     """The levels with the traces on the device: stacks of at most ``block`` samples (``None``:
-    a whole level per stack) projected off `DeviceBases` and cut there."""
+    a whole level per stack) projected off `DeviceBases` and cut there. For a ``costly_field``
+    the first stack of each bracket level is a probe of `PROBE_SAMPLES` samples (as in
+    `dense_levels`: a level that adds nothing costs only the probe)."""
     P, n = bases.n_points, bases.n
     errors = [np.zeros(0) for _ in range(P)]  # each trace direction's error (`_Tally`)
     kept: list[float] = []
@@ -223,12 +227,14 @@ def device_levels(
         size = samples_needed(c, m, depth)
         if block is not None:
             size = min(size, bucket(block))
-        spare = min(margin(c), max(1, size // 4))
+        # a costly field's first stack is a probe: a level that adds nothing costs only it
+        stack = min(size, PROBE_SAMPLES) if costly_field and depth > 0 else size
         tally = _Tally(depth, P, band_for, errors)
         active = [p for p in range(P) if remaining[p] > 0]
         while active and not tally.saturated:
-            values, scales = evaluate(np.arange(P), depth, depth, size)
-            tally.samples += size
+            values, scales = evaluate(np.arange(P), depth, depth, stack)
+            tally.samples += stack
+            spare = min(margin(c), max(1, stack // 4))
             sigma, beta, finite = bases.spectrum(values, scales, depth == 0)
             if not finite:
                 raise InputError("the vector fields are not finite at a generic point: check "
@@ -237,15 +243,16 @@ def device_levels(
             still = []
             for p in active:
                 c_p = n - int(bases.ranks[p])
-                added[p] = tally.cut(p, sigma[p, : min(size, c_p)], size, c_p, beta[p])
+                added[p] = tally.cut(p, sigma[p, : min(stack, c_p)], stack, c_p, beta[p])
                 # more directions than the level's brackets span, or a whole stack kept when
                 # it held the whole level: rounding noise was counted
                 tally.saturated |= tally.added[p] > bound or (
-                    added[p] >= size and tally.samples == size and size > bound)
-                if size - added[p] < spare and c_p - added[p] > 0:
+                    added[p] >= stack and tally.samples == stack and stack > bound)
+                if stack - added[p] < spare and c_p - added[p] > 0:
                     still.append(p)
             bases.extend(added, tally.errors)
             active = still
+            stack = size
             bar.set_postfix_str(f"depth {depth}, {tally.samples} samples: dim "
                                 f"{_dims_text(bases.ranks)}")
             if active and expired():
@@ -286,69 +293,125 @@ def _ended(tally: _Tally, records: list, dims: list[int], kept: list, dropped: l
 
 def dense_levels(
     evaluate: Evaluate, P: int, n: int, m: int, max_depth: int, band_for: BandFn, bar: Any,
-    expired: Callable[[], bool], time_limit: float | None = None, joint_stage: bool = True,
+    expired: Callable[[], bool], time_limit: float | None = None, costly_field: bool = False,
 ) -> Levels:
     """The levels by stacking on the host: each level's samples projected on the complement,
-    one SVD per point. ``joint_stage``: levels 1 and 2 share one stage (one compile instead of
-    two; not for a costly field, `conflow.engine.evaluate.costly_field`)."""
+    one SVD per point.
+
+    For a cheap field, levels 1 and 2 share one stage (one compile instead of two). For a
+    ``costly_field`` (`conflow.engine.evaluate.costly_field`: each sample is a pass over an
+    input sample) every level has its own stage, and a level's first stack is a probe of
+    `PROBE_SAMPLES` samples: where it leaves samples to spare at every point, it has spanned all
+    the level adds (its samples are generic), and the level is done; otherwise the rest of the
+    level's samples are drawn (with the probe's compiled program) and the whole stack is cut.
+    A level that adds nothing — the last one of every count — then costs a probe, not the
+    c + margin samples that a level adding c directions would need."""
     # Orthonormal bases (rows) of the complement of the trace found so far, one per point.
-    complements = [np.eye(n) for _ in range(P)]
-    traces = [np.zeros((0, n)) for _ in range(P)]  # orthonormal rows, in the order found
-    errors = [np.zeros(0) for _ in range(P)]
-    dims = [0] * P
+    state = _DenseState([np.eye(n) for _ in range(P)], [np.zeros((0, n)) for _ in range(P)],
+                        [np.zeros(0) for _ in range(P)], [0] * P)
     kept: list[float] = []
     dropped: list[float] = []
     records: list[LevelRecord] = []
     depth = 0
     while depth <= max_depth:
-        if max(c.shape[0] for c in complements) == 0:  # the trace is R^n at every point
-            return Levels(records, dims, kept, dropped, True)
+        if state.c_max == 0:  # the trace is R^n at every point
+            return Levels(records, state.dims, kept, dropped, True)
         if expired():
-            return Levels(records, dims, kept, dropped, False, _time_up(time_limit, depth))
+            return Levels(records, state.dims, kept, dropped, False, _time_up(time_limit, depth))
         # One compiled chain serves the levels depth..stage_depth of this stage; its evaluation
         # time is booked on the stage's first level. Stages: {0} (the generators, which need the
         # most samples but no brackets), {1, 2} for cheap fields (one compile instead of two),
         # then one level at a time (compile time roughly doubles per level).
         t_stage = time.perf_counter()
-        stage_depth = min(max_depth, depth + 1 if depth == 1 and joint_stage else depth)
+        stage_depth = min(max_depth, depth + 1 if depth == 1 and not costly_field else depth)
         # With few generators a deeper level needs more samples (min(c, m^(k+1)) + margin):
         # the stage draws what its deepest level needs, the first S_j serve level j.
-        c_max = max(c.shape[0] for c in complements)
-        values, scales = (to_host(x) for x in evaluate(
-            np.arange(P), depth, stage_depth, samples_needed(c_max, m, stage_depth)))
+        need = samples_needed(state.c_max, m, stage_depth)
+        probe = PROBE_SAMPLES if costly_field and depth > 0 and PROBE_SAMPLES < need else None
+        values, scales = (to_host(x) for x in (
+            evaluate(np.arange(P), depth, stage_depth, need) if probe is None
+            else evaluate(np.arange(P), depth, stage_depth, probe, probe)))
         for level in range(stage_depth - depth + 1):
-            c_max = max(c.shape[0] for c in complements)
-            if level and c_max == 0:
-                return Levels(records, dims, kept, dropped, True)
+            if level and state.c_max == 0:
+                return Levels(records, state.dims, kept, dropped, True)
             # All samples are generic, so the first S_j of them serve level j.
-            s_j = samples_needed(c_max, m, depth)
-            tally = _Tally(depth, P, band_for, errors)
-            tally.samples = s_j
-            v, s = values[:, :s_j, level], scales[:, :s_j, level]
-            if depth == 0:  # generators are judged against the largest of them at the point
-                s = np.broadcast_to(np.max(s, axis=1, keepdims=True), s.shape)
-            for p, basis in enumerate(complements):
-                if basis.shape[0] == 0:
-                    continue
-                y = normalise_rows(v[p], s[p])
-                rows = y @ basis.T  # (S, c)
-                sigma, vt = row_space_svd(rows)
-                k = tally.cut(p, sigma, *rows.shape, trace_error(y @ traces[p].T, errors[p]))
-                # S exceeds what the level can add, so a rank reaching S means noise was kept
-                tally.saturated |= k >= rows.shape[0]
-                dims[p] += k
-                traces[p] = np.concatenate([traces[p], vt[:k] @ basis])
-                complements[p] = vt[k:] @ basis
+            s_j = samples_needed(state.c_max, m, depth)
+            tally, cut = _dense_cut(values[:, :s_j, level], scales[:, :s_j, level], depth, state,
+                                    band_for)
+            if probe is not None and _probe_filled(tally, state, probe):
+                more = (to_host(x) for x in evaluate(np.arange(P), depth, depth, s_j - probe,
+                                                     probe))
+                values, scales = (np.concatenate([a, b], axis=1)
+                                  for a, b in zip((values, scales), more))
+                tally, cut = _dense_cut(values[:, :, level], scales[:, :, level], depth, state,
+                                        band_for)
+            state = cut
             records.append(tally.record(
-                dims, time.perf_counter() - t_stage if level == 0 else None))
-            bar.set_postfix_str(f"depth {depth}: dim {_dims_text(dims)}", refresh=False)
+                state.dims, time.perf_counter() - t_stage if level == 0 else None))
+            bar.set_postfix_str(f"depth {depth}: dim {_dims_text(state.dims)}", refresh=False)
             bar.update(1)
             kept.extend(tally.kept)
             dropped.extend(tally.dropped)
             depth += 1
-            if (done := _ended(tally, records, dims, kept, dropped)) is not None:
+            if (done := _ended(tally, records, state.dims, kept, dropped)) is not None:
                 return done
-    return Levels(records, dims, kept, dropped, False)
+    return Levels(records, state.dims, kept, dropped, False)
+
+
+#: The first stack of each bracket level of a costly field in `dense_levels`.
+PROBE_SAMPLES = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class _DenseState:
+    """The host traces of `dense_levels`, per point: orthonormal rows of the complement of the
+    trace and of the trace itself (in the order found), each trace direction's error
+    (`conflow.engine.rank.direction_errors`), and the trace's dimension."""
+
+    complements: list[np.ndarray]
+    traces: list[np.ndarray]
+    errors: list[np.ndarray]
+    dims: list[int]
+
+    @property
+    def c_max(self) -> int:
+        return max(c.shape[0] for c in self.complements)
+
+
+def _dense_cut(values: np.ndarray, scales: np.ndarray, depth: int, state: _DenseState,
+               band_for: BandFn) -> tuple[_Tally, _DenseState]:
+    """Cut one level's stack, ``values (P, S, n)`` and ``scales (P, S)``, at every point: its
+    `_Tally` and the traces extended by what it kept (``state`` is left as it was)."""
+    P = len(state.complements)
+    complements, traces, dims = list(state.complements), list(state.traces), list(state.dims)
+    tally = _Tally(depth, P, band_for, list(state.errors))
+    tally.samples = values.shape[1]
+    if depth == 0:  # generators are judged against the largest of them at the point
+        scales = np.broadcast_to(np.max(scales, axis=1, keepdims=True), scales.shape)
+    for p, basis in enumerate(complements):
+        if basis.shape[0] == 0:
+            continue
+        y = normalise_rows(values[p], scales[p])
+        rows = y @ basis.T  # (S, c)
+        sigma, vt = row_space_svd(rows)
+        k = tally.cut(p, sigma, *rows.shape, trace_error(y @ traces[p].T, state.errors[p]))
+        # S exceeds what the level can add, so a rank reaching S means noise was kept
+        tally.saturated |= k >= rows.shape[0]
+        dims[p] += k
+        traces[p] = np.concatenate([traces[p], vt[:k] @ basis])
+        complements[p] = vt[k:] @ basis
+    return tally, _DenseState(complements, traces, tally.errors, dims)
+
+
+def _probe_filled(tally: _Tally, state: _DenseState, probe: int) -> bool:
+    """Whether a probe of ``probe`` samples left too few to spare at some point that has
+    directions left (the level may add more there than it showed)."""
+    for p, basis in enumerate(state.complements):
+        c = basis.shape[0]
+        if c and probe - tally.added[p] < min(margin(c), max(1, probe // 4)) \
+                and c - tally.added[p] > 0:
+            return True
+    return False
 
 
 def streamed_levels(

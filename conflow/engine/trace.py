@@ -289,7 +289,8 @@ def lie_trace(
     on_device, matrices, weights = prep.points, prep.matrices, prep.weights
     rng = np.random.default_rng(seed)
 
-    def evaluate(which: np.ndarray, first: int, depth: int, n_samples: int):
+    def evaluate(which: np.ndarray, first: int, depth: int, n_samples: int,
+                 chunk: int | None = None):
         z, w, g = on_device, weights, matrices
         if len(which) < P:  # a subset of the points (the host's streamed levels)
             index = put(np.asarray(which), sharding)
@@ -299,8 +300,9 @@ def lie_trace(
         with jax.default_matmul_precision("highest"):
             if g is not None and depth == 0:
                 return evaluate_generators(g, rng, n_samples, w, sharding)
-            return evaluate_stage(field, n_sample, z, rng, first, depth,
-                                  n_samples, fast, max_chunk, max_chunk_floats, sharding, w)
+            return evaluate_stage(field, n_sample, z, rng, first, depth, n_samples, fast,
+                                  max_chunk if chunk is None else min(chunk, max_chunk),
+                                  max_chunk_floats, sharding, w)
 
     def band_for(n_rows: int, n_cols: int, basis_error: float) -> RankBand:
         return rank_band(n_rows, n_cols, dtype, rtol, basis_error)
@@ -313,10 +315,10 @@ def lie_trace(
         if linalg == "device":
             found = device_levels(evaluate, DeviceBases(P, n, dtype, sharding), m, max_depth,
                                   band_for, None if algorithm == "dense" else block, bar, expired,
-                                  time_limit)
+                                  time_limit, costly_field(family))
         elif algorithm == "dense":
             found = dense_levels(evaluate, P, n, m, max_depth, band_for, bar, expired, time_limit,
-                                 not costly_field(family))
+                                 costly_field(family))
         else:
             found = streamed_levels(evaluate, P, n, m, max_depth, band_for, block, bar, expired,
                                     time_limit)

@@ -260,7 +260,7 @@ def test_a_weak_trace_direction_does_not_blur_the_next_levels(loop):
     assert not any(r.uncertain for r in found.records)
 
 
-@pytest.mark.parametrize("loop", ["dense", "device"])
+@pytest.mark.parametrize("loop", ["dense", "streamed", "device"])
 def test_a_costly_field_probes_each_bracket_level_first(loop):
     """For a costly field each bracket level starts with a probe of `PROBE_SAMPLES` samples: a
     level that adds nothing (the last of every count) stops there, one that adds more than a
@@ -286,6 +286,9 @@ def test_a_costly_field_probes_each_bracket_level_first(loop):
         if loop == "dense":
             found = lv.dense_levels(evaluate, P, n, m, 2, band_for, _Bar(), lambda: False,
                                     costly_field=costly)
+        elif loop == "streamed":
+            found = lv.streamed_levels(evaluate, P, n, m, 2, band_for, 512, _Bar(),
+                                       lambda: False, costly_field=costly)
         else:
             found = lv.device_levels(evaluate, DeviceBases(P, n, "float64"), m, 2, band_for,
                                      None, _Bar(), lambda: False, costly_field=costly)

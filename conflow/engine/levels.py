@@ -417,9 +417,12 @@ def _probe_filled(tally: _Tally, state: _DenseState, probe: int) -> bool:
 def streamed_levels(
     evaluate: Evaluate, P: int, n: int, m: int, max_depth: int, band_for: BandFn, block: int,
     bar: Any, expired: Callable[[], bool], time_limit: float | None = None,
+    costly_field: bool = False,
 ) -> Levels:
     """The levels by streaming on the host: blocks of ``block`` samples extend a Householder
-    `TraceBasis` per point. Memory O(r n) per point plus one block; no level is ever stacked."""
+    `TraceBasis` per point. Memory O(r n) per point plus one block; no level is ever stacked.
+    For a ``costly_field`` the first block of each bracket level is a probe of `PROBE_SAMPLES`
+    samples (as in `dense_levels`)."""
     bases = [TraceBasis(n) for _ in range(P)]
     errors = [np.zeros(0) for _ in range(P)]
     scale0 = np.zeros(P)  # depth 0: the largest generator so far at each point
@@ -436,12 +439,13 @@ def streamed_levels(
                           _time_up(time_limit, depth))
         bound = min(c, n_brackets(m, depth, c))
         size = min(samples_needed(c, m, depth), bucket(block))
-        spare = min(margin(c), max(1, size // 4))
+        stack = min(size, PROBE_SAMPLES) if costly_field and depth > 0 else size
         tally = _Tally(depth, P, band_for, errors)
         active = [p for p in range(P) if remaining[p] > 0]
         while active and not tally.saturated:
-            values, scales = (to_host(x) for x in evaluate(np.array(active), depth, depth, size))
-            tally.samples += size
+            values, scales = (to_host(x) for x in evaluate(np.array(active), depth, depth, stack))
+            tally.samples += stack
+            spare = min(margin(c), max(1, stack // 4))
             still = []
             for i, p in enumerate(active):
                 v, s = values[i, :, 0], scales[i, :, 0]
@@ -449,13 +453,14 @@ def streamed_levels(
                     scale0[p] = max(scale0[p], float(np.max(s)))
                     s = np.full_like(s, scale0[p])
                 coordinates, residual = bases[p].project(normalise_rows(v, s))
-                band = tally.band(p, size, n - bases[p].rank, trace_error(coordinates, errors[p]))
+                band = tally.band(p, stack, n - bases[p].rank, trace_error(coordinates, errors[p]))
                 sigma, k = bases[p].add(residual, band.cut)
                 tally.add(p, band, sigma, k)
                 tally.saturated |= tally.added[p] > bound
-                if size - k < spare and bases[p].rank < n:
+                if stack - k < spare and bases[p].rank < n:
                     still.append(p)
             active = still
+            stack = size
             bar.set_postfix_str(f"depth {depth}, {tally.samples} samples: dim "
                                 f"{_dims_text([b.rank for b in bases])}")
             if active and expired():

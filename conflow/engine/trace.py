@@ -321,7 +321,7 @@ def lie_trace(
                                  costly_field(family))
         else:
             found = streamed_levels(evaluate, P, n, m, max_depth, band_for, block, bar, expired,
-                                    time_limit)
+                                    time_limit, costly_field(family))
     return _verdict(found, P, n, points, rtol, min_gap, time.perf_counter() - t_start, dtype,
                     algorithm, linalg, max_depth)
 

@@ -121,6 +121,25 @@ def margin(c: int) -> int:
     return 8 + c // 16
 
 
+def spare(c: int, stack: int) -> int:
+    """Samples a stack of ``stack`` must leave unused on a c-dimensional complement for its
+    level to be complete there (its samples are generic: a stack that does not fill has
+    spanned all the level adds)."""
+    return min(margin(c), max(1, stack // 4))
+
+
+#: The first stack of each bracket level of a costly field (`first_stack`).
+PROBE_SAMPLES = 16
+
+
+def first_stack(size: int, depth: int, costly_field: bool) -> int:
+    """The first stack of a level of ``size`` samples: for a costly field's bracket level
+    (`conflow.engine.evaluate.costly_field`: each sample is a pass over an input sample) a
+    probe of `PROBE_SAMPLES`, so that a level adding nothing — the last of every count — costs
+    only the probe; otherwise the whole ``size``."""
+    return min(size, PROBE_SAMPLES) if costly_field and depth > 0 else size
+
+
 def n_brackets(m: int, depth: int, cap: int) -> int:
     """m^(depth+1), the number of right-nested brackets of ``depth``, or ``cap`` if larger."""
     return m ** (depth + 1) if (depth + 1) * math.log2(max(m, 2)) < 62 else cap
@@ -207,9 +226,8 @@ def device_levels(
     costly_field: bool = False,
 ) -> Levels:
     """The levels with the traces on the device: stacks of at most ``block`` samples (``None``:
-    a whole level per stack) projected off `DeviceBases` and cut there. For a ``costly_field``
-    the first stack of each bracket level is a probe of `PROBE_SAMPLES` samples (as in
-    `dense_levels`: a level that adds nothing costs only the probe)."""
+    a whole level per stack) projected off `DeviceBases` and cut there; a ``costly_field``'s
+    bracket levels start with a probe (`first_stack`)."""
     P, n = bases.n_points, bases.n
     errors = [np.zeros(0) for _ in range(P)]  # each trace direction's error (`_Tally`)
     kept: list[float] = []
@@ -227,14 +245,12 @@ def device_levels(
         size = samples_needed(c, m, depth)
         if block is not None:
             size = min(size, bucket(block))
-        # a costly field's first stack is a probe: a level that adds nothing costs only it
-        stack = min(size, PROBE_SAMPLES) if costly_field and depth > 0 else size
+        stack = first_stack(size, depth, costly_field)
         tally = _Tally(depth, P, band_for, errors)
         active = [p for p in range(P) if remaining[p] > 0]
         while active and not tally.saturated:
             values, scales = evaluate(np.arange(P), depth, depth, stack)
             tally.samples += stack
-            spare = min(margin(c), max(1, stack // 4))
             sigma, beta, finite = bases.spectrum(values, scales, depth == 0)
             if not finite:
                 raise InputError("the vector fields are not finite at a generic point: check "
@@ -248,7 +264,7 @@ def device_levels(
                 # it held the whole level: rounding noise was counted
                 tally.saturated |= tally.added[p] > bound or (
                     added[p] >= stack and tally.samples == stack and stack > bound)
-                if stack - added[p] < spare and c_p - added[p] > 0:
+                if stack - added[p] < spare(c, stack) and c_p - added[p] > 0:
                     still.append(p)
             bases.extend(added, tally.errors)
             active = still
@@ -299,14 +315,10 @@ def dense_levels(
     one SVD per point.
 
     For a cheap field, levels 1 and 2 share one stage (one compile instead of two). For a
-    ``costly_field`` (`conflow.engine.evaluate.costly_field`: each sample is a pass over an
-    input sample) every level has its own stage, and a level's first stack is a probe of
-    `PROBE_SAMPLES` samples: where it leaves samples to spare at every point, it has spanned all
-    the level adds (its samples are generic), and the level is done; otherwise the rest of the
-    level's samples are drawn (with the probe's compiled program) and the whole stack is cut.
-    A level that adds nothing — the last one of every count — then costs a probe, not the
-    c + margin samples that a level adding c directions would need."""
-    # Orthonormal bases (rows) of the complement of the trace found so far, one per point.
+    ``costly_field`` every level has its own stage, starting with a probe (`first_stack`):
+    where it leaves samples to `spare` at every point, it has spanned all the level adds and
+    the level is done; otherwise the rest of the level's samples are drawn (with the probe's
+    compiled program) and the whole stack is cut."""
     state = _DenseState([np.eye(n) for _ in range(P)], [np.zeros((0, n)) for _ in range(P)],
                         [np.zeros(0) for _ in range(P)], [0] * P)
     kept: list[float] = []
@@ -327,7 +339,8 @@ def dense_levels(
         # With few generators a deeper level needs more samples (min(c, m^(k+1)) + margin):
         # the stage draws what its deepest level needs, the first S_j serve level j.
         need = samples_needed(state.c_max, m, stage_depth)
-        probe = PROBE_SAMPLES if costly_field and depth > 0 and PROBE_SAMPLES < need else None
+        stack = first_stack(need, depth, costly_field)
+        probe = stack if stack < need else None
         values, scales = (to_host(x) for x in (
             evaluate(np.arange(P), depth, stage_depth, need) if probe is None
             else evaluate(np.arange(P), depth, stage_depth, probe, probe)))
@@ -356,10 +369,6 @@ def dense_levels(
             if (done := _ended(tally, records, state.dims, kept, dropped)) is not None:
                 return done
     return Levels(records, state.dims, kept, dropped, False)
-
-
-#: The first stack of each bracket level of a costly field in `dense_levels`.
-PROBE_SAMPLES = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,14 +413,11 @@ def _dense_cut(values: np.ndarray, scales: np.ndarray, depth: int, state: _Dense
 
 
 def _probe_filled(tally: _Tally, state: _DenseState, probe: int) -> bool:
-    """Whether a probe of ``probe`` samples left too few to spare at some point that has
-    directions left (the level may add more there than it showed)."""
-    for p, basis in enumerate(state.complements):
-        c = basis.shape[0]
-        if c and probe - tally.added[p] < min(margin(c), max(1, probe // 4)) \
-                and c - tally.added[p] > 0:
-            return True
-    return False
+    """Whether a probe of ``probe`` samples settled its level at every point: it left samples
+    to `spare` there, or found all the directions the point had left with samples unused."""
+    room = probe - spare(state.c_max, probe)
+    return not all(added <= room or added == basis.shape[0] < probe
+                   for added, basis in zip(tally.added, state.complements))
 
 
 def streamed_levels(
@@ -421,8 +427,7 @@ def streamed_levels(
 ) -> Levels:
     """The levels by streaming on the host: blocks of ``block`` samples extend a Householder
     `TraceBasis` per point. Memory O(r n) per point plus one block; no level is ever stacked.
-    For a ``costly_field`` the first block of each bracket level is a probe of `PROBE_SAMPLES`
-    samples (as in `dense_levels`)."""
+    A ``costly_field``'s bracket levels start with a probe (`first_stack`)."""
     bases = [TraceBasis(n) for _ in range(P)]
     errors = [np.zeros(0) for _ in range(P)]
     scale0 = np.zeros(P)  # depth 0: the largest generator so far at each point
@@ -439,13 +444,12 @@ def streamed_levels(
                           _time_up(time_limit, depth))
         bound = min(c, n_brackets(m, depth, c))
         size = min(samples_needed(c, m, depth), bucket(block))
-        stack = min(size, PROBE_SAMPLES) if costly_field and depth > 0 else size
+        stack = first_stack(size, depth, costly_field)
         tally = _Tally(depth, P, band_for, errors)
         active = [p for p in range(P) if remaining[p] > 0]
         while active and not tally.saturated:
             values, scales = (to_host(x) for x in evaluate(np.array(active), depth, depth, stack))
             tally.samples += stack
-            spare = min(margin(c), max(1, stack // 4))
             still = []
             for i, p in enumerate(active):
                 v, s = values[i, :, 0], scales[i, :, 0]
@@ -457,7 +461,7 @@ def streamed_levels(
                 sigma, k = bases[p].add(residual, band.cut)
                 tally.add(p, band, sigma, k)
                 tally.saturated |= tally.added[p] > bound
-                if stack - k < spare and bases[p].rank < n:
+                if stack - k < spare(c, stack) and bases[p].rank < n:
                     still.append(p)
             active = still
             stack = size

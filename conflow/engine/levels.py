@@ -12,7 +12,9 @@ and the same ranks:
   (`conflow.engine.streamed_basis`). O(n r²) time and O(n r) memory for a trace of dimension r.
 
 A level is complete once a stack leaves samples to spare (samples are generic, so a stack that
-does not fill has spanned all the level adds there). The loop stops when a level adds nothing at
+does not fill has spanned all the level adds there); a costly field's bracket levels start with a
+small probe stack (`first_stack`), so that the last level, which adds nothing, costs only it.
+The loop stops when a level adds nothing at
 any point (stagnation), when the trace is all of R^n, at the depth cap, at a time limit, or
 after a level that cannot tell directions from rounding (`blind_level`).
 """

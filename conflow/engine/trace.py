@@ -8,7 +8,8 @@ increasing sequence of MATH.md §1.6,
 and tracks its trace W_k(z) ⊆ R^n at P random generic points z. Level k is spanned by the
 right-nested brackets ad_{G(a_0)}⋯ad_{G(a_{k-1})}G(a_k) (multilinear in the a's), so random
 coefficients with a density give generic elements; S ≥ (remaining dimension) + margin samples
-span the level's trace with probability one. The brackets are evaluated on the devices
+span the level's trace with probability one, and a stack of fewer that leaves samples to spare
+has spanned it too. The brackets are evaluated on the devices
 (`conflow.engine.evaluate`); each level's samples, normalised by their cancellation scale and
 inherited rounding (`conflow.engine.rank`), are cut by their singular values σ against the trace
 found so far: σ above the stack's band (`conflow.engine.rank.RankBand`) are new directions

@@ -18,9 +18,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: The count every process runs (the single-process one in the test process itself).
+COUNT = ["count", "linear", "2,3,3,2", "--method", "numeric", "--json"]
+
+
 def _count(extra, env=None):
-    cmd = [sys.executable, "-m", "conflow", "count", "linear", "2,3,3,2", "--method", "numeric",
-           "--json", *extra]
+    cmd = [sys.executable, "-m", "conflow", *COUNT, *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
 
@@ -32,8 +35,7 @@ def test_two_processes_match_one(algorithm, capsys):
     procs = [_count(["--algorithm", algorithm, "--coordinator", coordinator, "--num-processes",
                      "2", "--process-id", str(i)], env) for i in range(2)]
     # the single-process count: the same command, in this process, while the two run
-    assert main(["count", "linear", "2,3,3,2", "--method", "numeric", "--json", "--algorithm",
-                 algorithm]) == 0
+    assert main([*COUNT, "--algorithm", algorithm]) == 0
     one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in outs]

@@ -415,8 +415,9 @@ def _dense_cut(values: np.ndarray, scales: np.ndarray, depth: int, state: _Dense
 
 
 def _probe_filled(tally: _Tally, state: _DenseState, probe: int) -> bool:
-    """Whether a probe of ``probe`` samples settled its level at every point: it left samples
-    to `spare` there, or found all the directions the point had left with samples unused."""
+    """Whether a probe of ``probe`` samples left its level unsettled at some point. It settles
+    a point where it left samples to `spare`, or found all the directions the point had left
+    with samples unused."""
     room = probe - spare(state.c_max, probe)
     return not all(added <= room or added == basis.shape[0] < probe
                    for added, basis in zip(tally.added, state.complements))

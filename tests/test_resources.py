@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import types
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import conflow as cf
@@ -268,6 +270,7 @@ def test_stage_chunks_are_cut_until_the_compiled_program_fits(monkeypatch):
     recording.cache_clear = original.cache_clear
     monkeypatch.setattr(evaluate, "_compiled_stage", recording)
     monkeypatch.setattr(evaluate, "EVAL_TEMP_BYTES", 1 << 16)
+    monkeypatch.setattr(evaluate, "_TEMP_PER_CHAIN", type(evaluate._TEMP_PER_CHAIN)())
     cut = cf.count_laws(model, method="numeric", escalate=False)
     assert cut.status == whole.status == "ok" and cut.n_laws == whole.n_laws == 6
     assert cut.trace.ranks == whole.trace.ranks
@@ -276,3 +279,54 @@ def test_stage_chunks_are_cut_until_the_compiled_program_fits(monkeypatch):
     assert any(temp > 1 << 16 for _, temp in compiled)  # the budget bit ...
     chunks = [chunk for chunk, _ in compiled]
     assert min(chunks) < max(chunks)  # ... and programs were recompiled with smaller chunks
+
+
+def test_deeper_stages_get_a_chunk_that_fits_before_they_compile(monkeypatch):
+    """A stage's chunk is predicted from the intermediates of the shallower depths' programs,
+    so that a deep program (31 s to compile at depth 5 of a 10-layer linear net) is compiled
+    once, within the budget, not once too large and again smaller. A shift family on R^7 adds
+    one direction per level up to depth 5; same ranks as without a budget."""
+    from conflow.engine import evaluate
+
+    n = 7
+
+    def field(z, a):  # a_0 ∂_0 + a_1 Σ_i z_i ∂_{i+1}: level k adds ∂_k
+        shift = jnp.concatenate([jnp.zeros(1, z.dtype), z[:-1]])
+        return a[0] * jnp.eye(n, dtype=z.dtype)[0] + a[1] * shift
+
+    family = cf.VectorFamily(field, n, 2, "shift")
+    points = np.random.default_rng(0).normal(size=(3, n))
+    whole = cf.lie_trace(family, points, progress=False)
+    compiled = []  # (depth, samples per call, bytes of intermediates) of each program
+    original = evaluate._compiled_stage
+
+    def recording(program, points, coeffs, weights):
+        out = original(program, points, coeffs, weights)
+        compiled.append((coeffs.shape[1] - 1, coeffs.shape[0], out[1]))
+        return out
+
+    recording.cache_clear = original.cache_clear
+    monkeypatch.setattr(evaluate, "_compiled_stage", recording)
+    budget = 20_000
+    monkeypatch.setattr(evaluate, "EVAL_TEMP_BYTES", budget)
+    monkeypatch.setattr(evaluate, "_TEMP_PER_CHAIN", type(evaluate._TEMP_PER_CHAIN)())
+    cut = cf.lie_trace(family, points, seed=1, progress=False)
+    assert whole.status == cut.status == "ok" and whole.ranks == cut.ranks
+    assert [r[0] for r in cut.ranks] == [2, 3, 4, 5, 6, 7]
+    if any(temp is None for _, _, temp in compiled):
+        pytest.skip("this backend gives no memory analysis")
+    deep = [(depth, chunk, temp) for depth, chunk, temp in compiled if depth >= 3]
+    assert [depth for depth, _, _ in deep] == [3, 4, 5]  # each compiled once ...
+    assert all(temp <= budget for _, _, temp in deep)  # ... within the budget
+    assert any(temp > budget for _, _, temp in compiled)  # the budget bit at depth ≤ 2
+
+
+def test_predicted_intermediates_grow_by_the_last_measured_ratio():
+    from conflow.engine.evaluate import TEMP_GROWTH, _fitting_chunk, _predicted_temp
+
+    assert _predicted_temp({}, 3) is None and _predicted_temp({0: 5.0}, 3) is None
+    assert _predicted_temp({2: 7.0}, 2) == 7.0
+    assert _predicted_temp({1: 10.0}, 3) == 10.0 * TEMP_GROWTH ** 2
+    assert _predicted_temp({1: 10.0, 2: 30.0}, 4) == pytest.approx(270.0)
+    assert _fitting_chunk(256, 1700.0, 1024, 1) == 128
+    assert _fitting_chunk(256, 4000.0, 1024, 4) == 64

@@ -143,6 +143,7 @@ def relieve_map_pressure() -> bool:
     _compiled_stage.cache_clear()
     _columns_program.cache_clear()
     _SHARED_FIELDS.clear()
+    _TEMP_PER_CHAIN.clear()
     jax.clear_caches()
     return True
 
@@ -279,6 +280,45 @@ def _join(parts: tuple[Array, ...], n_samples: int) -> Array:
     return jnp.concatenate(parts, axis=1)[:, :n_samples]
 
 
+#: Bytes of intermediates per flat chain (one sample at one point) of each bracket depth of a
+#: field's stage programs, as XLA's memory analysis measured them, for the last few fields. A
+#: deeper stage's chunk is chosen from them (`_fitting_chunk`), so that its program is not
+#: compiled once too large for `_temp_budget` and then again smaller: the depth-5 stage of
+#: ``linear 10,5,3,4,3,6,8,7,2,9`` took 31 s to compile at 256 samples (1.7 GB), then 33 s at
+#: 128 (measured).
+_TEMP_PER_CHAIN: collections.OrderedDict[tuple, dict[int, float]] = collections.OrderedDict()
+#: Growth of a chain's intermediates per bracket depth assumed while only one depth ≥ 1 is
+#: known (measured: 2.9–3.1× per depth on deep linear nets; each depth nests one more JVP).
+TEMP_GROWTH = 4.0
+#: A stage's predicted intermediates must fit the budget with this factor to spare.
+TEMP_SAFETY = 1.25
+
+
+def _predicted_temp(known: dict[int, float], depth: int) -> float | None:
+    """Bytes per flat chain of ``depth``, from the depths ≥ 1 measured (``known``): the same
+    depth as measured, else the deepest shallower one grown by the last measured ratio per
+    depth (`TEMP_GROWTH` while only one is known); ``None`` if none is."""
+    if depth in known:
+        return known[depth]
+    shallower = sorted(d for d in known if 1 <= d < depth)
+    if not shallower:
+        return None
+    last = shallower[-1]
+    growth = TEMP_GROWTH
+    if len(shallower) > 1:
+        before = shallower[-2]
+        growth = max(1.0, (known[last] / known[before]) ** (1 / (last - before)))
+    return known[last] * growth ** (depth - last)
+
+
+def _fitting_chunk(chunk: int, temp: float, budget: int, n_dev: int) -> int:
+    """A smaller chunk (a power of two, a multiple of ``n_dev``) for a program whose ``chunk``
+    holds ``temp`` bytes of intermediates, so that it fits ``budget``; intermediates grow in
+    proportion to the chunk (measured)."""
+    smaller = 1 << max(0, int(chunk * budget / temp).bit_length() - 1)
+    return max(n_dev, min(chunk // 2, smaller) // n_dev * n_dev)
+
+
 def _chunk_size(n_points: int, depth: int, m: int, n_samples: int, max_chunk: int,
                 max_chunk_floats: int, n_dev: int) -> int:
     """Samples per compiled call: a power of two bounded by ``max_chunk``, the coefficient floats
@@ -326,6 +366,16 @@ def evaluate_stage(
         return put(rng.uniform(-COEFF_HALF_WIDTH, COEFF_HALF_WIDTH,
                                (chunk, depth + 1, m)).astype(dtype), sharding)
 
+    key = (field, m, dtype, fast_compile, sharding, weights is not None)
+    known = _TEMP_PER_CHAIN.setdefault(key, {})
+    _TEMP_PER_CHAIN.move_to_end(key)
+    while len(_TEMP_PER_CHAIN) > _SHARED_FIELDS_MAX:
+        _TEMP_PER_CHAIN.popitem(last=False)
+    per_chain = _predicted_temp(known, depth)
+    while per_chain is not None and chunk > n_dev and (
+            TEMP_SAFETY * per_chain * n_points * chunk > budget):
+        chunk = _fitting_chunk(chunk, TEMP_SAFETY * per_chain * n_points * chunk, budget, n_dev)
+
     while True:
         evaluate = _stage_evaluator(field, depth, first, chunk, m, dtype, fast_compile, sharding,
                                     weights is not None)
@@ -333,9 +383,10 @@ def evaluate_stage(
             coeffs = draw()
             program, temp = _compiled_stage(evaluate, _spec(points), _spec(coeffs),
                                             _spec(weights))
+            if temp is not None:
+                known[depth] = temp / (n_points * chunk)
             if temp is not None and temp > budget and chunk > n_dev:
-                smaller = 1 << max(0, int(chunk * budget / temp).bit_length() - 1)
-                chunk = max(n_dev, min(chunk // 2, smaller) // n_dev * n_dev)
+                chunk = _fitting_chunk(chunk, temp, budget, n_dev)
                 rng.bit_generator.state = state
                 continue
             parts = [program(points, coeffs, weights)]

@@ -349,9 +349,10 @@ def evaluate_stage(
 
     ``points (P, n)`` and ``weights (P, m)`` are device arrays; ``rng`` draws the coefficients.
     The result stays on the device: ``values (P, S, L, n)``, ``scales (P, S, L)``. The chunk
-    (samples per compiled call) is cut while the compiled program's intermediates exceed
-    `_temp_budget`, and a batch that still does not fit (``RESOURCE_EXHAUSTED``) is evaluated
-    again in halves, with the same samples.
+    (samples per compiled call) is first cut to fit `_temp_budget` by the intermediates that
+    the field's shallower programs measured (`_predicted_temp`), then cut again while the
+    compiled program's own exceed it; a batch that still does not fit (``RESOURCE_EXHAUSTED``)
+    is evaluated again in halves, with the same samples.
     """
     n_points = points.shape[0]
     n_dev = 1 if sharding is None else sharding.mesh.size

@@ -373,9 +373,9 @@ def evaluate_stage(
     while len(_TEMP_PER_CHAIN) > _SHARED_FIELDS_MAX:
         _TEMP_PER_CHAIN.popitem(last=False)
     per_chain = _predicted_temp(known, depth)
-    while per_chain is not None and chunk > n_dev and (
-            TEMP_SAFETY * per_chain * n_points * chunk > budget):
-        chunk = _fitting_chunk(chunk, TEMP_SAFETY * per_chain * n_points * chunk, budget, n_dev)
+    if per_chain is not None and chunk > n_dev and (
+            predicted := TEMP_SAFETY * per_chain * n_points * chunk) > budget:
+        chunk = _fitting_chunk(chunk, predicted, budget, n_dev)  # fits: temp ∝ chunk
 
     while True:
         evaluate = _stage_evaluator(field, depth, first, chunk, m, dtype, fast_compile, sharding,

@@ -82,6 +82,38 @@ def test_only_singular_values_leave_the_device(monkeypatch):
     assert max(sizes) <= P * n < P * n * n // 4
 
 
+def test_device_bases_stay_orthonormal_and_tight(monkeypatch):
+    """Stacks of random rows cut one after another: each point's basis is orthonormal, spans
+    the rows it kept, is zero past its rank, and its capacity (the rows every projection runs
+    over) stays within 25 % of the largest rank once it has to grow."""
+    from conflow.engine import device_basis
+    from conflow.engine.device_basis import DeviceBases, bucket
+
+    assert [bucket(k, 4) for k in (1, 5, 9, 100, 2561)] == [1, 5, 10, 112, 3072]
+    assert [bucket(k) for k in (7, 9, 100, 2561)] == [7, 9, 104, 2816]
+    monkeypatch.setattr(device_basis, "FULL_CAPACITY_FLOATS", 0)  # grow from the start
+    rng = np.random.default_rng(0)
+    P, n = 2, 40
+    bases = DeviceBases(P, n, "float64")
+    kept = [np.zeros((0, n)) for _ in range(P)]
+    for size in (7, 9, 12):
+        rows = rng.standard_normal((P, size, n))
+        sigma, beta, finite = bases.spectrum(jnp.asarray(rows[:, :, None]),
+                                             jnp.ones((P, size, 1)), generators=False)
+        assert finite and sigma.shape == (P, size) and np.all(sigma[:, -1] > 1e-3)
+        added = np.array([size, size - 2])  # the second point keeps all but its weakest two
+        bases.extend(added, [np.zeros(int(r + k)) for r, k in zip(bases.ranks, added)])
+        kept = [np.vstack([k, r]) for k, r in zip(kept, rows)]
+        assert bases.capacity <= max(bucket(int(bases.ranks.max()), 4), 1)
+    basis = np.asarray(bases._basis)
+    for p, rank in enumerate(bases.ranks):
+        b = basis[p, :rank]
+        np.testing.assert_allclose(b @ b.T, np.eye(rank), atol=1e-12)
+        assert not basis[p, rank:].any()
+        if p == 0:  # kept everything: the basis spans every row given
+            np.testing.assert_allclose(kept[p] - kept[p] @ b.T @ b, 0.0, atol=1e-10)
+
+
 def test_linalg_is_checked():
     model = cf.linear([2, 2, 2])
     family, points = cf.GradientFlow().family(model), cf.GradientFlow().sample_points(model, 0, 3)

@@ -6,16 +6,18 @@ rank_p … cap − 1 are zero. A stack Y (S × n) of normalised rows — a level
 them — is cut by
 
     R = Y − (Y Tᵀ) T, twice          block classical Gram–Schmidt, re-orthogonalised (CGS2)
-    R = U Σ Vᵀ                       one batched SVD (after a QR when Y is tall)
+    Rᵀ = q r,  r = U Σ Wᵀ            one batched QR, and the SVD of its small factor
     k_p = #{σ > cut}                 on the host, from the σ's alone (`conflow.engine.rank`)
-    T ← [T; V[:k]ᵀ]                  rows rank_p … rank_p + k_p − 1
+    T ← [T; (q U)[:, :k]ᵀ]           rows rank_p … rank_p + k_p − 1 (R = W Σ (q U)ᵀ)
 
-Matrix products and one SVD per stack: what GPUs do well. The σ's are those of Y projected on the
-complement of the trace, as in the host engine (`conflow.engine.levels`), so both cut the same
-ranks; only the σ's (P × min(S, n) numbers) leave the device. Shapes are static: the capacity
-grows by doubling (a handful of compiled programs per count), and with several devices the
-points are split over them (each point's trace is independent; P is padded to a multiple of the
-device count with zero points, which no one reads).
+Matrix products, one QR and one small SVD per stack: what GPUs do well. The σ's are those of Y
+projected on the complement of the trace, as in the host engine (`conflow.engine.levels`), so
+both cut the same ranks; only the σ's (P × min(S, n) numbers) leave the device. Shapes are
+static: the capacity grows by doubling on accelerators (a handful of compiled programs per
+count) and to one of 4 sizes per octave on CPUs (projections never run over more than 25 % zero
+rows: `DeviceBases._grown`), and with several devices the points are split over them (each
+point's trace is independent; P is padded to a multiple of the device count with zero points,
+which no one reads).
 """
 
 from __future__ import annotations
@@ -50,16 +52,18 @@ def _trace_error(coordinates: Array, errors: Array) -> Array:
     return jnp.max(jnp.minimum(by_direction, by_norm), axis=1)
 
 
-def _spectrum(basis, errors, values, scales, scale0, *, generators, project, n_points, out):
+def _spectrum(basis, errors, values, scales, scale0, *, generators, project, level, samples,
+              n_points, out):
     """σ and Vᵀ of each point's normalised rows projected off its trace, and β.
 
-    ``values (P, S, L, n)``, ``scales (P, S, L)``: level 0 of the L given is cut.
+    ``values (P, S, L, n)``, ``scales (P, S, L)``: the first ``samples`` of level ``level``
+    of the L given are cut.
     ``generators``: the rows are judged against the largest generator seen so far at the point
     (``scale0 (P,)``, updated and returned). Returns σ ``(P, q)``, Vᵀ ``(P, q, n)`` with
     q = min(S, n), the error β ``(P,)`` the rows inherit from the trace (``errors (P, cap)``:
     each trace row's ε), the new scale0 and whether every row was finite.
     """
-    values, scales = values[:, :, 0], scales[:, :, 0]
+    values, scales = values[:, :samples, level], scales[:, :samples, level]
     pad = n_points - values.shape[0]
     values = jnp.pad(values, ((0, pad), (0, 0), (0, 0)))
     scales = jnp.pad(scales, ((0, pad), (0, 0)))
@@ -72,15 +76,17 @@ def _spectrum(basis, errors, values, scales, scale0, *, generators, project, n_p
     if project:
         coordinates = jnp.einsum("psn,pcn->psc", y, basis, precision=_HIGHEST)
         beta = _trace_error(coordinates, errors)
-        y = y - jnp.einsum("psc,pcn->psn", coordinates, basis, precision=_HIGHEST)
-        y = _project_out(y, basis)
-    if y.shape[1] > y.shape[2]:  # tall: the n × n triangular factor has the same σ and V
-        y = jnp.linalg.qr(y, mode="r")
+        y = _project_out(y - jnp.einsum("psc,pcn->psn", coordinates, basis, precision=_HIGHEST),
+                         basis)
+    # Yᵀ = q r, r = u Σ wᵀ: the right singular vectors of Y are (q u)ᵀ; the SVD of the small
+    # factor r is 2-3× faster than that of Y (measured at S = 512, n = 3,600)
+    q, r = jnp.linalg.qr(jnp.swapaxes(y, 1, 2))
     # LAPACK's SVD can fail to converge on pure rounding noise (~1e-16 entries): unit max-entry
-    size = jnp.max(jnp.abs(y), axis=(1, 2), keepdims=True)
+    size = jnp.max(jnp.abs(r), axis=(1, 2), keepdims=True)
     size = jnp.where(size > 0, size, 1.0)
-    _, sigma, vt = jnp.linalg.svd(y / size, full_matrices=False)
+    u, sigma, _ = jnp.linalg.svd(r / size, full_matrices=False)
     sigma = sigma * size[:, :, 0]
+    vt = jnp.einsum("pns,psk->pkn", q, u, precision=_HIGHEST)
     if out is not None:
         sigma, vt, beta = (jax.lax.with_sharding_constraint(x, out) for x in (sigma, vt, beta))
     return sigma, vt, beta, scale0, finite
@@ -89,35 +95,38 @@ def _spectrum(basis, errors, values, scales, scale0, *, generators, project, n_p
 def _insert(basis: Array, errors: Array, vt: Array, new_errors: Array, ranks: Array,
             added: Array) -> tuple[Array, Array]:
     """Rows ``ranks[p] … ranks[p] + added[p] − 1`` of ``basis`` (and ``errors``) ← the first
-    ``added[p]`` rows of ``vt[p]`` (and entries of ``new_errors[p]``)."""
-    slots = jnp.arange(basis.shape[1])[None, :] - ranks[:, None]  # (P, cap)
-    take = (slots >= 0) & (slots < added[:, None])
-    index = jnp.clip(slots, 0, vt.shape[1] - 1)
-    rows = jnp.take_along_axis(vt, index[..., None], axis=1)
-    return (jnp.where(take[..., None], rows, basis),
-            jnp.where(take, jnp.take_along_axis(new_errors, index, axis=1), errors))
+    ``added[p]`` rows of ``vt[p]`` (and entries of ``new_errors[p]``, zero past them).
+
+    Only the rows from ranks[p] on are written (zero past the new rank, as they were; rows
+    past the capacity are dropped), so with donated buffers the update is in place."""
+    keep = jnp.arange(vt.shape[1])[None, :] < added[:, None]  # (P, S)
+    points = jnp.arange(basis.shape[0])[:, None]
+    slots = ranks[:, None] + jnp.arange(vt.shape[1])[None, :]
+    return (basis.at[points, slots].set(jnp.where(keep[..., None], vt, 0.0), mode="drop"),
+            errors.at[points, slots].set(new_errors, mode="drop"))
 
 
 @functools.cache
 def _programs(backend: str) -> tuple:
-    """The compiled `_spectrum` and `_insert` for ``backend``. On CPU they are compiled at -O0
-    (`FAST_COMPILE_OPTIONS`): their time goes to LAPACK and BLAS calls, which -O0 leaves as they
-    are, and optimising the code around them took 0.3-0.6 s per program (measured, against
-    0.05 s), the larger part of a small count. Other backends compile them optimised."""
+    """The compiled `_spectrum`, `_insert` and `_grow` for ``backend``. On CPU they are compiled
+    at -O0 (`FAST_COMPILE_OPTIONS`): their time goes to LAPACK and BLAS calls, which -O0 leaves
+    as they are, and optimising the code around them took 0.3-0.6 s per program (measured,
+    against 0.05 s), the larger part of a small count. Other backends compile them optimised.
+    `_insert` updates the basis in place (its buffers are donated)."""
     options = FAST_COMPILE_OPTIONS if backend == "cpu" else None
-    return (jax.jit(_spectrum, static_argnames=("generators", "project", "n_points", "out"),
+    return (jax.jit(_spectrum, static_argnames=("generators", "project", "level", "samples", "n_points", "out"),
                     compiler_options=options),
-            jax.jit(_insert, compiler_options=options))
+            jax.jit(_insert, compiler_options=options, donate_argnums=(0, 1)),
+            jax.jit(_grow, compiler_options=options, static_argnames=("cap",)))
 
 
-def bucket(k: int) -> int:
-    """k rounded up to one of 8 sizes per octave (at most 12.5% more): stack and capacity sizes
-    that vary from count to count then compile a handful of programs."""
-    step = 1 << max(0, k.bit_length() - 4)
+def bucket(k: int, per_octave: int = 8) -> int:
+    """k rounded up to one of ``per_octave`` sizes per octave (a power of 2; 8: at most 12.5 %
+    more): sizes that vary from count to count then compile a handful of programs."""
+    step = 1 << max(0, k.bit_length() - per_octave.bit_length())
     return -(-k // step) * step
 
 
-@functools.partial(jax.jit, static_argnames=("cap",))
 def _grow(basis: Array, errors: Array, cap: int) -> tuple[Array, Array]:
     more = cap - basis.shape[1]
     return jnp.pad(basis, ((0, 0), (0, more), (0, 0))), jnp.pad(errors, ((0, 0), (0, more)))
@@ -159,12 +168,22 @@ class DeviceBases:
     def capacity(self) -> int:
         return self._basis.shape[1]
 
-    def spectrum(self, values: Array, scales: Array, generators: bool
-                 ) -> tuple[np.ndarray, np.ndarray, bool]:
-        """σ of each point's stack ``values (P, S, 1, n)`` (scales ``(P, S, 1)``, as
-        `conflow.engine.evaluate` gives one level) off its trace, on the host: shape
-        ``(P, min(S, n))``, descending; the error β each point's rows inherit from its trace
-        (`conflow.engine.rank.trace_error`), shape ``(P,)``; and whether every row was finite.
+    def _grown(self, need: int) -> int:
+        """The capacity for ``need`` rows. On CPU one of 4 sizes per octave: every stack is
+        projected off all the capacity, and a zero row costs more there than copying it on a
+        growth (-O0 programs compile in ~0.05 s). Elsewhere at least double: each capacity
+        compiles optimised programs, and matrix products are cheap."""
+        if jax.default_backend() == "cpu":
+            return bucket(need, 4)
+        return bucket(max(need, 2 * self.capacity))
+
+    def spectrum(self, values: Array, scales: Array, generators: bool, level: int = 0,
+                 samples: int | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+        """σ of each point's stack, the first ``samples`` (default: all) of level ``level`` of
+        ``values (P, S, L, n)`` (scales ``(P, S, L)``, as `conflow.engine.evaluate` gives
+        them), off its trace, on the host: shape ``(P, min(samples, n))``, descending; the
+        error β each point's rows inherit from its trace (`conflow.engine.rank.trace_error`),
+        shape ``(P,)``; and whether every row was finite.
 
         ``generators``: depth 0, where rows are judged against the largest generator seen so
         far at the point (over every stack given so far), not their own scale.
@@ -172,7 +191,8 @@ class DeviceBases:
         spectrum = _programs(jax.default_backend())[0]
         sigma, self._vt, beta, self._scale0, finite = spectrum(
             self._basis, self._errors, values, scales, self._scale0, generators=generators,
-            project=bool(self.capacity and self.ranks.any()), n_points=self._padded,
+            project=bool(self.capacity and self.ranks.any()), level=level,
+            samples=values.shape[1] if samples is None else samples, n_points=self._padded,
             out=self._sharding)
         sigma, beta = to_host(sigma), to_host(beta)
         return sigma[: self.n_points], beta[: self.n_points], bool(to_host(finite))
@@ -186,8 +206,8 @@ class DeviceBases:
             return
         need = int(np.max(self.ranks + added))
         if need > self.capacity:
-            cap = min(self.n, bucket(max(need, 2 * self.capacity)))
-            self._basis, self._errors = _grow(self._basis, self._errors, cap)
+            self._basis, self._errors = _programs(jax.default_backend())[2](
+                self._basis, self._errors, cap=min(self.n, self._grown(need)))
         new_errors = np.zeros((self._padded, self._vt.shape[1]), self._vt.dtype)
         for p, k in enumerate(added):
             new_errors[p, :k] = errors[p][len(errors[p]) - k:]

@@ -52,18 +52,16 @@ def _trace_error(coordinates: Array, errors: Array) -> Array:
     return jnp.max(jnp.minimum(by_direction, by_norm), axis=1)
 
 
-def _spectrum(basis, errors, values, scales, scale0, *, generators, project, level, samples,
-              n_points, out):
+def _spectrum(basis, errors, values, scales, scale0, *, generators, project, n_points, out):
     """σ and Vᵀ of each point's normalised rows projected off its trace, and β.
 
-    ``values (P, S, L, n)``, ``scales (P, S, L)``: the first ``samples`` of level ``level``
-    of the L given are cut.
+    ``values (P, S, L, n)``, ``scales (P, S, L)``: level 0 of the L given is cut.
     ``generators``: the rows are judged against the largest generator seen so far at the point
     (``scale0 (P,)``, updated and returned). Returns σ ``(P, q)``, Vᵀ ``(P, q, n)`` with
     q = min(S, n), the error β ``(P,)`` the rows inherit from the trace (``errors (P, cap)``:
     each trace row's ε), the new scale0 and whether every row was finite.
     """
-    values, scales = values[:, :samples, level], scales[:, :samples, level]
+    values, scales = values[:, :, 0], scales[:, :, 0]
     pad = n_points - values.shape[0]
     values = jnp.pad(values, ((0, pad), (0, 0), (0, 0)))
     scales = jnp.pad(scales, ((0, pad), (0, 0)))
@@ -114,7 +112,7 @@ def _programs(backend: str) -> tuple:
     against 0.05 s), the larger part of a small count. Other backends compile them optimised.
     `_insert` updates the basis in place (its buffers are donated)."""
     options = FAST_COMPILE_OPTIONS if backend == "cpu" else None
-    return (jax.jit(_spectrum, static_argnames=("generators", "project", "level", "samples", "n_points", "out"),
+    return (jax.jit(_spectrum, static_argnames=("generators", "project", "n_points", "out"),
                     compiler_options=options),
             jax.jit(_insert, compiler_options=options, donate_argnums=(0, 1)),
             jax.jit(_grow, compiler_options=options, static_argnames=("cap",)))
@@ -177,13 +175,12 @@ class DeviceBases:
             return bucket(need, 4)
         return bucket(max(need, 2 * self.capacity))
 
-    def spectrum(self, values: Array, scales: Array, generators: bool, level: int = 0,
-                 samples: int | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
-        """σ of each point's stack, the first ``samples`` (default: all) of level ``level`` of
-        ``values (P, S, L, n)`` (scales ``(P, S, L)``, as `conflow.engine.evaluate` gives
-        them), off its trace, on the host: shape ``(P, min(samples, n))``, descending; the
-        error β each point's rows inherit from its trace (`conflow.engine.rank.trace_error`),
-        shape ``(P,)``; and whether every row was finite.
+    def spectrum(self, values: Array, scales: Array, generators: bool
+                 ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """σ of each point's stack ``values (P, S, 1, n)`` (scales ``(P, S, 1)``, as
+        `conflow.engine.evaluate` gives one level) off its trace, on the host: shape
+        ``(P, min(S, n))``, descending; the error β each point's rows inherit from its trace
+        (`conflow.engine.rank.trace_error`), shape ``(P,)``; and whether every row was finite.
 
         ``generators``: depth 0, where rows are judged against the largest generator seen so
         far at the point (over every stack given so far), not their own scale.
@@ -191,8 +188,7 @@ class DeviceBases:
         spectrum = _programs(jax.default_backend())[0]
         sigma, self._vt, beta, self._scale0, finite = spectrum(
             self._basis, self._errors, values, scales, self._scale0, generators=generators,
-            project=bool(self.capacity and self.ranks.any()), level=level,
-            samples=values.shape[1] if samples is None else samples, n_points=self._padded,
+            project=bool(self.capacity and self.ranks.any()), n_points=self._padded,
             out=self._sharding)
         sigma, beta = to_host(sigma), to_host(beta)
         return sigma[: self.n_points], beta[: self.n_points], bool(to_host(finite))

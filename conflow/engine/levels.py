@@ -235,9 +235,6 @@ def device_levels(
     kept: list[float] = []
     dropped: list[float] = []
     records: list[LevelRecord] = []
-    # whole levels of a cheap field: levels 1 and 2 share one stage, as in `dense_levels`
-    share = block is None and not costly_field and max_depth >= 2
-    stage: tuple[Any, Any] | None = None  # that stage's values and scales, for level 2
     for depth in range(max_depth + 1):
         remaining = n - bases.ranks
         c = int(remaining.max())
@@ -254,16 +251,9 @@ def device_levels(
         tally = _Tally(depth, P, band_for, errors)
         active = [p for p in range(P) if remaining[p] > 0]
         while active and not tally.saturated:
-            level = 0
-            if depth == 2 and stage is not None and stack <= stage[0].shape[1]:
-                (values, scales), level = stage, 1
-            elif depth == 1 and share:
-                values, scales = evaluate(np.arange(P), 1, 2, max(stack, samples_needed(c, m, 2)))
-            else:
-                values, scales = evaluate(np.arange(P), depth, depth, stack)
-            stage = (values, scales) if depth == 1 and share else None
+            values, scales = evaluate(np.arange(P), depth, depth, stack)
             tally.samples += stack
-            sigma, beta, finite = bases.spectrum(values, scales, depth == 0, level, stack)
+            sigma, beta, finite = bases.spectrum(values, scales, depth == 0)
             if not finite:
                 raise InputError("the vector fields are not finite at a generic point: check "
                                  "that φ is differentiable there and returns finite values")

@@ -82,16 +82,20 @@ def test_only_singular_values_leave_the_device(monkeypatch):
     assert max(sizes) <= P * n < P * n * n // 4
 
 
-def test_device_bases_stay_orthonormal_and_tight(monkeypatch):
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_device_bases_stay_orthonormal_and_tight(monkeypatch, backend):
     """Stacks of random rows cut one after another: each point's basis is orthonormal, spans
     the rows it kept, is zero past its rank, and its capacity (the rows every projection runs
-    over) stays within 25 % of the largest rank once it has to grow."""
+    over) stays within 25 % of the largest rank on CPUs; on accelerators it at least doubles
+    (fewer optimised programs to compile)."""
     from conflow.engine import device_basis
     from conflow.engine.device_basis import DeviceBases, bucket
 
     assert [bucket(k, 4) for k in (1, 5, 9, 100, 2561)] == [1, 5, 10, 112, 3072]
     assert [bucket(k) for k in (7, 9, 100, 2561)] == [7, 9, 104, 2816]
     monkeypatch.setattr(device_basis, "FULL_CAPACITY_FLOATS", 0)  # grow from the start
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)  # its programs run on CPU
+    capacities = []
     rng = np.random.default_rng(0)
     P, n = 2, 40
     bases = DeviceBases(P, n, "float64")
@@ -104,7 +108,9 @@ def test_device_bases_stay_orthonormal_and_tight(monkeypatch):
         added = np.array([size, size - 2])  # the second point keeps all but its weakest two
         bases.extend(added, [np.zeros(int(r + k)) for r, k in zip(bases.ranks, added)])
         kept = [np.vstack([k, r]) for k, r in zip(kept, rows)]
-        assert bases.capacity <= max(bucket(int(bases.ranks.max()), 4), 1)
+        capacities.append(bases.capacity)
+    top = [int(r) for r in np.cumsum([7, 9, 12])]  # the largest rank after each stack
+    assert capacities == ([bucket(r, 4) for r in top] if backend == "cpu" else [7, 16, 32])
     basis = np.asarray(bases._basis)
     for p, rank in enumerate(bases.ranks):
         b = basis[p, :rank]

@@ -361,11 +361,13 @@ class Poly:
             return o
         out = dict(self.terms)
         for m, c in o.terms.items():
-            s = out.get(m, 0) + c
-            if s:
+            # a new monomial takes c as it is: `0 + c` would rebuild a Fraction (gcd and all)
+            if (prev := out.get(m)) is None:
+                out[m] = c
+            elif s := prev + c:
                 out[m] = _norm(s)
             else:
-                out.pop(m, None)
+                del out[m]
         return Poly._wrap(out)
 
     __radd__ = __add__
@@ -406,10 +408,16 @@ class Poly:
             return o.scale(self.terms[0])
         _check_degree(self.degree + o.degree, "product")
         _spend(len(self.terms) * len(o.terms))
-        acc: dict[int, Coef] = defaultdict(int)
+        for a, b in ((self, o), (o, self)):  # times a monomial of coefficient 1 (a weight)
+            if len(b.terms) == 1 and next(iter(b.terms.values())) == 1:
+                (shift,) = b.terms
+                return Poly._wrap({m + shift: c for m, c in a.terms.items()})
+        acc: dict[int, Coef] = {}
         for m1, c1 in self.terms.items():
             for m2, c2 in o.terms.items():
-                acc[m1 + m2] += c1 * c2
+                m, c = m1 + m2, c1 * c2
+                prev = acc.get(m)
+                acc[m] = c if prev is None else prev + c
         return Poly._wrap({m: _norm(c) for m, c in acc.items() if c})
 
     __rmul__ = __mul__

@@ -23,6 +23,7 @@ import hashlib
 import math
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -111,6 +112,17 @@ _SHARED_FIELDS: collections.OrderedDict[tuple, Family] = collections.OrderedDict
 _SHARED_FIELDS_MAX = 8
 
 
+def _recent(cache: collections.OrderedDict, key: tuple, make: Callable[[], Any]) -> Any:
+    """``cache[key]`` (``make()`` if absent), the cache kept to its `_SHARED_FIELDS_MAX` most
+    recently used keys."""
+    if key not in cache:
+        cache[key] = make()
+    cache.move_to_end(key)
+    while len(cache) > _SHARED_FIELDS_MAX:
+        cache.popitem(last=False)
+    return cache[key]
+
+
 #: When the process holds more memory maps than this fraction of the kernel's limit, the
 #: compiled programs are dropped before the next count (`relieve_map_pressure`).
 MAP_PRESSURE = 0.4
@@ -167,17 +179,15 @@ def shared_field(family: VectorFamily, dtype) -> Family:
         digest.update(f"{const.dtype}{const.shape}".encode())
         digest.update(np.ascontiguousarray(const).tobytes())
     key = (digest.hexdigest(), family.state_dim, k, str(dtype))
-    if key in _SHARED_FIELDS:
-        _SHARED_FIELDS.move_to_end(key)
-    else:
+
+    def shared() -> Family:
         # 0.07 s of import (etils, …): paid by the first count, not by `import conflow`
         from jax.extend.core import jaxpr_as_fun
 
         evaluate = jaxpr_as_fun(closed)
-        _SHARED_FIELDS[key] = lambda z, a: evaluate(z, a)[0]
-        if len(_SHARED_FIELDS) > _SHARED_FIELDS_MAX:
-            _SHARED_FIELDS.popitem(last=False)
-    return _SHARED_FIELDS[key]
+        return lambda z, a: evaluate(z, a)[0]
+
+    return _recent(_SHARED_FIELDS, key, shared)
 
 
 def batch_sharding(devices: int | None = None) -> NamedSharding | None:
@@ -367,11 +377,8 @@ def evaluate_stage(
         return put(rng.uniform(-COEFF_HALF_WIDTH, COEFF_HALF_WIDTH,
                                (chunk, depth + 1, m)).astype(dtype), sharding)
 
-    key = (field, m, dtype, fast_compile, sharding, weights is not None)
-    known = _TEMP_PER_CHAIN.setdefault(key, {})
-    _TEMP_PER_CHAIN.move_to_end(key)
-    while len(_TEMP_PER_CHAIN) > _SHARED_FIELDS_MAX:
-        _TEMP_PER_CHAIN.popitem(last=False)
+    known = _recent(_TEMP_PER_CHAIN, (field, m, dtype, fast_compile, sharding,
+                                      weights is not None), dict)
     per_chain = _predicted_temp(known, depth)
     if per_chain is not None and chunk > n_dev and (
             predicted := TEMP_SAFETY * per_chain * n_points * chunk) > budget:

@@ -67,12 +67,16 @@ def bracket_chain(family: Family, depth: int) -> Callable[[Array, Array], tuple[
     program serves all of them.
 
     scales[j] = ‖∂Y·X‖ + ‖∂X·Y‖ for the outermost bracket [X, Y] of row j (j ≥ 1), and ‖G(a)(z)‖
-    for j = 0: the size of the two terms whose difference is the value. A bracket that vanishes
+    for j = 0 (or ``family.scale(z, a)`` for a family that computes its values with
+    cancellations of its own and says how large the cancelled terms were,
+    `conflow.engine.deep_trace.LevelSum`): the size of the two terms whose difference is the value. A bracket that vanishes
     identically (e.g. [v, v] for a scalar φ) is at rounding level *relative to its scale*, which is
     how zero brackets are recognised (DESIGN.md, "numerical pitfalls").
     """
     if depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
+
+    own_scale = getattr(family, "scale", None)
 
     def f(z: Array, coeffs: Array) -> tuple[Array, Array]:
         def member(j: int) -> Field:
@@ -99,6 +103,9 @@ def bracket_chain(family: Family, depth: int) -> Callable[[Array, Array], tuple[
             return bracketed
 
         value, (values, scales, scale) = element(depth)(z)
-        return jnp.stack(values + (value,)), jnp.stack(scales + (scale,))
+        scales = jnp.stack(scales + (scale,))
+        if own_scale is not None:  # evaluated once, at z: not inside the nested products
+            scales = scales.at[0].set(own_scale(z, coeffs[depth]).astype(z.dtype))
+        return jnp.stack(values + (value,)), scales
 
     return f

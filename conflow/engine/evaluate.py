@@ -83,7 +83,10 @@ COSTLY_FIELD_ENTRIES = 1 << 20
 
 
 def costly_field(family: VectorFamily) -> bool:
-    """Whether the family's field is costly to evaluate (`COSTLY_FIELD_ENTRIES`)."""
+    """Whether the family's field is costly to evaluate: as it says (`VectorFamily.costly`),
+    else by its size (`COSTLY_FIELD_ENTRIES`)."""
+    if family.costly is not None:
+        return family.costly
     return family.state_dim * family.sampled[1] > COSTLY_FIELD_ENTRIES
 
 
@@ -165,9 +168,11 @@ def shared_field(family: VectorFamily, dtype) -> Family:
 
     Two models of equal shapes give the same object, so the compiled programs of the first count
     serve the next (`_stage_evaluator` is cached on it). Fields with custom derivative rules or
-    callbacks, or large constants, are returned as given.
+    callbacks, large constants or a scale of their own (`bracket_chain`) are returned as given.
     """
     field, k = family.sampled
+    if hasattr(field, "scale"):  # a field with its own scale (`bracket_chain`) is not a jaxpr
+        return field
     closed = jax.make_jaxpr(field)(*_abstract(family, k, dtype))
     text = str(closed.jaxpr)
     if any(name in text for name in _UNSHAREABLE) or sum(

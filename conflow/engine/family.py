@@ -37,6 +37,9 @@ class VectorFamily:
             costly field (`conflow.engine.evaluate.costly_field`) the engine then weighs the
             generators from it (`conflow.engine.evaluate.generator_weights`) and draws the
             generic elements of W_0 as its products with random coefficients.
+        costly: whether each evaluation of the sampled field is costly (its bracket levels
+            then start with a small probe stack, `conflow.engine.levels.first_stack`);
+            ``None``: judged by its size (`conflow.engine.evaluate.costly_field`).
     """
 
     field: Family
@@ -46,6 +49,7 @@ class VectorFamily:
     sample_field: Family | None = None
     n_sample_coeffs: int | None = None
     generators: Callable[[Array], Array] | None = None
+    costly: bool | None = None
 
     @property
     def sampled(self) -> tuple[Family, int]:

@@ -157,6 +157,8 @@ def _weak_generators(levels: list[LevelRecord]) -> str:
             f"{levels[1].noise:.1e})")
 
 
+#: How the reason of a trace stopped by its depth cap starts.
+STILL_GROWING = "the trace was still growing at depth"
 #: A count shows its progress bar once it has run this long (seconds).
 PROGRESS_DELAY = 2.0
 
@@ -351,7 +353,7 @@ def _verdict(found: Levels, P: int, n: int, points: np.ndarray, rtol: float | No
         status, reason = NOT_CONVERGED, found.stopped
     elif not found.converged:
         status, reason = NOT_CONVERGED, (
-            f"the trace was still growing at depth {max_depth} (raise max_depth)"
+            f"{STILL_GROWING} {max_depth} (raise max_depth)"
         )
     elif uncertain:
         where = next(level for level in levels if level.uncertain)

@@ -21,12 +21,14 @@ import numpy as np
 
 from conflow.engine.rank import DEFAULT_MIN_GAP
 from conflow.engine.full_rank import full_rank_trace
+from conflow.engine.deep_trace import INNER_DEPTH, deep_trace, reached_depth
 from conflow.engine.levels import BLIND
 from conflow.engine.trace import (
     AMBIGUOUS,
     DENSE_MAX_DIM,
     NOT_CONVERGED,
     OK,
+    STILL_GROWING,
     LieTrace,
     lie_trace,
 )
@@ -50,6 +52,8 @@ from conflow.status import Status
 METHODS = ("auto", "numeric", "exact", "both")
 #: The fewest generic points of a numeric count: their agreement is part of the evidence.
 MIN_POINTS = 3
+#: The numeric engine's depth cap when none is given (`count_laws`).
+DEFAULT_NUMERIC_DEPTH = 6
 # method="auto" runs the engine its cost estimate says is cheaper (`_auto_method`,
 # `conflow.laws.cost.exact_cost` against `numeric_cost`). An exact count estimated below this is
 # chosen without estimating the numeric one: the numeric engine's first count of a model in a
@@ -62,6 +66,12 @@ NUMERIC_MIN_SECONDS = 0.1
 #: (linear[6]*5, 7,776 monomials, needs 9,288; a product of eight 10×10 blocks has 10⁷ monomials
 #: per output, and building them exhausted 17 GB).
 AUTO_EXTRACT_PRODUCTS = 1 << 16
+#: The exact engine chosen by ``method="auto"`` runs at most this many times its estimate (and
+#: at least `AUTO_EXACT_MIN_SECONDS`); past that the estimate was wrong and the numeric engine
+#: counts instead. The estimate assumes the flow's usual depth: linear [2,6,6,1], estimated at
+#: 0.8 s, needs depth 7 and was still at depth 5 after 5 s, with 12 GB after 5 minutes.
+AUTO_EXACT_FACTOR = 10.0
+AUTO_EXACT_MIN_SECONDS = 10.0
 #: The escalation's exact steps give up on φ's polynomial form past this many term products
 #: (about 10 s).
 ESCALATE_EXTRACT_PRODUCTS = 1 << 22
@@ -85,10 +95,12 @@ EXACT_ESCALATE_MAX_OUTPUTS = 4096
 
 @dataclasses.dataclass(frozen=True)
 class Attempt:
-    """One try of a count: the first one, or a step of the escalation of an ambiguous one.
+    """One try of a count: the first one, or a step of the escalation of an ambiguous one
+    (or of one still growing at the default depth cap: ``"deeper brackets"``, `deep_trace`).
 
     Attributes:
-        step: ``"numeric"``, ``"exact"``, ``"full rank"``, ``"activation cells"``,
+        step: ``"numeric"``, ``"deeper brackets"``, ``"exact"``, ``"full rank"``,
+            ``"activation cells"``,
             ``"fresh points"``, ``"generic region"`` or ``"exact on regions"``.
         detail: what was run (points, seed, primes, …).
         status: the try's status; ``n_laws`` its count when ``ok``.
@@ -275,7 +287,14 @@ class LawCount:
 
 def _auto_method(model: Model, flow: AbstractFlow, points: int = 3,
                  max_memory: int | None = None) -> tuple[str, str]:
-    """``(method, reason)``: the engine ``method="auto"`` runs and why.
+    """``(method, reason)``: the engine ``method="auto"`` runs and why (`_auto_choice`)."""
+    return _auto_choice(model, flow, points, max_memory)[:2]
+
+
+def _auto_choice(model: Model, flow: AbstractFlow, points: int = 3,
+                 max_memory: int | None = None) -> tuple[str, str, float | None]:
+    """``(method, reason, estimate)``: the engine ``method="auto"`` runs, why, and the exact
+    engine's estimated seconds when it is the one (else ``None``).
 
     The exact engine when its estimated time (`conflow.laws.cost.exact_cost`, from the size of
     φ's polynomials, the state dimension and the flow's expected depth) is below the numeric
@@ -288,7 +307,7 @@ def _auto_method(model: Model, flow: AbstractFlow, points: int = 3,
     a large model are extracted, and the numeric estimate is skipped when the exact one is
     below `NUMERIC_MIN_SECONDS`."""
     if not flow.is_polynomial:
-        return "numeric", "auto: the metric is a callable, its fields are not polynomial"
+        return "numeric", "auto: the metric is a callable, its fields are not polynomial", None
     n, D, momentum = flow.state_dim(model), model.D, flow.has_velocity
     numeric_s: list[float] = []
 
@@ -302,28 +321,28 @@ def _auto_method(model: Model, flow: AbstractFlow, points: int = 3,
     if floor.seconds >= NUMERIC_MIN_SECONDS and floor.seconds >= numeric_seconds():
         return "numeric", (f"auto: too large for the exact engine (state dim {n}, {d} "
                            f"outputs: est. ≥ {_seconds(floor.seconds)} vs numeric "
-                           f"{_seconds(numeric_seconds())})")
+                           f"{_seconds(numeric_seconds())})"), None
     try:
         size, est = _exact_estimate(model, flow, n, AUTO_EXTRACT_PRODUCTS)
     except WorkLimitError:
         return "numeric", (f"auto: φ's polynomials are too large for the exact engine (more "
-                           f"than {AUTO_EXTRACT_PRODUCTS:,} term products to build them)")
+                           f"than {AUTO_EXTRACT_PRODUCTS:,} term products to build them)"), None
     except PiecewiseError:
-        return "numeric", "auto: φ is piecewise polynomial, not polynomial"
+        return "numeric", "auto: φ is piecewise polynomial, not polynomial", None
     except InputError:
-        return "numeric", "auto: φ is not polynomial"
+        return "numeric", "auto: φ is not polynomial", None
     what = f"auto: polynomial, {size.monomials} monomials, est. {_seconds(est.seconds)}"
     if est.seconds < NUMERIC_MIN_SECONDS:
         what += f" vs numeric ≥ {_seconds(NUMERIC_MIN_SECONDS)}"
     elif est.seconds >= numeric_seconds():
-        return "numeric", f"{what} vs numeric {_seconds(numeric_seconds())}"
+        return "numeric", f"{what} vs numeric {_seconds(numeric_seconds())}", None
     else:
         what += f" vs numeric {_seconds(numeric_seconds())}"
     limits = [x for x in (_cost.available_memory(), max_memory) if x is not None]
     if limits and est.bytes > min(limits):
         return "numeric", (f"{what}, but ~{_cost.format_size(est.bytes)}: more memory than "
-                           f"{_cost.format_size(min(limits))}")
-    return "exact", what
+                           f"{_cost.format_size(min(limits))}"), None
+    return "exact", what, est.seconds
 
 
 def _exact_estimate(model: Model, flow: AbstractFlow, n: int, products: int
@@ -395,8 +414,11 @@ def count_laws(
     or the host (``linalg``: ``device``, ``host`` or ``auto``, which is the device on accelerators;
     see `conflow.engine.trace.default_linalg`), with a progress bar on stderr for counts that run more than two seconds (``progress``: ``None``
     shows it only on a terminal).
-    ``max_depth`` defaults to 6 for the numeric engine (each level roughly doubles the compiled
-    program) and 30 for the exact one; a trace still growing there is ``not_converged``.
+    ``max_depth`` defaults to 6 for the numeric engine (each level roughly triples the compiled
+    program) and 30 for the exact one. A numeric trace still growing at the default cap goes on
+    with chains of generic elements of W_2 (`conflow.engine.deep_trace`: brackets of depth up to
+    14 at the cost of depth 6; ``settled_by`` says so when it settles the count); one still
+    growing at a ``max_depth`` given, or after that, is ``not_converged``.
 
     Generic points are drawn by `conflow.laws.points.generic_points`: a point that a piecewise model
     calls degenerate (a unit on or off for its whole input sample) is redrawn, and the result
@@ -444,15 +466,15 @@ def count_laws(
     model_label, sample_reduction = model.label, ""
     if reduce_inputs and isinstance(model, SampledModel):
         model, sample_reduction = model.spanning_sample(seed)
-    method_reason = "requested"
+    method_reason, exact_estimate = "requested", None
     if method == "auto":
         numeric_options = [f"{k}={v!r}" for k, v, default in (
             ("algorithm", algorithm, "auto"), ("linalg", linalg, "auto"), ("dtype", dtype, "float64"),
             ("rtol", rtol, None))
             if v != default]
-        method, method_reason = (
-            ("numeric", f"auto: numeric options given ({', '.join(numeric_options)})")
-            if numeric_options else _auto_method(model, flow, points, max_memory))
+        method, method_reason, exact_estimate = (
+            ("numeric", f"auto: numeric options given ({', '.join(numeric_options)})", None)
+            if numeric_options else _auto_choice(model, flow, points, max_memory))
 
     n = flow.state_dim(model)
     trace = exact = None
@@ -461,7 +483,7 @@ def count_laws(
     settled_by = ""
     traces: list[LieTrace] = []  # every numeric try, in order
     redrawn, redraw_reasons = 0, ()
-    numeric_depth = 6 if max_depth is None else max_depth
+    numeric_depth = DEFAULT_NUMERIC_DEPTH if max_depth is None else max_depth
     plans: dict[int, NumericPlan] = {}
 
     def plan(n_points: int) -> NumericPlan:
@@ -485,13 +507,26 @@ def count_laws(
         traces[-1] = name_time_limit(traces[-1], time_limit)
         return traces[-1]
 
+    if exact_estimate is not None:  # auto chose the exact engine by its estimate: hold it to it
+        budget = max(AUTO_EXACT_MIN_SECONDS, AUTO_EXACT_FACTOR * exact_estimate)
+        budget_end = time.perf_counter() + budget
+        exact = name_time_limit(_exact_trace(
+            model, flow, seed, 30 if max_depth is None else max_depth,
+            deadline=budget_end if deadline is None else min(deadline, budget_end),
+            progress=progress), time_limit)
+        if (exact.status == NOT_CONVERGED and exact.reason.startswith("time limit")
+                and (deadline is None or budget_end < deadline)):
+            method_reason += (f"; the exact engine ran past {_seconds(budget)} (at depth "
+                              f"{exact.depth}): numeric instead")
+            method, exact = "numeric", None
+
     if method in ("numeric", "both"):
         first = plan(points)
         if progress is not False and first.cost.seconds >= ESTIMATE_SHOW_SECONDS:
             print(first.announce(time_limit), file=sys.stderr, flush=True)
         trace = numeric(seed, points)
     time_up = ""
-    if method in ("exact", "both"):
+    if method in ("exact", "both") and exact is None:
         if trace is not None and deadline is not None and time.perf_counter() >= deadline:
             time_up = (f"time limit of {time_limit:g} s reached before the exact engine "
                        "started")
@@ -510,6 +545,26 @@ def count_laws(
         attempts.append(_attempt(label, detail, trace, n, time.perf_counter() - t_step))
         if trace.status == OK:
             settled_by = f"{label} ({detail})"
+
+    deeper_failed = None  # the deeper-brackets step, when it ran and did not settle the count
+    if (method == "numeric" and escalate and max_depth is None
+            and trace.status == NOT_CONVERGED and trace.reason.startswith(STILL_GROWING)):
+        attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
+        t_step = time.perf_counter()
+        levels = numeric_depth - INNER_DEPTH
+        detail = (f"chains of generic elements of W_{INNER_DEPTH}: brackets of depth ≤ "
+                  f"{reached_depth(levels)}, {points} points, seed {seed}")
+        chosen = plan(points)
+        deep = name_time_limit(deep_trace(
+            flow.family(model), trace.points, max_depth=levels, seed=seed, rtol=rtol,
+            min_gap=min_gap, devices=devices, dtype=dtype, algorithm=chosen.algorithm,
+            linalg=linalg, max_chunk=chosen.max_chunk, block=chosen.block, progress=progress,
+            time_limit=_time_left(deadline)), time_limit)
+        attempts.append(_attempt(DEEPER, detail, deep, n, time.perf_counter() - t_step))
+        if deep.status == OK:
+            trace, settled_by, settled_dim = deep, f"{DEEPER} ({detail})", deep.dim
+        else:
+            deeper_failed = attempts[-1]
 
     if method == "numeric" and escalate and trace.status == AMBIGUOUS:
         attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
@@ -566,6 +621,10 @@ def count_laws(
         settled_by = settled_by if status == OK else ""
     elif attempts and settled_by:
         dim, status, reason = settled_dim, OK, ""
+    elif deeper_failed is not None:
+        dim, status = None, (AMBIGUOUS if deeper_failed.status == AMBIGUOUS else NOT_CONVERGED)
+        reason = (f"{attempts[0].reason}; tried {deeper_failed.step} ({deeper_failed.detail}): "
+                  f"{deeper_failed.status} ({deeper_failed.reason})")
     elif time_up and attempts:
         dim, status = None, NOT_CONVERGED
         reason = (f"{time_up}; the count was ambiguous ({attempts[0].reason})"
@@ -608,6 +667,8 @@ def count_laws(
 
 #: An estimate above this many seconds is printed on stderr before the count starts.
 ESTIMATE_SHOW_SECONDS = 5.0
+#: The step that goes on past the depth cap of a trace still growing there (`deep_trace`).
+DEEPER = "deeper brackets"
 #: The escalation steps of `_escalation_steps`, by function name.
 _STEP_LABELS = {"exact": "exact", "full_rank": "full rank", "cells": "activation cells",
                 "fresh": "fresh points", "generic_region": "generic region",

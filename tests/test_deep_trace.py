@@ -71,18 +71,23 @@ def test_deep_trace_counts_random_linear_nets_with_one_output(seed):
     assert model.D - trace.dim == tm.linear_formula(dims), dims
 
 
-def test_count_goes_deeper_when_the_default_cap_is_reached(monkeypatch):
+@pytest.mark.parametrize("linalg", ["host", "device"])
+def test_count_goes_deeper_when_the_default_cap_is_reached(monkeypatch, linalg):
     """linear [2,4,4,1] has 8 directions, the last at bracket depth 4 (ranks 2, 3, 5, 7, 8): with
     the default cap lowered to 4 (so that the test stays cheap; 6 in use) the plain trace is
     still growing there, and the count goes on with deeper brackets. ``method="auto"`` first
     picks the exact engine by its estimate: held to a budget (shrunk here to nothing), it hands
-    over to the numeric engine and says so."""
+    over to the numeric engine and says so. Both places of the linear algebra cut the same
+    ranks."""
     monkeypatch.setattr(count_module, "DEFAULT_NUMERIC_DEPTH", 4)
     monkeypatch.setattr(count_module, "AUTO_EXACT_MIN_SECONDS", 1e-3)
     monkeypatch.setattr(count_module, "AUTO_EXACT_FACTOR", 0.0)
     dims = [2, 4, 4, 1]
+    if linalg == "device":  # an option given makes auto numeric: run the exact engine's case
+        monkeypatch.setenv("CONFLOW_LINALG", "device")  # through the environment instead
     result = cf.count_laws(cf.linear(dims), progress=False)
     assert result.status == Status.OK, result.reason
+    assert result.trace.linalg == linalg
     assert result.n_laws == tm.linear_formula(dims)
     assert result.method == "numeric" and "the exact engine ran past" in result.method_reason
     assert result.settled_by.startswith("deeper brackets")

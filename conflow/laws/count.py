@@ -406,7 +406,8 @@ def count_laws(
       estimated time — from the number of φ's monomials, the state dimension and the flow's
       expected depth (`conflow.laws.cost.exact_cost`) — is below the numeric engine's
       (`conflow.laws.cost.numeric_cost`); numeric otherwise. ``method_reason`` says which and
-      why.
+      why. An exact engine chosen so that runs past `AUTO_EXACT_FACTOR` times its estimate (at
+      least `AUTO_EXACT_MIN_SECONDS`) is stopped, and the numeric engine counts instead.
 
     The numeric engine shards its bracket batches over ``devices`` local devices (default all),
     evaluates them in ``dtype`` (float64; float32 only on request, with a warning) and cuts the

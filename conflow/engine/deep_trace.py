@@ -41,6 +41,7 @@ from conflow.engine.brackets import Family, bracket_chain
 from conflow.engine.evaluate import COEFF_HALF_WIDTH
 from conflow.engine.family import VectorFamily
 from conflow.engine.rank import rounding_amplification
+from conflow.engine.trace import LieTrace, lie_trace
 from conflow.precision import float64
 
 Array = jax.Array
@@ -147,12 +148,10 @@ def reached_depth(level: int, inner_depth: int = INNER_DEPTH) -> int:
 
 
 def deep_trace(family: VectorFamily, points: np.ndarray, *, inner_depth: int = INNER_DEPTH,
-               max_depth: int = 4, seed: int = 0, **options):
+               max_depth: int = 4, seed: int = 0, **options) -> LieTrace:
     """`conflow.engine.trace.lie_trace` of F (module doc) at ``points (P, n)``: levels
     0 … ``max_depth`` of F, i.e. brackets of depth up to `reached_depth` (``max_depth``) of
     ``family``'s generators. ``options`` go to `lie_trace` (dtype, algorithm, linalg, …)."""
-    from conflow.engine.trace import lie_trace
-
     weights = level_weights(family, points, inner_depth, seed)
     return lie_trace(deep_family(family, weights), points, seed=seed, max_depth=max_depth,
                      **options)

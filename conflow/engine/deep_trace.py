@@ -30,9 +30,6 @@ what their rounding really is.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,38 +59,20 @@ class LevelSum:
     """
 
     def __init__(self, field: Family, m: int, depth: int, weights: np.ndarray):
-        self.field, self.m, self.depth = field, m, depth
+        self.m, self.depth = m, depth
         self.chain = bracket_chain(field, depth)
         self.weights = tuple(float(w) for w in weights)
 
+    def _levels(self, z: Array, c: Array) -> tuple[Array, Array]:
+        return self.chain(z, c.reshape(self.depth + 1, self.m))
+
     def __call__(self, z: Array, c: Array) -> Array:
-        # the chain without its scales: F is nested inside the outer chains' products, where
-        # every operation is repeated for each tangent
-        a = c.reshape(self.depth + 1, self.m)
-
-        def member(j: int) -> Callable[[Array], Array]:
-            return lambda x: self.field(x, a[j]).astype(x.dtype)
-
-        def element(j: int) -> Callable[[Array], tuple[Array, Array]]:
-            # x ↦ (Y_j(x), Σ_{i<j} w_i Y_i(x))
-            if j == 0:
-                return lambda x: (member(self.depth)(x), jnp.zeros_like(x))
-            inner, u = element(j - 1), member(self.depth - j)
-
-            def bracketed(x):
-                ux = u(x)
-                vx, dv_u, lower = jax.jvp(inner, (x,), (ux,), has_aux=True)
-                _, du_v = jax.jvp(u, (x,), (vx,))
-                return dv_u - du_v, lower + self.weights[j - 1] * vx
-
-            return bracketed
-
-        top, lower = element(self.depth)(z)
-        return lower + self.weights[self.depth] * top
+        values, _ = self._levels(z, c)
+        return jnp.asarray(self.weights, z.dtype) @ values
 
     def scale(self, z: Array, c: Array) -> Array:
         """Σ_j w_j · scale_j · ε_j: the size of the terms whose rounding F(z, c) carries."""
-        values, scales = self.chain(z, c.reshape(self.depth + 1, self.m))
+        values, scales = self._levels(z, c)
         return jnp.asarray(self.weights, z.dtype) @ (
             scales * rounding_amplification(values, scales))
 
@@ -126,15 +105,13 @@ def deep_family(family: VectorFamily, weights: np.ndarray) -> VectorFamily:
     depth = len(weights) - 1
     field, m_sampled = family.sampled
     m = family.n_coeffs
-    spanning = sum(m ** (j + 1) for j in range(depth + 1)) if math.log2(max(m, 2)) * (
-        depth + 1) < 40 else _MAX_COEFFS
     level_sum = LevelSum(field, m_sampled, depth, weights)
     # F is not linear in c: given as the sampled field, it is never weighed generator by
     # generator (`conflow.engine.evaluate.generator_weights`)
     return VectorFamily(
         field=level_sum,
         state_dim=family.state_dim,
-        n_coeffs=min(spanning, _MAX_COEFFS),
+        n_coeffs=min(sum(m ** (j + 1) for j in range(depth + 1)), _MAX_COEFFS),
         name=f"W_{depth} of {family.name}" if family.name else f"W_{depth}",
         sample_field=level_sum,
         n_sample_coeffs=(depth + 1) * m_sampled,

@@ -140,6 +140,9 @@ def test_affine_net_is_counted_on_a_spanning_sample():
     reduced, note = model.spanning_sample()
     assert 1 < reduced.n_inputs <= dims[-1] * (dims[0] + 1) < model.n_inputs
     assert f"span {dims[-1] * (dims[0] + 1)} functions" in note
+    basis = np.concatenate([np.zeros((1, 3)), np.eye(3)])  # the better conditioned inputs
+    assert all(any(np.array_equal(x, b) for b in basis) for x in reduced.inputs)
+    assert "of the basis inputs 0, e_1, …, e_d" in note
     fast, full = cf.count_laws(model), cf.count_laws(model, reduce_inputs=False)
     assert fast.sample_reduction == note and not full.sample_reduction
     assert fast.model == full.model == model.label
@@ -149,6 +152,12 @@ def test_affine_net_is_counted_on_a_spanning_sample():
                              {"W0": np.zeros((3, 3)), "b0": np.zeros(3), "W1": np.zeros((2, 3))},
                              input_shape=(3,))
     assert relu_net.spanning_sample() == (relu_net, "")
+    # outputs W x²: 2·3 functions of θ, but not affine in x: a subset of the sample, not e_j
+    squares = cf.from_model(lambda p, x: p["W"] @ x**2, {"W": np.zeros((2, 3))}, input_shape=(3,))
+    with cf.float64_mode():
+        reduced, note = squares.spanning_sample()
+    assert reduced.n_inputs < squares.n_inputs and note.endswith(f"{reduced.n_inputs} of the inputs")
+    assert all(any(np.array_equal(x, y) for y in squares.inputs) for x in reduced.inputs)
 
 
 def test_recount_of_a_spanning_sample_is_its_count_when_the_functions_are_the_same():
@@ -165,7 +174,8 @@ def test_recount_of_a_spanning_sample_is_its_count_when_the_functions_are_the_sa
     with pytest.warns(InputsWarning, match="the count changed with more inputs"):
         on_line = cf.count_laws_from_model(apply, params, inputs=line, check_inputs=np.random
                                            .default_rng(0).standard_normal((16, 3)))
-    assert "span 4 functions" in on_line.count.sample_reduction
+    assert "span 4 functions" in on_line.count.sample_reduction  # e_j span 8: not used
+    assert on_line.count.sample_reduction.endswith("of the inputs")
     assert "span 8 functions" in on_line.recount.sample_reduction and not on_line.stable
     assert on_line.recount.n_laws == tm.affine_formula(dims) < on_line.count.n_laws
 

@@ -581,20 +581,25 @@ class SampledModel(Model):
         where φ_N is analytic as far as the branch recorder can tell: no `patterns_fn`, no
         recorded switch (ReLU, max, abs, where, …) and nothing the recorder could not look into
         (custom derivatives, loops). A piecewise network's relations may hold on some regions
-        only (inputs sharing an activation pattern), so it keeps its sample.
+        only (inputs sharing an activation pattern), so it keeps its sample. An affine
+        network is counted on basis inputs 0, e_1, …, e_d instead of a subset of its sample,
+        where they span the same functions (`_basis_inputs`): the better conditioned choice.
         """
         found = self.spanned_functions(seed)
         if found is None:
             return self, ""
-        inputs, r, k = found
+        inputs, r, k, on_basis = found
         note = (f"the outputs on {self.n_inputs} inputs span {r} functions of θ "
                 f"(φ at {k} random points, relations to rounding): counted on "
-                f"{inputs.size} of the inputs")
-        return self.with_inputs(self.inputs[inputs]), note
+                + (f"{len(inputs)} of the basis inputs 0, e_1, …, e_d (outputs affine in x to "
+                   f"{on_basis:.0e})" if on_basis is not None else f"{len(inputs)} of the inputs"))
+        return self.with_inputs(inputs), note
 
-    def spanned_functions(self, seed: int = 0) -> tuple[np.ndarray, int, int] | None:
-        """For `spanning_sample`: (the inputs kept, the number r of functions their outputs
-        span, the number K of points φ was evaluated at), or ``None`` where nothing is dropped
+    def spanned_functions(self, seed: int = 0
+                          ) -> tuple[np.ndarray, int, int, float | None] | None:
+        """For `spanning_sample`: (the inputs to count on, the number r of functions their
+        outputs span, the number K of points φ was evaluated at, the affine error where they
+        are basis inputs (`_basis_inputs`) else ``None``), or ``None`` where nothing is dropped
         or the reduction is not tried. Computed once per model and seed."""
         cache = self.__dict__.setdefault("_patterns_cache", {})
         if ("spanned", seed) not in cache:
@@ -609,16 +614,63 @@ class SampledModel(Model):
         rng = np.random.default_rng([seed, 0x5BA5])
         if self.patterns(self.sample_points(rng, 1)[0]).shape[-1] or self.pattern_notes():
             return None
-        values = self._values_at(np.asarray(self.sample_points(rng, k)))
+        thetas = np.asarray(self.sample_points(rng, k))
+        values = self._values_at(thetas)
         if not np.all(np.isfinite(values)):
             return None
         keep = _spanning_columns(values)
         if keep is None:
             return None
         inputs = np.unique(keep // self.n_outputs)
+        basis = self._basis_inputs(thetas, values, keep.size, inputs.size)
+        if basis is not None:
+            return basis[0], int(keep.size), k, basis[1]
         if inputs.size == self.n_inputs:
             return None
-        return inputs, int(keep.size), k
+        return self.inputs[inputs], int(keep.size), k, None
+
+    def _basis_inputs(self, thetas: np.ndarray, values: np.ndarray, r: int, n_kept: int
+                      ) -> tuple[np.ndarray, float] | None:
+        """The inputs among 0, e_1, …, e_d whose outputs span the same r functions of θ as the
+        sample's, and the affine error; ``None`` where they do not, where the sample's inputs
+        are not floats, or where more of them would be needed than the ``n_kept`` sample
+        inputs (not tried where d + 1 is more than twice that).
+
+        Where F(θ, x) = F(θ, 0) + Σ_j x_j (F(θ, e_j) − F(θ, 0)) for every θ (an affine network;
+        checked at the K random points ``thetas`` of the sample's ``values``, to
+        `CELL_AFFINE_RTOL`), every output of the sample lies in the span of the basis inputs'
+        outputs, so the two
+        spans are equal when their dimensions are. Both then have the same fields and count;
+        the basis inputs' are the better conditioned: the count of a bias-free linear net on
+        e_1, …, e_d is that of the built-in `linear` model, where a Gaussian sample's subset
+        multiplies the generators by a random d × d matrix (condition number 10–100), enough
+        to push depth-8 brackets of a [5, 14, 15, 1] net into the band between rounding and
+        signal."""
+        d = math.prod(self.input_shape)
+        if self.inputs.dtype.kind != "f" or d + 1 > max(n_kept, 2) * 2:
+            return None
+        basis = np.concatenate([np.zeros((1, d)), np.eye(d)]).reshape((d + 1,) + self.input_shape)
+        on_basis = self.with_inputs(basis)
+        x = self.inputs.reshape(self.n_inputs, d)
+
+        def affine_error(at_basis: np.ndarray, at_sample: np.ndarray) -> float:
+            grid = at_basis.reshape(len(at_basis), d + 1, -1)
+            affine = grid[:, None, 0] + np.einsum("ij,kjn->kin", x, grid[:, 1:] - grid[:, None, 0])
+            scale = max(np.abs(at_sample).max(), np.abs(at_basis).max(), np.finfo(float).tiny)
+            error = np.abs(affine.reshape(len(at_basis), -1) - at_sample).max() / scale
+            return float(error) if np.isfinite(error) else np.inf
+
+        # one point first, without compiling: most models that are not affine stop here
+        if not affine_error(np.asarray(on_basis.phi(jnp.asarray(thetas[0])))[None],
+                            values[:1]) <= CELL_AFFINE_RTOL:
+            return None
+        at_basis = on_basis._values_at(thetas)
+        error = affine_error(at_basis, values)
+        keep = _spanning_columns(at_basis, all_independent=True)
+        if not error <= CELL_AFFINE_RTOL or keep is None or keep.size != r:
+            return None
+        kept = np.unique(keep // self.n_outputs)
+        return (basis[kept], error) if kept.size <= n_kept else None
 
     def cell_model(self, theta: Array) -> tuple[Model | None, str]:
         """The model of the activation cells the sample reaches at flat θ, and a one-line note;
@@ -779,10 +831,11 @@ def _affine_error(outputs: Callable, xs: Array, pats: Array, grid_x: Array, grid
     return (float(error) if np.isfinite(error) else np.inf), at_grid
 
 
-def _spanning_columns(values: np.ndarray) -> np.ndarray | None:
+def _spanning_columns(values: np.ndarray, all_independent: bool = False) -> np.ndarray | None:
     """Columns of ``values`` (K × m, function j sampled at K points in column j) that span all
-    of them, sorted; ``None`` when all are needed or the spectrum is not cleanly split
-    (`SPANNING_ZERO`, `SPANNING_KEEP`). Zero columns (functions that vanish) are never kept."""
+    of them, sorted; ``None`` when all are needed (unless ``all_independent`` and K > m) or the
+    spectrum is not cleanly split (`SPANNING_ZERO`, `SPANNING_KEEP`). Zero columns (functions
+    that vanish) are never kept."""
     rows = np.linalg.norm(values, axis=1, keepdims=True)
     a = values / np.where(rows > 0, rows, 1.0)
     cols = np.linalg.norm(a, axis=0)
@@ -792,7 +845,11 @@ def _spanning_columns(values: np.ndarray) -> np.ndarray | None:
     a = a[:, nonzero] / cols[nonzero]
     s = np.linalg.svd(a, compute_uv=False)
     r = int(np.sum(s > SPANNING_ZERO * s[0]))
-    if r >= min(a.shape) or s[r - 1] < SPANNING_KEEP * s[0]:
+    if s[r - 1] < SPANNING_KEEP * s[0]:
+        return None
+    if r == a.shape[1] < a.shape[0] and all_independent:
+        return np.flatnonzero(nonzero)
+    if r >= min(a.shape):
         return None
     pivots = scipy.linalg.qr(a, mode="r", pivoting=True)[1]
     basis = np.sort(pivots[:r])

@@ -16,7 +16,7 @@ importing conflow leaves the process's ``jax_enable_x64`` alone; see `conflow.pr
 - building blocks: `lie_bracket`, `bracket_chain`, `numerical_rank`.
 """
 
-import importlib
+import importlib as _importlib
 
 from conflow.compile_cache import enable_compile_cache
 from conflow.engine.brackets import bracket_chain, lie_bracket
@@ -82,7 +82,7 @@ def __getattr__(name: str):
     module = _LAZY_OWNER.get(name)
     if module is None:
         raise AttributeError(f"module 'conflow' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 

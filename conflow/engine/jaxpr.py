@@ -2,8 +2,10 @@
 and the branch recorder of models given as code (`conflow.models.from_model`).
 
 `walk` evaluates a jaxpr equation by equation like ``jax.core.eval_jaxpr``, with values of the
-caller's own kind (exact polynomials, or (value, depends-on-data) pairs): the caller says how to
-read a literal and how to evaluate one equation; call-like primitives (`CALL_PRIMITIVES`: jit,
+caller's own kind (exact polynomials, (value, depends-on-data) pairs, or device arrays: a stage
+program run equation by equation, `conflow.engine.evaluate.Interpreted`): the caller says how to
+read a literal and how to evaluate one equation; a value is dropped after the last equation
+that reads it; call-like primitives (`CALL_PRIMITIVES`: jit,
 closed_call, custom_jvp_call, remat, …) are entered — their body is walked with the same
 rules — unless the caller's ``enter`` handles them itself.
 """
@@ -92,8 +94,11 @@ def walk(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], apply: Apply, *
         env[v] = c
     for v, a in zip(jaxpr.invars, args):
         env[v] = a
-    for eqn in jaxpr.eqns:
+    dead_after = _dead_after(jaxpr)
+    for eqn, dead in zip(jaxpr.eqns, dead_after):
         invals = [read(v) for v in eqn.invars]
+        for v in dead:  # values no later equation reads are dropped (a long walk's memory)
+            del env[v]
         sub = body(eqn) if eqn.primitive.name in CALL_PRIMITIVES else None
         outs = None
         if sub is not None:
@@ -106,3 +111,28 @@ def walk(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], apply: Apply, *
         for v, o in zip(eqn.outvars, outs):
             env[v] = o
     return [read(v) for v in jaxpr.outvars]
+
+
+def _dead_after(jaxpr: Any) -> list[list]:
+    """For each equation, the variables it reads last (none of the jaxpr's outputs)."""
+    last: dict[Any, int] = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.invars:
+            if not isinstance(v, Literal):
+                last[v] = i
+    for v in jaxpr.outvars:
+        if not isinstance(v, Literal):
+            last.pop(v, None)
+    dead: list[list] = [[] for _ in jaxpr.eqns]
+    for v, i in last.items():
+        dead[i].append(v)
+    return dead
+
+
+def n_equations(jaxpr: Any) -> int:
+    """The equations of an open jaxpr, those of the sub-jaxprs it calls included."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        sub = body(eqn) if eqn.primitive.name in CALL_PRIMITIVES else None
+        total += 1 if sub is None else n_equations(sub[0])
+    return total

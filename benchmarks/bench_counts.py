@@ -193,7 +193,7 @@ def calibrate(reps: int) -> list[dict]:
     from conflow.exact import polynomial_form
     from conflow.flows import parse_flow
     from conflow.laws import cost
-    from conflow.laws.count import _auto_method
+    from conflow.laws.count import _auto_choice
     from conflow.models import get_model
     from conflow.precision import float64
 
@@ -202,7 +202,7 @@ def calibrate(reps: int) -> list[dict]:
         model, flow = get_model(kind, dims, bias=bias), parse_flow(flow_name)
         n = flow.state_dim(model)
         t0 = time.perf_counter()
-        method, reason = _auto_method(model, flow)
+        method, reason = _auto_choice(model, flow)[:2]
         decide_s = time.perf_counter() - t0
         size = cost.polynomial_size(polynomial_form(model.phi, model.D))
         est = cost.exact_cost(n, model.D, size, momentum=flow.has_velocity)

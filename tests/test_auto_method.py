@@ -16,13 +16,13 @@ from conflow.exact import polynomial_form
 from conflow.flows import GradientFlow, MomentumFlow, mirror_metric
 from conflow.laws import cost
 from conflow.laws import count as count_module
-from conflow.laws.count import _auto_method
+from conflow.laws.count import _auto_choice
 from conflow.precision import float64
 
 
 @float64
 def auto(model, flow=None):
-    return _auto_method(model, GradientFlow() if flow is None else flow)
+    return _auto_choice(model, GradientFlow() if flow is None else flow)[:2]
 
 
 def test_tiny_polynomial_model_is_counted_exactly_and_says_why():
@@ -51,7 +51,7 @@ def test_exploding_polynomials_stop_at_the_work_limit():
     at `AUTO_EXTRACT_PRODUCTS` term products (it once exhausted 17 GB) and goes numeric."""
     from conflow.exact.polynomial import WorkLimitError, work_limit
 
-    method, reason = _auto_method(cf.linear([10] * 9), GradientFlow())
+    method, reason = _auto_choice(cf.linear([10] * 9), GradientFlow())[:2]
     assert method == "numeric" and "too large for the exact engine" in reason
     with work_limit(100), pytest.raises(WorkLimitError):
         polynomial_form(cf.linear([3, 4, 4, 3]).phi, 40)  # needs 192

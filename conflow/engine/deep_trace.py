@@ -37,7 +37,7 @@ import numpy as np
 from conflow.engine.brackets import Family, bracket_chain
 from conflow.engine.evaluate import COEFF_HALF_WIDTH
 from conflow.engine.family import VectorFamily
-from conflow.engine.rank import rounding_amplification
+from conflow.engine.rank import rounding_scales
 from conflow.engine.trace import LieTrace, lie_trace
 from conflow.precision import float64
 
@@ -73,8 +73,7 @@ class LevelSum:
     def scale(self, z: Array, c: Array) -> Array:
         """Σ_j w_j · scale_j · ε_j: the size of the terms whose rounding F(z, c) carries."""
         values, scales = self._levels(z, c)
-        return jnp.asarray(self.weights, z.dtype) @ (
-            scales * rounding_amplification(values, scales))
+        return jnp.asarray(self.weights, z.dtype) @ rounding_scales(values, scales)
 
 
 @float64
@@ -85,8 +84,7 @@ def level_weights(family: VectorFamily, points: np.ndarray, depth: int, seed: in
     chain = bracket_chain(field, depth)
 
     def sizes(z, coeffs):
-        values, scales = chain(z, coeffs)
-        return scales * rounding_amplification(values, scales)
+        return rounding_scales(*chain(z, coeffs))
 
     rng = np.random.default_rng(seed)
     coeffs = rng.uniform(-COEFF_HALF_WIDTH, COEFF_HALF_WIDTH, (PROBE_SAMPLES, depth + 1, m))

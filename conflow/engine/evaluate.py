@@ -34,7 +34,7 @@ from conflow.engine.brackets import Family, bracket_chain
 from conflow.engine.distributed import global_array
 from conflow.engine.family import VectorFamily
 from conflow.engine.jaxpr import bind, n_equations, walk
-from conflow.engine.rank import rounding_amplification
+from conflow.engine.rank import rounding_scales
 from conflow.errors import InputError
 from conflow.precision import float32_mode
 
@@ -234,15 +234,15 @@ def _stage_evaluator(
 
     Signature of the result: ``(points (P, n), coeffs (chunk, depth + 1, m), weights (P, m) |
     None) -> (values (P, chunk, L, n), scales (P, chunk, L), all finite)`` for the levels
-    ``first..depth`` (L of them); the scales include the chain's `rounding_amplification`, so every normalised row
-    carries rounding noise of about the same relative size. ``weights`` rescale each point's
+    ``first..depth`` (L of them); the scales are the chain's `rounding_scales`, so every
+    normalised row carries rounding noise of about the same relative size. ``weights`` rescale each point's
     coefficients (`generator_weights`).
     """
     chain = bracket_chain(field, depth)
 
     def levels(z, coeffs):
         values, scales = chain(z, coeffs)
-        return values[first:], (scales * rounding_amplification(values, scales))[first:]
+        return values[first:], rounding_scales(values, scales)[first:]
 
     def evaluate(points, coeffs, weights):
         n_points = points.shape[0]

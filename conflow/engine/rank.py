@@ -199,6 +199,12 @@ def rounding_amplification(values: Array, scales: Array) -> Array:
     return jnp.stack(eps)
 
 
+def rounding_scales(values: Array, scales: Array) -> Array:
+    """scale_k · ε_k (`rounding_amplification`): what each row of one bracket chain is
+    normalised by, the size of the terms whose rounding it carries. Shapes as there."""
+    return scales * rounding_amplification(values, scales)
+
+
 def normalise_rows(rows: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """Divide each row by its scale; rows with zero scale are exactly zero and stay zero.
 

@@ -54,7 +54,7 @@ METHODS = ("auto", "numeric", "exact", "both")
 MIN_POINTS = 3
 #: The numeric engine's depth cap when none is given (`count_laws`).
 DEFAULT_NUMERIC_DEPTH = 6
-# method="auto" runs the engine its cost estimate says is cheaper (`_auto_method`,
+# method="auto" runs the engine its cost estimate says is cheaper (`_auto_choice`,
 # `conflow.laws.cost.exact_cost` against `numeric_cost`). An exact count estimated below this is
 # chosen without estimating the numeric one: the numeric engine's first count of a model in a
 # process takes 1–3 s here (compilation; ReLU [3,4,2], linear [3,4,4,3], 2026-12-01), and only
@@ -138,7 +138,7 @@ class LawCount:
             ``"both"`` (both, cross-checked).
         method_reason: why that engine ran: ``"requested"``, or for ``method="auto"`` the
             choice and its estimates, e.g. ``"auto: polynomial, 144 monomials, est. 0.04 s vs
-            numeric ≥ 0.1 s"`` (`_auto_method`).
+            numeric ≥ 0.1 s"`` (`_auto_choice`).
         D: number of parameters.
         state_dim: dimension of the state space (D for gradient flows, 2D + 1 for momentum).
         dim_lie: dim Lie(W)(z) at generic points (``None`` unless status is ``ok``).
@@ -285,12 +285,6 @@ class LawCount:
         return "\n".join(lines)
 
 
-def _auto_method(model: Model, flow: AbstractFlow, points: int = 3,
-                 max_memory: int | None = None) -> tuple[str, str]:
-    """``(method, reason)``: the engine ``method="auto"`` runs and why (`_auto_choice`)."""
-    return _auto_choice(model, flow, points, max_memory)[:2]
-
-
 def _auto_choice(model: Model, flow: AbstractFlow, points: int = 3,
                  max_memory: int | None = None) -> tuple[str, str, float | None]:
     """``(method, reason, estimate)``: the engine ``method="auto"`` runs, why, and the exact
@@ -401,7 +395,7 @@ def count_laws(
     - ``"exact"``: polynomial brackets, ranks modulo two 61-bit primes (`conflow.exact`); needs a
       polynomial φ and a named metric;
     - ``"both"``: both, and status ``disagree`` if they differ (a bug in one of the engines);
-    - ``"auto"`` (default): the engine estimated cheaper (`_auto_method`): the exact one for
+    - ``"auto"`` (default): the engine estimated cheaper (`_auto_choice`): the exact one for
       polynomial φ (linear, ReLU path-lifting, NMF, ICNN, …) under a named metric when its
       estimated time — from the number of φ's monomials, the state dimension and the flow's
       expected depth (`conflow.laws.cost.exact_cost`) — is below the numeric engine's
@@ -485,6 +479,7 @@ def count_laws(
     traces: list[LieTrace] = []  # every numeric try, in order
     redrawn, redraw_reasons = 0, ()
     numeric_depth = DEFAULT_NUMERIC_DEPTH if max_depth is None else max_depth
+    exact_depth = 30 if max_depth is None else max_depth
     plans: dict[int, NumericPlan] = {}
 
     def plan(n_points: int) -> NumericPlan:
@@ -512,7 +507,7 @@ def count_laws(
         budget = max(AUTO_EXACT_MIN_SECONDS, AUTO_EXACT_FACTOR * exact_estimate)
         budget_end = time.perf_counter() + budget
         exact = name_time_limit(_exact_trace(
-            model, flow, seed, 30 if max_depth is None else max_depth,
+            model, flow, seed, exact_depth,
             deadline=budget_end if deadline is None else min(deadline, budget_end),
             progress=progress), time_limit)
         if (exact.status == NOT_CONVERGED and exact.reason.startswith("time limit")
@@ -533,7 +528,7 @@ def count_laws(
                        "started")
         else:
             exact = name_time_limit(_exact_trace(
-                model, flow, seed, 30 if max_depth is None else max_depth,
+                model, flow, seed, exact_depth,
                 None if trace is None else trace.points, deadline=deadline, progress=progress),
                 time_limit)
 

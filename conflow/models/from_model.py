@@ -654,11 +654,10 @@ class SampledModel(Model):
         x = self.inputs.reshape(self.n_inputs, d)
 
         def affine_error(at_basis: np.ndarray, at_sample: np.ndarray) -> float:
-            grid = at_basis.reshape(len(at_basis), d + 1, -1)
-            affine = grid[:, None, 0] + np.einsum("ij,kjn->kin", x, grid[:, 1:] - grid[:, None, 0])
-            scale = max(np.abs(at_sample).max(), np.abs(at_basis).max(), np.finfo(float).tiny)
-            error = np.abs(affine.reshape(len(at_basis), -1) - at_sample).max() / scale
-            return float(error) if np.isfinite(error) else np.inf
+            # (K, (d + 1) n) and (K, N n): every θ's basis outputs serve every input
+            k = len(at_basis)
+            return _relative_error(at_basis.reshape(k, 1, d + 1, -1), x,
+                                   at_sample.reshape(k, self.n_inputs, -1))
 
         # one point first, without compiling: most models that are not affine stop here
         if not affine_error(np.asarray(on_basis.phi(jnp.asarray(thetas[0])))[None],
@@ -823,12 +822,21 @@ def _affine_error(outputs: Callable, xs: Array, pats: Array, grid_x: Array, grid
     at_grid = np.asarray(outputs(t, grid_x, grid_p))
     grid = at_grid.reshape(n_cells, -1, at_x.shape[1])[cell_of]
     x = np.asarray(xs).reshape(len(cell_of), -1)
-    affine = grid[:, 0] + np.einsum("ij,ijn->in", x, grid[:, 1:] - grid[:, :1])
-    scale = max(np.abs(at_x).max(), np.abs(grid).max(), np.finfo(float).tiny)
-    error = np.abs(affine - at_x).max() / scale
+    error = _relative_error(grid, x, at_x)
     if exact is not None:
-        error = max(error, np.abs(exact - at_x.ravel()).max() / scale)
-    return (float(error) if np.isfinite(error) else np.inf), at_grid
+        scale = max(np.abs(at_x).max(), np.abs(grid).max(), np.finfo(float).tiny)
+        error = max(error, float(np.abs(exact - at_x.ravel()).max() / scale))
+    return (error if np.isfinite(error) else np.inf), at_grid
+
+
+def _relative_error(grid: np.ndarray, x: np.ndarray, outputs: np.ndarray) -> float:
+    """Largest error of outputs F(x_i) = F(0) + Σ_j x_ij (F(e_j) − F(0)), relative to the
+    largest output, ``inf`` if not finite: ``grid (..., d + 1, n)`` holds F on 0, e_1, …, e_d,
+    ``x (..., d)`` the inputs and ``outputs (..., n)`` F on them (leading axes broadcast)."""
+    affine = grid[..., 0, :] + np.einsum("...j,...jn->...n", x, grid[..., 1:, :] - grid[..., :1, :])
+    scale = max(np.abs(outputs).max(), np.abs(grid).max(), np.finfo(float).tiny)
+    error = np.abs(affine - outputs).max() / scale
+    return float(error) if np.isfinite(error) else np.inf
 
 
 def _spanning_columns(values: np.ndarray, all_independent: bool = False) -> np.ndarray | None:

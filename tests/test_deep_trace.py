@@ -8,6 +8,8 @@ deep enough; never from the engine under test.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -74,11 +76,12 @@ def test_deep_trace_counts_random_linear_nets_with_one_output(seed):
 @pytest.mark.parametrize("linalg", ["host", "device"])
 def test_count_goes_deeper_when_the_default_cap_is_reached(monkeypatch, linalg):
     """linear [2,4,4,1] has 8 directions, the last at bracket depth 4 (ranks 2, 3, 5, 7, 8): with
-    the default cap lowered to 4 (so that the test stays cheap; 6 in use) the plain trace is
-    still growing there, and the count goes on with deeper brackets. ``method="auto"`` first
+    the first trace's cap lowered to 3 (so that the test stays cheap; 5 in use) the plain trace
+    is still growing there, and the count goes on with deeper brackets. ``method="auto"`` first
     picks the exact engine by its estimate: held to a budget (shrunk here to nothing), it hands
     over to the numeric engine and says so. Both places of the linear algebra cut the same
     ranks."""
+    monkeypatch.setattr(count_module, "PLAIN_DEPTH_BEFORE_DEEPER", 3)
     monkeypatch.setattr(count_module, "DEFAULT_NUMERIC_DEPTH", 4)
     monkeypatch.setattr(count_module, "AUTO_EXACT_MIN_SECONDS", 1e-3)
     monkeypatch.setattr(count_module, "AUTO_EXACT_FACTOR", 0.0)
@@ -94,6 +97,23 @@ def test_count_goes_deeper_when_the_default_cap_is_reached(monkeypatch, linalg):
     assert [a.step for a in result.attempts] == ["numeric", "deeper brackets"]
     assert result.attempts[0].status == Status.NOT_CONVERGED
     assert result.trace.ranks[-1] == result.trace.ranks[-2]  # it stagnated
+
+
+def test_the_plain_levels_go_on_where_deeper_brackets_do_not_settle(monkeypatch):
+    """Deeper brackets that do not settle the count (made to fail here) hand it back to the plain
+    trace, to the default cap: the levels the first trace stopped short of settle it."""
+    monkeypatch.setattr(count_module, "PLAIN_DEPTH_BEFORE_DEEPER", 3)
+    monkeypatch.setattr(count_module, "DEFAULT_NUMERIC_DEPTH", 5)
+    deep = count_module.deep_trace
+    monkeypatch.setattr(count_module, "deep_trace", lambda *a, **k: dataclasses.replace(
+        deep(*a, **k), status=Status.AMBIGUOUS, dim=None, reason="made to fail"))
+    dims = [2, 4, 4, 1]
+    result = cf.count_laws(cf.linear(dims), method="numeric", progress=False)
+    assert result.status == Status.OK and result.n_laws == tm.linear_formula(dims)
+    assert [a.step for a in result.attempts] == ["numeric", "deeper brackets", "plain levels"]
+    assert [a.status for a in result.attempts] == [Status.NOT_CONVERGED, Status.AMBIGUOUS,
+                                                   Status.OK]
+    assert result.settled_by == "plain levels (to depth 5)" and result.trace.depth == 5
 
 
 def test_a_cap_given_is_kept():

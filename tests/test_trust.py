@@ -22,6 +22,7 @@ checked here against the exact engine (an independent computation, certified mod
 from __future__ import annotations
 
 import dataclasses
+import unittest.mock
 
 import jax
 import jax.numpy as jnp
@@ -275,7 +276,8 @@ def test_cell_model_counts_the_region_as_the_exact_engine_does():
 
 def test_exact_cells_confirm_the_numeric_dimension_once():
     """Numeric counts of the cells' models that are not ``ok`` (weak directions) but whose every
-    point reached one dimension are settled by ONE exact count, of the first region's cells, when
+    point reached one dimension are settled by one region's ``ok`` count: a numeric one where
+    there is one (no exact count then), else ONE exact count, of the first region's cells, when
     it finds that dimension; a numeric dimension it contradicts is not taken from it: then every
     region that is not ``ok`` is counted exactly."""
     from conflow.flows import parse_flow
@@ -293,6 +295,13 @@ def test_exact_cells_confirm_the_numeric_dimension_once():
     runs = _exact_cell_runs([weak, weak], cells, notes, flow, model.D, 0, 30, None)
     assert runs[0] is runs[1] and runs[0].status == "ok" and runs[0].dim == numeric.dim_lie
     assert notes[0].endswith("exact on the first, the same dimension as all 6 numeric points")
+    notes = ["cells", "cells"]
+    with unittest.mock.patch("conflow.laws.count._exact_cells") as never:
+        runs = _exact_cell_runs([weak, numeric.trace], cells, notes, flow, model.D, 0, 30, None)
+    never.assert_not_called()
+    assert runs == [numeric.trace] * 2
+    assert notes[0].endswith("numeric and ok on region 2, the same dimension as all 6 numeric "
+                             "points")
     off = dataclasses.replace(weak, point_dims=tuple(d - 1 for d in weak.point_dims))
     runs = _exact_cell_runs([off, off], cells, ["cells", "cells"], flow, model.D, 0, 30, None)
     assert runs[0] is not runs[1] and [r.dim for r in runs] == [numeric.dim_lie] * 2

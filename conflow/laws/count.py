@@ -54,6 +54,12 @@ METHODS = ("auto", "numeric", "exact", "both")
 MIN_POINTS = 3
 #: The numeric engine's depth cap when none is given (`count_laws`).
 DEFAULT_NUMERIC_DEPTH = 6
+#: ... except for the first trace of a count that may escalate: still growing at this depth, it
+#: goes on with deeper brackets (`deep_trace`), whose level t costs a plain level t + 2 and
+#: reaches depth 3t + 2, instead of the plain level 6, the costliest of all (about 3× level 5;
+#: in the trust draws it confirmed a stagnation or was still growing). Where the deeper brackets
+#: do not settle the count, the plain trace goes on to `DEFAULT_NUMERIC_DEPTH`.
+PLAIN_DEPTH_BEFORE_DEEPER = 5
 # method="auto" runs the engine its cost estimate says is cheaper (`_auto_choice`,
 # `conflow.laws.cost.exact_cost` against `numeric_cost`). An exact count estimated below this is
 # chosen without estimating the numeric one: the numeric engine's first count of a model in a
@@ -488,14 +494,14 @@ def count_laws(
                                            max_memory)
         return plans[n_points]
 
-    def numeric(try_seed: int, n_points: int) -> LieTrace:
+    def numeric(try_seed: int, n_points: int, depth: int = numeric_depth) -> LieTrace:
         nonlocal redrawn, redraw_reasons
         chosen = plan(n_points)  # TooLargeError before anything is allocated
         drawn = generic_points(model, flow, try_seed, n_points)
         redrawn, redraw_reasons = redrawn + drawn.redrawn, redraw_reasons + drawn.reasons
         limit = {} if deadline is None else {"time_limit": _remaining(deadline)}
         traces.append(lie_trace(flow.family(model), drawn.points, seed=try_seed,
-                                max_depth=numeric_depth, rtol=rtol, min_gap=min_gap,
+                                max_depth=depth, rtol=rtol, min_gap=min_gap,
                                 devices=devices, dtype=dtype, algorithm=chosen.algorithm,
                                 linalg=linalg,
                                 max_chunk=chosen.max_chunk, block=chosen.block,
@@ -516,11 +522,13 @@ def count_laws(
                               f"{exact.depth}): numeric instead")
             method, exact = "numeric", None
 
+    may_go_deeper = method == "numeric" and escalate and max_depth is None
     if method in ("numeric", "both"):
         first = plan(points)
         if progress is not False and first.cost.seconds >= ESTIMATE_SHOW_SECONDS:
             print(first.announce(time_limit), file=sys.stderr, flush=True)
-        trace = numeric(seed, points)
+        trace = numeric(seed, points,
+                        PLAIN_DEPTH_BEFORE_DEEPER if may_go_deeper else numeric_depth)
     time_up = ""
     if method in ("exact", "both") and exact is None:
         if trace is not None and deadline is not None and time.perf_counter() >= deadline:
@@ -543,8 +551,8 @@ def count_laws(
             settled_by = f"{label} ({detail})"
 
     deeper_failed = None  # the deeper-brackets step, when it ran and did not settle the count
-    if (method == "numeric" and escalate and max_depth is None
-            and trace.status == NOT_CONVERGED and trace.reason.startswith(STILL_GROWING)):
+    if (may_go_deeper and trace.status == NOT_CONVERGED
+            and trace.reason.startswith(STILL_GROWING)):
         attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
         t_step = time.perf_counter()
         levels = numeric_depth - INNER_DEPTH
@@ -559,11 +567,21 @@ def count_laws(
         attempts.append(_attempt(DEEPER, detail, deep, n, time.perf_counter() - t_step))
         if deep.status == OK:
             trace, settled_by, settled_dim = deep, f"{DEEPER} ({detail})", deep.dim
+        elif trace.depth < numeric_depth:  # the plain levels the deeper brackets skipped
+            t_step = time.perf_counter()
+            trace = numeric(seed, points)
+            attempts.append(_attempt(PLAIN_DEEPER, f"to depth {numeric_depth}, {points} points, "
+                                     f"seed {seed}", trace, n, time.perf_counter() - t_step))
+            if trace.status == OK:
+                settled_by, settled_dim = f"{PLAIN_DEEPER} (to depth {numeric_depth})", trace.dim
+            elif trace.status == NOT_CONVERGED:
+                deeper_failed = attempts[-2]
         else:
             deeper_failed = attempts[-1]
 
     if method == "numeric" and escalate and trace.status == AMBIGUOUS:
-        attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
+        if not attempts or attempts[-1].step != PLAIN_DEEPER:
+            attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
         def count_other(other: Model, try_seed: int) -> LieTrace:
             """A numeric count of another model of the same θ, with this count's options."""
             limit = {} if deadline is None else {"time_limit": _remaining(deadline)}
@@ -619,7 +637,7 @@ def count_laws(
         dim, status, reason = settled_dim, OK, ""
     elif deeper_failed is not None:
         dim, status = None, (AMBIGUOUS if deeper_failed.status == AMBIGUOUS else NOT_CONVERGED)
-        reason = (f"{attempts[0].reason}; tried {deeper_failed.step} ({deeper_failed.detail}): "
+        reason = (f"{trace.reason}; tried {deeper_failed.step} ({deeper_failed.detail}): "
                   f"{deeper_failed.status} ({deeper_failed.reason})")
     elif time_up and attempts:
         dim, status = None, NOT_CONVERGED
@@ -665,6 +683,9 @@ def count_laws(
 ESTIMATE_SHOW_SECONDS = 5.0
 #: The step that goes on past the depth cap of a trace still growing there (`deep_trace`).
 DEEPER = "deeper brackets"
+#: ... and the step after it where that does not settle the count: the plain trace to the
+#: default depth cap.
+PLAIN_DEEPER = "plain levels"
 #: The escalation steps of `_escalation_steps`, by function name.
 _STEP_LABELS = {"exact": "exact", "full_rank": "full rank", "cells": "activation cells",
                 "fresh": "fresh points", "generic_region": "generic region",
@@ -915,9 +936,9 @@ def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int
     """The escalation step ``activation cells``: for each state, the count of the model of the
     activation cells its sample reaches (`SampledModel.cell_model`, a polynomial in θ equal to
     the sample's outputs on the state's activation region): numeric at generic points of that
-    polynomial (seed ``seed + 2``), and exact where a numeric one is not ``ok`` and the cells'
-    model is small enough (`_exact_cell_runs`). Leaky ReLU's slope makes
-    the polynomial itself badly scaled (a path through k units off carries 0.01^k).
+    polynomial (seed ``seed + 2``), and exact where a numeric one is not ``ok`` and no ``ok``
+    one settles it, when the cells' model is small enough (`_exact_cell_runs`). Leaky ReLU's
+    slope makes the polynomial itself badly scaled (a path through k units off carries 0.01^k).
 
     Settled when every count is ``ok`` and they agree; or, as in ``generic region``, when they
     differ but at least two and at least half reach the largest dimension (the others are in
@@ -957,9 +978,10 @@ def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int
 def _exact_cell_runs(runs: list, cell_models: list, notes: list[str], flow: AbstractFlow,
                      n: int, seed: int, max_depth: int, deadline: float | None) -> list:
     """The cells' counts where some numeric one is not ``ok``: when every numeric point of every
-    region reached one dimension, the first region's exact count confirms it for all (as in
-    "exact on regions"; ``notes[0]`` says so); else each region that is not ``ok`` is counted
-    exactly where it can be (`_exact_cells`)."""
+    region reached one dimension, one region's count that is ``ok`` confirms it for all (as in
+    "exact on regions"; ``notes[0]`` says so): a numeric one if there is one, else the first
+    region's exact count; otherwise each region that is not ``ok`` is counted exactly where it
+    can be (`_exact_cells`)."""
     exact: dict[int, Any] = {}
 
     def exact_run(i: int):
@@ -968,11 +990,17 @@ def _exact_cell_runs(runs: list, cell_models: list, notes: list[str], flow: Abst
         return exact[i]
 
     dims = {d for r in runs for d in r.point_dims}
+    n_numeric = sum(len(r.point_dims) for r in runs)
     if len(dims) == 1 and None not in dims:
+        sure = next((i for i, r in enumerate(runs) if r.status == OK), None)
+        if sure is not None:
+            notes[0] += (f"; numeric and ok on region {sure + 1}, the same dimension as all "
+                         f"{n_numeric} numeric points")
+            return [runs[sure]] * len(runs)
         first = exact_run(0)
         if first is not None and first.status == OK and first.dim in dims:
-            notes[0] += (f"; exact on the first, the same dimension as all "
-                         f"{sum(len(r.point_dims) for r in runs)} numeric points")
+            notes[0] += (f"; exact on the first, the same dimension as all {n_numeric} "
+                         "numeric points")
             return [first] * len(runs)
     return [r if r.status == OK else exact_run(i) or r for i, r in enumerate(runs)]
 

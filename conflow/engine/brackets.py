@@ -70,8 +70,9 @@ def bracket_chain(family: Family, depth: int) -> Callable[[Array, Array], tuple[
     for j = 0 (or ``family.scale(z, a)`` for a family that computes its values with
     cancellations of its own and says how large the cancelled terms were,
     `conflow.engine.deep_trace.LevelSum`): the size of the two terms whose difference is the
-    value. A bracket that vanishes identically (e.g. [v, v] for a scalar φ) is at rounding level *relative to its scale*, which is
-    how zero brackets are recognised (DESIGN.md, "numerical pitfalls").
+    value. A bracket that vanishes identically (e.g. [v, v] for a scalar φ) is at rounding
+    level *relative to its scale*, which is how zero brackets are recognised (DESIGN.md,
+    "numerical pitfalls").
     """
     if depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")

@@ -235,8 +235,8 @@ def _stage_evaluator(
     Signature of the result: ``(points (P, n), coeffs (chunk, depth + 1, m), weights (P, m) |
     None) -> (values (P, chunk, L, n), scales (P, chunk, L), all finite)`` for the levels
     ``first..depth`` (L of them); the scales are the chain's `rounding_scales`, so every
-    normalised row carries rounding noise of about the same relative size. ``weights`` rescale each point's
-    coefficients (`generator_weights`).
+    normalised row carries rounding noise of about the same relative size. ``weights`` rescale
+    each point's coefficients (`generator_weights`).
     """
     chain = bracket_chain(field, depth)
 

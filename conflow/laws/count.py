@@ -580,7 +580,7 @@ def count_laws(
             deeper_failed = attempts[-1]
 
     if method == "numeric" and escalate and trace.status == AMBIGUOUS:
-        if not attempts or attempts[-1].step != PLAIN_DEEPER:
+        if not attempts:  # else the plain levels' trace is already the last attempt
             attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
         def count_other(other: Model, try_seed: int) -> LieTrace:
             """A numeric count of another model of the same θ, with this count's options."""

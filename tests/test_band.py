@@ -39,6 +39,22 @@ def test_band_unsettled_values():
     assert band.unsettled(np.array([1.0, 1e-17]), 1).size == 0
 
 
+def test_a_weak_kept_direction_is_settled_only_far_above_what_its_stack_dropped():
+    band = rank_band(10, 3)  # rounding 5.4e-16, noise ceiling 1.6e-15, signal floor 1.6e-11
+    assert band.noise < 1e-11 < band.signal
+    # kept, inside the band, and 1e4 × above the dropped σ and the rounding: a direction
+    assert band.unsettled(np.array([1.0, 1e-11, 1e-17]), 2).size == 0
+    # less than min_gap above the rounding: unsettled
+    assert band.unsettled(np.array([1.0, 1e-12, 1e-17]), 2).tolist() == [1e-12]
+    assert rank_band(10, 3, min_gap=1e2).unsettled(np.array([1.0, 1e-12, 1e-17]), 2).size == 0
+    # what the stack dropped is above the noise ceiling: its rounding is not known, no exception
+    assert band.unsettled(np.array([1.0, 1e-11, 1e-14]), 2).tolist() == [1e-11, 1e-14]
+    # nothing dropped: no evidence either
+    assert band.unsettled(np.array([1.0, 1e-11]), 2).tolist() == [1e-11]
+    # the exception is for kept σ's only: a dropped one inside the band stays unsettled
+    assert band.unsettled(np.array([1.0, 1e-11, 1e-17]), 1).tolist() == [1e-11]
+
+
 def test_rounding_amplification_follows_inner_cancellation():
     values = jnp.array([[1.0, 0.0], [1e-6, 0.0], [1.0, 1.0]])
     scales = jnp.array([1.0, 1.0, 2.0])  # row 1 came out of a cancellation by 1e6

@@ -56,6 +56,14 @@ class RankBand:
     noise is a direction, and a σ in between is neither: a count that meets one is ambiguous
     (and escalated), whatever its largest ratio. ``cut`` (their geometric mean, or the user's
     rtol) is where the trace is cut to go on.
+
+    One exception, on the kept side only: a kept σ below the signal floor is a direction when
+    the stack itself shows where its rounding is, far below: everything the stack dropped lies
+    at rounding level (≤ noise) and at least ``min_gap`` below that σ (`separated`). The noise
+    of a stack is spread over all the directions its rows' errors take, so rounding that the
+    floor underestimated enough to reach a kept σ would show in the dropped ones too. Deep
+    products reach some directions only weakly (a deep linear net through a width-2 layer:
+    the weakest direction of level k near 3e-4^k, 1e5 above everything dropped).
     """
 
     rounding: float
@@ -63,13 +71,24 @@ class RankBand:
     noise: float
     signal: float
     cut: float
+    min_gap: float = DEFAULT_MIN_GAP
+
+    def separated(self, sigma: np.ndarray, rank: int) -> np.ndarray:
+        """Mask of the kept σ's (``sigma`` descending, ``rank`` kept) that the stack separates
+        from its rounding: what it dropped is ≤ noise, and min_gap × max(that, rounding) ≤ σ."""
+        sigma = np.asarray(sigma)
+        kept = np.arange(sigma.size) < rank
+        if rank == 0 or rank >= sigma.size or sigma[rank] > self.noise:
+            return np.zeros(sigma.size, dtype=bool)
+        return kept & (sigma >= self.min_gap * max(float(sigma[rank]), self.rounding))
 
     def unsettled(self, sigma: np.ndarray, rank: int) -> np.ndarray:
         """The σ's (descending, ``rank`` of them kept) that the band does not settle: those
-        strictly inside (noise, signal), and those the cut put on the wrong side of the band
-        (a kept σ at rounding level, a dropped one above the signal floor: a user's rtol)."""
+        strictly inside (noise, signal) and not `separated`, and those the cut put on the wrong
+        side of the band (a kept σ at rounding level, a dropped one above the signal floor: a
+        user's rtol)."""
         sigma = np.asarray(sigma)
-        inside = (sigma > self.noise) & (sigma < self.signal)
+        inside = (sigma > self.noise) & (sigma < self.signal) & ~self.separated(sigma, rank)
         kept = np.arange(sigma.size) < rank
         wrong_side = (kept & (sigma <= self.noise)) | (~kept & (sigma >= self.signal))
         return sigma[inside | wrong_side]
@@ -96,15 +115,17 @@ def trace_error(coordinates: np.ndarray, errors: np.ndarray) -> float:
 
 
 def rank_band(n_rows: int, n_cols: int, dtype: str = "float64", rtol: float | None = None,
-              basis_error: float = 0.0) -> RankBand:
+              basis_error: float = 0.0, min_gap: float = DEFAULT_MIN_GAP) -> RankBand:
     """The `RankBand` of an ``n_rows × n_cols`` normalised stack evaluated in ``dtype``, projected
-    on a complement known to ``basis_error`` (β above, `trace_error`)."""
+    on a complement known to ``basis_error`` (β above, `trace_error`); ``min_gap`` separates a
+    weak kept σ from the stack's rounding (`RankBand.separated`)."""
     rounding = UNIT_ROUNDOFF[dtype] * (np.sqrt(max(n_rows, 1)) + np.sqrt(max(n_cols, 1)))
     floor = rounding + basis_error
     noise = NOISE_FACTOR * floor
     signal = SIGNAL_RATIO[dtype] * noise
     cut = float(np.sqrt(noise * signal)) if rtol is None else rtol
-    return RankBand(float(rounding), float(floor), float(noise), float(signal), cut)
+    return RankBand(float(rounding), float(floor), float(noise), float(signal), cut,
+                    float(min_gap))
 
 
 @dataclasses.dataclass(frozen=True)

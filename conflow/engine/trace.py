@@ -308,7 +308,7 @@ def lie_trace(
                                   max_chunk_floats, sharding, w)
 
     def band_for(n_rows: int, n_cols: int, basis_error: float) -> RankBand:
-        return rank_band(n_rows, n_cols, dtype, rtol, basis_error)
+        return rank_band(n_rows, n_cols, dtype, rtol, basis_error, min_gap)
 
     def expired() -> bool:
         return time_limit is not None and time.perf_counter() - t_start > time_limit

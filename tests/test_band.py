@@ -347,6 +347,36 @@ def test_a_smooth_net_on_one_dimensional_inputs_is_settled_by_stacking_its_level
     assert stacked.sigma_r >= stacked.levels[-1].signal
 
 
+def test_full_rank_is_tried_again_at_the_fresh_points(monkeypatch):
+    """Full rank applies to a trace with a point at n (or a blind level); when only the fresh
+    points' trace has one (a smooth net on 2-D inputs: nnx softplus 2-9-3-14-10-2), the step
+    runs again there. Forced here: the first trace of the tanh 1-6-6-1 net is made to fall
+    short of n without a blind level."""
+    import dataclasses
+
+    import jax
+
+    from conflow.laws import count as count_module
+
+    eqx = pytest.importorskip("equinox")
+    net = eqx.nn.MLP(1, 1, 6, 2, activation=jax.nn.tanh, key=jax.random.PRNGKey(0))
+    model = cf.from_model(net, input_shape=(1,))
+    calls, original = [], count_module.lie_trace
+
+    def first_short(*args, **kwargs):
+        calls.append(original(*args, **kwargs))
+        if len(calls) == 1:
+            return dataclasses.replace(calls[0], status="ambiguous", dim=None, reason="forced",
+                                       point_dims=(model.D - 1,) * 3)
+        return calls[-1]
+
+    monkeypatch.setattr(count_module, "lie_trace", first_short)
+    count = cf.count_laws(model)
+    assert [a.step for a in count.attempts] == ["numeric", "fresh points", "full rank"]
+    assert count.status == "ok" and count.n_laws == 0, count.summary()
+    assert count.trace.points.shape[0] == 6
+
+
 @pytest.mark.parametrize("model, dim", [(cf.linear([2, 3, 2]), 6),
                                         (cf.relu([2, 3, 2], bias=True), 12)])
 def test_stacked_levels_give_a_lower_bound_and_full_rank_only_when_clear(model, dim):

@@ -851,7 +851,9 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
        abs, … from code): the count of its cells' model (`SampledModel.cell_model`: the
        outputs of every activation cell the sample reaches, on the basis inputs), numeric and
        where needed exact, on the activation regions of the latest points (`_cells_trace`).
-    4. ``fresh points``: twice the points, a new seed (new points, new coefficient draws).
+    4. ``fresh points``: twice the points, a new seed (new points, new coefficient draws);
+       then ``full rank`` again, at the fresh points, where they bring a point to all of R^n
+       (a smooth net on 2-D inputs, nnx softplus 2-9-3-14-10-2: none of the first 3 points).
     5. ``generic region``: a piecewise model from code (recorded switches) whose latest points
        disagree with every point's own cut clean: the largest dimension, when at least two and at
        least half of the points reach it (`_generic_region`).
@@ -890,10 +892,14 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
         return "exact", "polynomial φ, two primes", _exact_trace(
             model, flow, seed, depth, deadline=deadline, progress=progress)
 
+    tried: list[int] = []  # the traces whose points full rank stacked
+
     def full_rank():
         last = traces[-1]
-        if n > DENSE_MAX_DIM or (max(last.point_dims) < n and BLIND not in last.reason):
+        if (n > DENSE_MAX_DIM or id(last) in tried
+                or (max(last.point_dims) < n and BLIND not in last.reason)):
             return None
+        tried.append(id(last))
         found = stacked(last)
         return ("full rank", f"levels 0–{found.depth} stacked at each of "
                 f"{len(last.point_dims)} points", found)
@@ -927,7 +933,7 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
             f"the activation region of 1 point, the same dimension as all {n_numeric} numeric "
             "points"), run
 
-    return [exact, full_rank, cells, fresh, generic_region, regions]
+    return [exact, full_rank, cells, fresh, full_rank, generic_region, regions]
 
 
 def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int,

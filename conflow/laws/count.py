@@ -328,7 +328,7 @@ def _auto_choice(model: Model, flow: AbstractFlow, points: int = 3,
         return "numeric", (f"auto: φ's polynomials are too large for the exact engine (more "
                            f"than {AUTO_EXTRACT_PRODUCTS:,} term products to build them)"), None
     except PiecewiseError:
-        return "numeric", "auto: φ is piecewise polynomial, not polynomial", None
+        return "numeric", "auto: φ branches (max, abs, …): not polynomial", None
     except InputError:
         return "numeric", "auto: φ is not polynomial", None
     what = f"auto: polynomial, {size.monomials} monomials, est. {_seconds(est.seconds)}"

@@ -892,14 +892,14 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
         return "exact", "polynomial φ, two primes", _exact_trace(
             model, flow, seed, depth, deadline=deadline, progress=progress)
 
-    tried: list[int] = []  # the traces whose points full rank stacked
+    stacked_at: list[LieTrace] = []  # the traces whose points full rank stacked
 
     def full_rank():
         last = traces[-1]
-        if (n > DENSE_MAX_DIM or id(last) in tried
+        if (n > DENSE_MAX_DIM or any(last is t for t in stacked_at)
                 or (max(last.point_dims) < n and BLIND not in last.reason)):
             return None
-        tried.append(id(last))
+        stacked_at.append(last)
         found = stacked(last)
         return ("full rank", f"levels 0–{found.depth} stacked at each of "
                 f"{len(last.point_dims)} points", found)

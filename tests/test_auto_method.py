@@ -87,7 +87,7 @@ def test_a_work_limit_reached_inside_a_matrix_product_is_a_clean_error():
 def test_non_polynomial_models_and_metrics_go_numeric():
     assert auto(cf.mlp([3, 4, 2], "tanh")) == ("numeric", "auto: φ is not polynomial")
     method, reason = auto(cf.mlp([3, 4, 2], "relu"))
-    assert method == "numeric" and "piecewise" in reason
+    assert method == "numeric" and "branches" in reason
     burg = GradientFlow(metric=mirror_metric(lambda t: -jnp.sum(jnp.log(t))))
     method, reason = auto(cf.nmf(2, 2, 2), burg)
     assert method == "numeric" and "callable" in reason

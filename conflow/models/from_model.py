@@ -639,12 +639,12 @@ class SampledModel(Model):
         Where F(θ, x) = F(θ, 0) + Σ_j x_j (F(θ, e_j) − F(θ, 0)) for every θ (an affine network;
         checked at the K random points ``thetas`` of the sample's ``values``, to
         `CELL_AFFINE_RTOL`), every output of the sample lies in the span of the basis inputs'
-        outputs, so the two spans are equal when their dimensions are. Both then have the same fields and count;
-        the basis inputs' are the better conditioned: the count of a bias-free linear net on
-        e_1, …, e_d is that of the built-in `linear` model, where a Gaussian sample's subset
-        multiplies the generators by a random d × d matrix (condition number 10–100), enough
-        to push depth-8 brackets of a [5, 14, 15, 1] net into the band between rounding and
-        signal."""
+        outputs, so the two spans are equal when their dimensions are. Both then have the
+        same fields and count; the basis inputs' are the better conditioned: the count of a
+        bias-free linear net on e_1, …, e_d is that of the built-in `linear` model, where a
+        Gaussian sample's subset multiplies the generators by a random d × d matrix
+        (condition number 10–100), enough to push depth-8 brackets of a [5, 14, 15, 1] net
+        into the band between rounding and signal."""
         d = math.prod(self.input_shape)
         if self.inputs.dtype.kind != "f" or d + 1 > max(n_kept, 2) * 2:
             return None

@@ -82,11 +82,37 @@ class LevelRecord:
     signal: float | None = None
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class TraceBases:
+    """A trace found at some points, in a form another count can go on from (`dense_levels`).
+
+    Attributes:
+        rows: per point p, orthonormal rows spanning the trace there, shape ``(r_p, n)``, in
+            the order they were found.
+        errors: per point, how far each row may be off, shape ``(r_p,)``
+            (`conflow.engine.rank.direction_errors`).
+        depth: the last level, which added nothing (or filled R^n); −1 where the trace did not
+            converge.
+        kept, dropped: the smallest σ it kept and the largest it dropped (its evidence).
+    """
+
+    rows: tuple[np.ndarray, ...]
+    errors: tuple[np.ndarray, ...]
+    depth: int
+    kept: tuple[float, ...] = ()
+    dropped: tuple[float, ...] = ()
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(r.shape[0] for r in self.rows)
+
+
 @dataclasses.dataclass(frozen=True)
 class Levels:
     """What a level loop found: its records, the dimension at each point, every σ kept and
-    dropped, whether it stagnated (or filled R^n), why it stopped early ("" if it did not), and
-    whether it stopped at a level that could not tell directions from rounding (`blind_level`)."""
+    dropped, whether it stagnated (or filled R^n), why it stopped early ("" if it did not),
+    whether it stopped at a level that could not tell directions from rounding (`blind_level`),
+    and the trace it ended with (`TraceBases`: `dense_levels` only; ``None`` otherwise)."""
 
     records: list[LevelRecord]
     dims: list[int]
@@ -95,6 +121,7 @@ class Levels:
     converged: bool
     stopped: str = ""
     blind: str = ""
+    final: TraceBases | None = None
 
 
 #: What the reason of a count stopped by `blind_level` says.
@@ -283,8 +310,8 @@ def device_levels(
 
 
 def _close_level(tally: _Tally, ranks: list[int], records: list, kept: list, dropped: list,
-                 bar: Any, interrupted: bool, time_limit: float | None, depth: int
-                 ) -> Levels | None:
+                 bar: Any, interrupted: bool, time_limit: float | None, depth: int,
+                 min_depth: int = 0) -> Levels | None:
     """Record a streamed level (appends to ``records``, ``kept``, ``dropped``) and return the
     `Levels` if the loop ends here: stopped inside the level by the time limit, or `_ended`;
     ``None`` to go on."""
@@ -295,14 +322,14 @@ def _close_level(tally: _Tally, ranks: list[int], records: list, kept: list, dro
     if interrupted and not tally.saturated:  # stopped inside the level
         return Levels(records, ranks, kept, dropped, False,
                       _time_up(time_limit, depth, within=True))
-    return _ended(tally, records, ranks, kept, dropped)
+    return _ended(tally, records, ranks, kept, dropped, min_depth)
 
 
-def _ended(tally: _Tally, records: list, dims: list[int], kept: list, dropped: list
-           ) -> Levels | None:
-    """The `Levels` if the loop ends after this level: saturated, nothing added (converged), or
-    blind (`blind_level`); ``None`` to go on."""
-    if tally.saturated or not any(tally.added):
+def _ended(tally: _Tally, records: list, dims: list[int], kept: list, dropped: list,
+           min_depth: int = 0) -> Levels | None:
+    """The `Levels` if the loop ends after this level: saturated, nothing added at a depth
+    ≥ ``min_depth`` (converged), or blind (`blind_level`); ``None`` to go on."""
+    if tally.saturated or (not any(tally.added) and tally.depth >= min_depth):
         return Levels(records, dims, kept, dropped, not tally.saturated)
     if blind := blind_level(tally):
         return Levels(records, dims, kept, dropped, False, blind=blind)
@@ -312,6 +339,7 @@ def _ended(tally: _Tally, records: list, dims: list[int], kept: list, dropped: l
 def dense_levels(
     evaluate: Evaluate, P: int, n: int, m: int, max_depth: int, band_for: BandFn, bar: Any,
     expired: Callable[[], bool], time_limit: float | None = None, costly_field: bool = False,
+    start: TraceBases | None = None,
 ) -> Levels:
     """The levels by stacking on the host: each level's samples projected on the complement,
     one SVD per point.
@@ -320,18 +348,28 @@ def dense_levels(
     ``costly_field`` every level has its own stage, starting with a probe (`first_stack`):
     where it leaves samples to `spare` at every point, it has spanned all the level adds and
     the level is done; otherwise the rest of the level's samples are drawn (with the probe's
-    compiled program) and the whole stack is cut."""
-    state = _DenseState([np.eye(n) for _ in range(P)], [np.zeros((0, n)) for _ in range(P)],
-                        [np.zeros(0) for _ in range(P)], [0] * P)
-    kept: list[float] = []
-    dropped: list[float] = []
+    compiled program) and the whole stack is cut.
+
+    ``start``: a trace T found at the same points for fields W' among these, W' ⊆ W (the same
+    network on a subset of the inputs), which stopped growing at depth d: Lie(W')(z) = T. The
+    loop starts from T and stops only at a level ≥ d that adds nothing. That is the plain loop's
+    test: for k ≥ d − 1, W'_k = Lie(W') ⊆ W_k near z, so T + W_k(z) = W_k(z), and a level k ≥ d
+    adding nothing means W_k(z) = W_{k−1}(z). Each level's samples need only span its part off
+    the trace, min(c, …) + margin on the c-dimensional complement: when the new inputs add little,
+    a level costs a few samples instead of n."""
+    state = _start_state(start, P, n)
+    min_depth = 0 if start is None else start.depth
+    # the start's evidence is part of this trace's: its smallest kept and largest dropped σ
+    kept: list[float] = [] if start is None else list(start.kept)
+    dropped: list[float] = [] if start is None else list(start.dropped)
     records: list[LevelRecord] = []
     depth = 0
     while depth <= max_depth:
         if state.c_max == 0:  # the trace is R^n at every point
-            return Levels(records, state.dims, kept, dropped, True)
+            return state.ended(Levels(records, state.dims, kept, dropped, True))
         if expired():
-            return Levels(records, state.dims, kept, dropped, False, _time_up(time_limit, depth))
+            return state.ended(Levels(records, state.dims, kept, dropped, False,
+                                           _time_up(time_limit, depth)))
         # One compiled chain serves the levels depth..stage_depth of this stage; its evaluation
         # time is booked on the stage's first level. Stages: {0} (the generators, which need the
         # most samples but no brackets), {1, 2} for cheap fields (one compile instead of two),
@@ -348,7 +386,7 @@ def dense_levels(
             else evaluate(np.arange(P), depth, stage_depth, probe, probe)))
         for level in range(stage_depth - depth + 1):
             if level and state.c_max == 0:
-                return Levels(records, state.dims, kept, dropped, True)
+                return state.ended(Levels(records, state.dims, kept, dropped, True))
             # All samples are generic, so the first S_j of them serve level j.
             s_j = samples_needed(state.c_max, m, depth)
             tally, cut = _dense_cut(values[:, :s_j, level], scales[:, :s_j, level], depth, state,
@@ -368,9 +406,9 @@ def dense_levels(
             kept.extend(tally.kept)
             dropped.extend(tally.dropped)
             depth += 1
-            if (done := _ended(tally, records, state.dims, kept, dropped)) is not None:
-                return done
-    return Levels(records, state.dims, kept, dropped, False)
+            if (done := _ended(tally, records, state.dims, kept, dropped, min_depth)) is not None:
+                return state.ended(done)
+    return state.ended(Levels(records, state.dims, kept, dropped, False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,6 +425,32 @@ class _DenseState:
     @property
     def c_max(self) -> int:
         return max(c.shape[0] for c in self.complements)
+
+    def ended(self, levels: Levels) -> Levels:
+        """``levels`` with this state as its final trace (`_with_final`)."""
+        return _with_final(levels, self.traces, self.errors)
+
+
+def _with_final(levels: Levels, rows: list[np.ndarray], errors: list[np.ndarray]) -> Levels:
+    """``levels`` with its final trace: ``rows`` and ``errors`` at each point (`TraceBases`;
+    its depth is the last level's where the loop converged, −1 otherwise)."""
+    depth = levels.records[-1].depth if levels.converged and levels.records else -1
+    final = TraceBases(tuple(rows), tuple(errors), depth, tuple(sorted(levels.kept)[:3]),
+                       tuple(sorted(levels.dropped)[-3:]))
+    return dataclasses.replace(levels, final=final)
+
+
+def _start_state(start: TraceBases | None, P: int, n: int) -> _DenseState:
+    """The dense traces before level 0: empty, or ``start``'s rows and their complements."""
+    if start is None:
+        return _DenseState([np.eye(n) for _ in range(P)], [np.zeros((0, n)) for _ in range(P)],
+                           [np.zeros(0) for _ in range(P)], [0] * P)
+    complements = []
+    for rows in start.rows:  # Householder: the last n − r columns of Q are the complement
+        q = np.linalg.qr(rows.T, mode="complete")[0]
+        complements.append(np.ascontiguousarray(q[:, rows.shape[0]:].T))
+    return _DenseState(complements, [np.asarray(r) for r in start.rows],
+                       [np.asarray(e) for e in start.errors], list(start.dims))
 
 
 def _dense_cut(values: np.ndarray, scales: np.ndarray, depth: int, state: _DenseState,
@@ -426,25 +490,35 @@ def _probe_filled(tally: _Tally, state: _DenseState, probe: int) -> bool:
 def streamed_levels(
     evaluate: Evaluate, P: int, n: int, m: int, max_depth: int, band_for: BandFn, block: int,
     bar: Any, expired: Callable[[], bool], time_limit: float | None = None,
-    costly_field: bool = False,
+    costly_field: bool = False, start: TraceBases | None = None, keep: bool = False,
 ) -> Levels:
     """The levels by streaming on the host: blocks of ``block`` samples extend a Householder
     `TraceBasis` per point. Memory O(r n) per point plus one block; no level is ever stacked.
-    A ``costly_field``'s bracket levels start with a probe (`first_stack`)."""
-    bases = [TraceBasis(n) for _ in range(P)]
-    errors = [np.zeros(0) for _ in range(P)]
+    A ``costly_field``'s bracket levels start with a probe (`first_stack`). ``start``: a trace
+    to go on from, as `dense_levels`; ``keep``: return the final trace (``final``; it costs
+    the r × n rows at each point)."""
+    bases = ([TraceBasis(n) for _ in range(P)] if start is None
+             else [TraceBasis.of_rows(rows) for rows in start.rows])
+    errors = [np.zeros(0) for _ in range(P)] if start is None else list(start.errors)
+    min_depth = 0 if start is None else start.depth
     scale0 = np.zeros(P)  # depth 0: the largest generator so far at each point
-    kept: list[float] = []
-    dropped: list[float] = []
+    kept: list[float] = [] if start is None else list(start.kept)
+    dropped: list[float] = [] if start is None else list(start.dropped)
+
+    def ended(levels: Levels) -> Levels:
+        if not keep:
+            return levels
+        return _with_final(levels, [b.rows for b in bases], errors)
+
     records: list[LevelRecord] = []
     for depth in range(max_depth + 1):
         remaining = [n - basis.rank for basis in bases]
         c = max(remaining)
         if c == 0:
-            return Levels(records, [b.rank for b in bases], kept, dropped, True)
+            return ended(Levels(records, [b.rank for b in bases], kept, dropped, True))
         if expired():
-            return Levels(records, [b.rank for b in bases], kept, dropped, False,
-                          _time_up(time_limit, depth))
+            return ended(Levels(records, [b.rank for b in bases], kept, dropped, False,
+                                _time_up(time_limit, depth)))
         bound = min(c, n_brackets(m, depth, c))
         size = min(samples_needed(c, m, depth), bucket(block))
         stack = first_stack(size, depth, costly_field)
@@ -473,7 +547,7 @@ def streamed_levels(
             if active and expired():
                 break
         done = _close_level(tally, [b.rank for b in bases], records, kept, dropped, bar,
-                            bool(active), time_limit, depth)
+                            bool(active), time_limit, depth, min_depth)
         if done is not None:
-            return done
-    return Levels(records, [b.rank for b in bases], kept, dropped, False)
+            return ended(done)
+    return ended(Levels(records, [b.rank for b in bases], kept, dropped, False))

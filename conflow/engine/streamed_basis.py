@@ -54,6 +54,18 @@ class TraceBasis:
         self.rank = 0
         self._factors: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
 
+    @classmethod
+    def of_rows(cls, rows: np.ndarray) -> TraceBasis:
+        """The trace spanned by orthonormal ``rows (r, n)``, its coordinates 0 … r − 1 being
+        theirs, in order, up to sign (a Householder QR of ``rowsᵀ``, whose R is diagonal ±1)."""
+        basis = cls(rows.shape[1])
+        r = rows.shape[0]
+        if r:
+            a, t, _ = _lapack().dgeqrt(min(_WY_BLOCK, r), np.asfortranarray(rows.T))
+            basis._factors.append((0, np.asfortranarray(a[:, :r]), t, np.eye(r)))
+            basis.rank = r
+        return basis
+
     def rotate(self, x: np.ndarray) -> np.ndarray:
         """Qᵀ x for ``x (n, b)``: coordinates in which the trace is the first ``rank`` rows."""
         x = np.array(x, dtype=np.float64, order="F")

@@ -67,6 +67,7 @@ from conflow.engine.family import VectorFamily
 from conflow.engine.levels import (
     LevelRecord,
     Levels,
+    TraceBases,
     dense_levels,
     device_levels,
     streamed_levels,
@@ -76,7 +77,7 @@ from conflow.errors import InputError
 from conflow.precision import float64
 from conflow.status import Status
 
-__all__ = ["LevelRecord", "LieTrace", "VectorFamily", "batch_sharding", "lie_trace"]
+__all__ = ["LevelRecord", "LieTrace", "TraceBases", "VectorFamily", "batch_sharding", "lie_trace"]
 
 Array = jax.Array
 
@@ -112,6 +113,12 @@ class LieTrace:
             (blocks of samples added to an orthonormal trace basis).
         linalg: where the levels were cut: ``"device"`` (`conflow.engine.device_basis`) or
             ``"host"`` (LAPACK on the CPU).
+        basis: the trace at each point as orthonormal rows (`TraceBases`: rows p span
+            Lie(W)(z_p); their orthogonal complement is spanned by the gradients of the laws
+            there), kept with ``keep_basis`` where the levels were cut on the host; else
+            ``None``.
+        started_from: the dimensions of the trace the count started from at each point
+            (`lie_trace`'s ``start``), or ``()``.
     """
 
     dim: int | None
@@ -135,6 +142,8 @@ class LieTrace:
     algorithm: str = "dense"
     linalg: str = "host"
     uncertain: tuple[float, ...] = ()
+    basis: TraceBases | None = dataclasses.field(default=None, repr=False, compare=False)
+    started_from: tuple[int, ...] = ()
 
     @property
     def ranks(self) -> tuple[tuple[int, ...], ...]:
@@ -219,6 +228,8 @@ def lie_trace(
     linalg: str = "auto",
     time_limit: float | None = None,
     progress: bool | None = None,
+    start: TraceBases | None = None,
+    keep_basis: bool = False,
 ) -> LieTrace:
     """dim Lie(W)(z) at each of ``points`` by the level construction W_{k+1} = W_k + [W_0, W_k].
 
@@ -254,6 +265,12 @@ def lie_trace(
         progress: a progress bar on stderr (levels; blocks and the trace's dimension), shown
             once the count has run `PROGRESS_DELAY` seconds; ``None`` (default): only when
             stderr is a terminal.
+        start: the trace (`LieTrace.basis`) of fields W' ⊆ W at the same ``points`` (the same
+            network on fewer inputs): the levels start from it and stop only at a level at
+            least as deep as its last that adds nothing (`conflow.engine.levels.dense_levels`
+            says why that is the plain test). Host linear algebra only.
+        keep_basis: keep the trace's orthonormal rows at each point in ``basis`` (host linear
+            algebra; the streamed algorithm forms them, r × n floats per point).
 
     Returns:
         A `LieTrace`. The count of conservation laws is ``state_dim - dim``.
@@ -285,6 +302,11 @@ def lie_trace(
     if linalg == "auto":
         linalg = default_linalg()
     P = points.shape[0]
+    if start is not None and linalg != "host":
+        raise InputError(f"a start trace needs the host's linear algebra (got linalg={linalg})")
+    if start is not None and (len(start.rows) != P
+                              or any(r.shape[1:] != (n,) for r in start.rows)):
+        raise InputError(f"the start trace is not at these {P} points of R^{n}")
     # the generators as matrices where the family gives them cheaply: level 0 is their products
     # with random coefficients, not evaluations of the field
     prep = prepare(family, points, dtype, devices)
@@ -321,12 +343,14 @@ def lie_trace(
                                   time_limit, costly_field(family))
         elif algorithm == "dense":
             found = dense_levels(evaluate, P, n, m, max_depth, band_for, bar, expired, time_limit,
-                                 costly_field(family))
+                                 costly_field(family), start)
         else:
             found = streamed_levels(evaluate, P, n, m, max_depth, band_for, block, bar, expired,
-                                    time_limit, costly_field(family))
-    return _verdict(found, P, n, points, rtol, min_gap, time.perf_counter() - t_start, dtype,
-                    algorithm, linalg, max_depth)
+                                    time_limit, costly_field(family), start, keep_basis)
+    trace = _verdict(found, P, n, points, rtol, min_gap, time.perf_counter() - t_start, dtype,
+                     algorithm, linalg, max_depth)
+    return dataclasses.replace(trace, basis=found.final if keep_basis else None,
+                               started_from=() if start is None else start.dims)
 
 
 def _verdict(found: Levels, P: int, n: int, points: np.ndarray, rtol: float | None,

@@ -230,6 +230,7 @@ class LawCount:
                 "algorithm": t.algorithm,
                 "linalg": t.linalg,
                 "sigma_uncertain": list(t.uncertain),
+                "started_from": list(t.started_from),
             })
         out["attempts"] = [a.to_json() for a in self.attempts]
         out["settled_by"] = self.settled_by
@@ -266,7 +267,8 @@ class LawCount:
             ranks = " → ".join(str(r[0]) if len(set(r)) == 1 else str(r) for r in t.ranks)
             lines += [
                 f"  numeric ({t.algorithm}, {t.linalg}, {t.dtype}): rank per level {ranks} "
-                f"(depth {t.depth})",
+                f"(depth {t.depth})" + (f", from a trace of dimension {_dims(t.started_from)} "
+                                        "at the same points" if t.started_from else ""),
                 f"  σ around the cut: {fmt(t.kept_tail)} | {fmt(t.dropped_head)}   "
                 f"gap {t.gap:.2e}; {t.n_agree}/{t.points.shape[0]} points agree",
             ]
@@ -367,6 +369,10 @@ def _generator_rank(model: Model) -> int | None:
     return rank_of(np.asarray(model.sample_points(0, 1))[0])
 
 
+def _dims(dims: tuple[int, ...]) -> str:
+    return str(dims[0]) if len(set(dims)) == 1 else str(dims)
+
+
 def _seconds(x: float) -> str:
     return f"{x:.2g} s"
 
@@ -391,6 +397,8 @@ def count_laws(
     max_memory: int | str | None = None,
     time_limit: float | str | None = None,
     reduce_inputs: bool = True,
+    keep_basis: bool = False,
+    extends: LawCount | None = None,
 ) -> LawCount:
     """Count the conservation laws of ``model`` under ``flow`` (default: Euclidean gradient flow).
 
@@ -448,6 +456,16 @@ def count_laws(
     counted on the fewest inputs whose outputs span them all, which has the same fields and
     the same count (`SampledModel.spanning_sample`; ``sample_reduction`` says so;
     ``reduce_inputs=False`` counts on the whole sample).
+
+    ``keep_basis``: keep the trace Lie(W)(z) at each point as orthonormal rows (``trace.basis``,
+    where the levels were cut on the host; their complement is spanned by the laws' gradients
+    there).
+    ``extends``: an ``ok`` numeric count, with its basis kept, of the same parameters under the
+    same flow whose fields are among this model's — the same network on a subset of these
+    inputs, as `conflow.count_laws_from_model`'s recount: this count starts from its trace at
+    its points (`lie_trace`'s ``start``), where a level of the inputs it lacked costs samples
+    for the directions they add, not for the whole state space; ``trace.started_from`` says
+    so. Where that does not come out ``ok``, the count runs as without it.
     """
     t0 = time.perf_counter()
     check_model(model)
@@ -505,9 +523,23 @@ def count_laws(
                                 devices=devices, dtype=dtype, algorithm=chosen.algorithm,
                                 linalg=linalg,
                                 max_chunk=chosen.max_chunk, block=chosen.block,
-                                progress=progress, **limit))
+                                progress=progress, keep_basis=keep_basis, **limit))
         traces[-1] = name_time_limit(traces[-1], time_limit)
         return traces[-1]
+
+    def extended(depth: int) -> LieTrace | None:
+        """The trace from ``extends``' at its points, or ``None`` where it cannot start."""
+        base = None if extends is None else extends.trace
+        if (base is None or base.basis is None or base.status != OK or extends.status != OK
+                or base.basis.depth < 0 or base.state_dim != n or extends.flow != flow.name):
+            return None
+        chosen = plan(base.points.shape[0])
+        limit = {} if deadline is None else {"time_limit": _remaining(deadline)}
+        return name_time_limit(lie_trace(
+            flow.family(model), base.points, seed=seed, max_depth=depth, rtol=rtol,
+            min_gap=min_gap, devices=devices, dtype=dtype, algorithm=chosen.algorithm,
+            linalg="host", max_chunk=chosen.max_chunk, block=chosen.block, progress=progress,
+            start=base.basis, keep_basis=keep_basis, **limit), time_limit)
 
     if exact_estimate is not None:  # auto chose the exact engine by its estimate: hold it to it
         budget = max(AUTO_EXACT_MIN_SECONDS, AUTO_EXACT_FACTOR * exact_estimate)
@@ -527,8 +559,10 @@ def count_laws(
         first = plan(points)
         if progress is not False and first.cost.seconds >= ESTIMATE_SHOW_SECONDS:
             print(first.announce(time_limit), file=sys.stderr, flush=True)
-        trace = numeric(seed, points,
-                        PLAIN_DEPTH_BEFORE_DEEPER if may_go_deeper else numeric_depth)
+        depth = PLAIN_DEPTH_BEFORE_DEEPER if may_go_deeper else numeric_depth
+        trace = extended(depth)
+        if trace is None or trace.status != OK:
+            trace = numeric(seed, points, depth)
     time_up = ""
     if method in ("exact", "both") and exact is None:
         if trace is not None and deadline is not None and time.perf_counter() >= deadline:

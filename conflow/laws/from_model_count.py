@@ -231,6 +231,13 @@ def _same_functions(count: Any, model: SampledModel, model2: SampledModel, seed:
         f"on {model.n_inputs} (φ at {second[2]} random points): same fields, same count"))
 
 
+def _without_basis(count: Any) -> Any:
+    """``count`` without the trace basis it kept for the recount to go on from."""
+    if count.trace is None or count.trace.basis is None:
+        return count
+    return dataclasses.replace(count, trace=dataclasses.replace(count.trace, basis=None))
+
+
 def _theta_points(count: Any, model: Model, seed: int, points: int) -> np.ndarray:
     """The θ part of the generic points a count used."""
     if count.trace is not None:
@@ -296,19 +303,26 @@ def count_laws_from_model(
         model = from_model(apply_fn, params, inputs, n_inputs=n_inputs, input_shape=input_shape,
                            seed=seed, name=name, patterns_fn=patterns_fn,
                            input_radius=input_radius)
-    count = count_laws(model, flow, seed=seed, **count_kwargs)
+    keep_basis = count_kwargs.pop("keep_basis", False)
+    recounting = check_inputs is not False and check_inputs is not None
+    count = count_laws(model, flow, seed=seed, keep_basis=keep_basis or recounting,
+                       **count_kwargs)
     recount = None
     model2 = None
     thetas = _theta_points(count, model, seed, count_kwargs.get("points", 3))
-    if check_inputs is not False and check_inputs is not None:
+    if recounting:
         if check_inputs is True:
             extra = np.concatenate([_more_inputs(model, 1),
                                     _missed_cell_inputs(model, thetas)])
         else:
             extra = as_inputs(check_inputs, model.input_shape)
         model2 = model.with_inputs(np.concatenate([model.inputs, extra.astype(model.inputs.dtype)]))
+        # the recount's fields include the count's: it goes on from the count's trace
         recount = (_same_functions(count, model, model2, seed, count_kwargs)
-                   or count_laws(model2, flow, seed=seed, **count_kwargs))
+                   or count_laws(model2, flow, seed=seed, keep_basis=keep_basis, extends=count,
+                                 **count_kwargs))
+        if not keep_basis:
+            count, recount = _without_basis(count), _without_basis(recount)
 
     messages: list[str] = []
     stable = None

@@ -431,6 +431,7 @@ class SampledModel(Model):
         """The network's output at flat θ on one input ``x``."""
         return self.apply_fn(self.unravel(theta), x)
 
+    @float64
     def with_inputs(self, inputs: Any) -> SampledModel:
         """The same model on another input sample (names, closed forms and dims kept)."""
         inputs = as_inputs(inputs, self.input_shape)

@@ -78,7 +78,8 @@ def test_generator_matrices_give_level_zero(algorithm, linalg, monkeypatch):
 
 def test_generator_matrices_are_kept_beyond_the_balancing_limit(monkeypatch):
     """The matrices (one Jacobian per point) are kept up to `_GENERATOR_MAX_FLOATS`, above the
-    limit for evaluating every generator through the field; level 0 is G[p] (w_p ⊙ a_s)."""
+    limit for evaluating every generator through the field; level 0 is G[p] (w_p ⊙ a_s). Past
+    it, while one point's matrix fits, they are formed one point at a time."""
     monkeypatch.setattr(evaluate, "COSTLY_FIELD_ENTRIES", 0)
     monkeypatch.setattr(evaluate, "_BALANCE_MAX_FLOATS", 1)
     mats = jnp.asarray(_so3()[:2])
@@ -96,6 +97,18 @@ def test_generator_matrices_are_kept_beyond_the_balancing_limit(monkeypatch):
     np.testing.assert_allclose(np.asarray(values)[:, :, 0], expected, rtol=1e-13)
     monkeypatch.setattr(evaluate, "_GENERATOR_MAX_FLOATS", 3 * 3 * 2 - 1)
     assert evaluate.generator_matrices(family, POINTS3) is None
+    # P·n·m over the limit, n·m under it: one point's matrix at a time, the same level 0
+    assert evaluate.by_point(family, 3) and not evaluate.by_point(family, 1)
+    assert np.array_equal(evaluate.generator_weights(family, np.asarray(POINTS3), False),
+                          weights)
+    monkeypatch.setattr(evaluate, "BY_POINT_SAMPLES", 3)  # two blocks of samples
+    by_point, scales = evaluate.evaluate_generators_by_point(
+        family, POINTS3, np.random.default_rng(1), 4, weights)
+    assert by_point.shape == (3, 4, 1, 3) and scales.shape == (3, 4, 1)
+    np.testing.assert_allclose(np.asarray(by_point), np.asarray(values), rtol=1e-13)
+    wrong = dataclasses.replace(family, generators=lambda z: jnp.zeros((3, 2)))
+    assert lie_trace(family, POINTS3).ranks[0] == (2, 2, 2)
+    assert lie_trace(wrong, POINTS3).ranks[0] == (0, 0, 0)  # level 0 is read from them
 
 
 def _needs_a_bracket():

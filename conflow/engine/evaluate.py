@@ -609,14 +609,54 @@ def generator_matrices(family: VectorFamily, points: Array) -> Array | None:
     if family.generators is None or not costly_field(family) or P * m * n > _GENERATOR_MAX_FLOATS:
         return None
     try:
-        matrices, finite = _matrices_program(family.generators)(points)
+        return _finite(*_matrices_program(family.generators)(points))
     except Exception as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
         return None
+
+
+def _finite(matrices: Array, finite: Array) -> Array:
     if not jax.device_get(finite):
         raise InputError(_NOT_FINITE)
     return matrices
+
+
+def by_point(family: VectorFamily, n_points: int) -> bool:
+    """Whether level 0 forms the generator matrices one point at a time
+    (`evaluate_generators_by_point`): a costly family that gives them, whose P·n·m exceeds
+    `_GENERATOR_MAX_FLOATS` but whose n·m does not."""
+    n, m = family.state_dim, family.n_coeffs
+    return (family.generators is not None and costly_field(family)
+            and n_points * m * n > _GENERATOR_MAX_FLOATS >= m * n)
+
+
+#: Samples per product of `evaluate_generators_by_point` (its coefficients: this × m floats).
+BY_POINT_SAMPLES = 512
+
+
+def evaluate_generators_by_point(family: VectorFamily, points: Array,
+                                 rng: np.random.Generator, n_samples: int,
+                                 weights: Array | None = None,
+                                 sharding: NamedSharding | None = None) -> tuple[Array, Array]:
+    """`evaluate_generators` with each point's matrix G[p] formed in turn, and the products
+    taken `BY_POINT_SAMPLES` samples at a time, so that one (n, m) matrix and a block of
+    coefficients are held, not P matrices and (S, m) coefficients (`by_point`). Every point
+    gets the same coefficients: the first S rows of one stream, as `evaluate_generators`."""
+    program = _matrices_program(family.generators)
+    m, chunk = family.n_coeffs, min(BY_POINT_SAMPLES, n_samples)
+    state = rng.bit_generator.state
+    values, scales = [], []
+    for p in range(points.shape[0]):
+        rng.bit_generator.state = state
+        g = _finite(*program(points[p : p + 1]))
+        w = None if weights is None else weights[p : p + 1]
+        parts = [_combined(g, put(rng.uniform(-COEFF_HALF_WIDTH, COEFF_HALF_WIDTH, (chunk, m))
+                                  .astype(g.dtype), sharding), w)
+                 for _ in range(0, n_samples, chunk)]
+        values.append(_join(tuple(v[:, :, 0] for v, _ in parts), n_samples))
+        scales.append(_join(tuple(s for _, s in parts), n_samples))
+    return jnp.concatenate(values)[:, :, None], jnp.concatenate(scales)
 
 
 @jax.jit
@@ -664,6 +704,11 @@ def generator_weights(family: VectorFamily, points: np.ndarray, fast_compile: bo
         lowered = _lowered(_matrices_program(family.generators, lowered=True), points) if (
             probe and matrices.dtype == jnp.float64) else None
         return _weights_of(matrices, lowered)
+    if by_point(family, P):  # one point's matrices at a time
+        return jnp.concatenate([
+            generator_weights(family, points[p : p + 1], fast_compile, _finite(
+                *_matrices_program(family.generators)(put(points[p : p + 1], sharding))))
+            for p in range(P)])
     if P * m * n > _BALANCE_MAX_FLOATS or family.sample_field is not None:
         return None
     lowered = _lowered(_columns_program(family.field, n, m, fast_compile, True),
@@ -691,6 +736,8 @@ class Prepared:
         fast: compile at -O0 (`fast_compile`); sharding: the batch's (`batch_sharding`).
         points: the points ``(P, n)`` in the count's dtype; matrices: the generators at them
             (`generator_matrices`) or ``None``; weights: `generator_weights` or ``None``.
+        family: the family; by_point: level 0 forms the matrices one point at a time
+            (`by_point`, `evaluate_generators_by_point`).
     """
 
     field: Family
@@ -700,6 +747,23 @@ class Prepared:
     points: Array
     matrices: Array | None
     weights: Array | None
+    family: VectorFamily | None = None
+    by_point: bool = False
+
+    def level0(self, rng: np.random.Generator, n_samples: int, points: Array | None = None,
+               matrices: Array | None = None, weights: Array | None = None
+               ) -> tuple[Array, Array] | None:
+        """Level 0 from the generator matrices (all at once, or by point) at ``points`` (default
+        all; ``matrices`` and ``weights`` are then theirs), or ``None`` where the family has
+        none: the field is evaluated instead."""
+        if points is None:
+            points, matrices, weights = self.points, self.matrices, self.weights
+        if matrices is not None:
+            return evaluate_generators(matrices, rng, n_samples, weights, self.sharding)
+        if self.by_point:
+            return evaluate_generators_by_point(self.family, points, rng, n_samples, weights,
+                                                self.sharding)
+        return None
 
 
 def prepare(family: VectorFamily, points: np.ndarray, dtype: str, devices: int | None
@@ -714,4 +778,5 @@ def prepare(family: VectorFamily, points: np.ndarray, dtype: str, devices: int |
     if weights is not None and dtype != "float64":
         weights = weights.astype(dtype)
     return Prepared(shared_field(family, dtype), family.sampled[1], fast, sharding, on_device,
-                    matrices, weights)
+                    matrices, weights, family,
+                    matrices is None and by_point(family, points.shape[0]))

@@ -35,7 +35,7 @@ import numpy as np
 from jaxtyping import Float
 
 from conflow.engine.device_basis import bucket
-from conflow.engine.evaluate import evaluate_generators, evaluate_stage, prepare
+from conflow.engine.evaluate import evaluate_stage, prepare
 from conflow.engine.family import VectorFamily
 from conflow.engine.levels import LevelRecord, margin
 from conflow.engine.rank import RankBand, rank_band
@@ -123,9 +123,8 @@ def full_rank_trace(
 
     with jax.default_matmul_precision("highest"):
         s0 = bucket(n + margin(n))
-        if prep.matrices is not None:
-            level0 = evaluate_generators(prep.matrices, rng, s0, prep.weights, prep.sharding)
-        else:
+        level0 = prep.level0(rng, s0)
+        if level0 is None:
             level0 = evaluate_stage(prep.field, prep.n_sample, prep.points, rng, 0, 0, s0,
                                     prep.fast, max_chunk, max_chunk_floats, prep.sharding,
                                     prep.weights)

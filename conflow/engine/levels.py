@@ -84,7 +84,8 @@ class LevelRecord:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TraceBases:
-    """A trace found at some points, in a form another count can go on from (`dense_levels`).
+    """A trace found at some points, in a form another count can go on from (`dense_levels`'
+    ``start``).
 
     Attributes:
         rows: per point p, orthonormal rows spanning the trace there, shape ``(r_p, n)``, in
@@ -112,7 +113,8 @@ class Levels:
     """What a level loop found: its records, the dimension at each point, every σ kept and
     dropped, whether it stagnated (or filled R^n), why it stopped early ("" if it did not),
     whether it stopped at a level that could not tell directions from rounding (`blind_level`),
-    and the trace it ended with (`TraceBases`: `dense_levels` only; ``None`` otherwise)."""
+    and the trace it ended with (`TraceBases`: host loops, `streamed_levels` when asked to
+    keep it; ``None`` otherwise)."""
 
     records: list[LevelRecord]
     dims: list[int]

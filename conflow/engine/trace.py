@@ -58,7 +58,6 @@ from conflow.engine.device_basis import DeviceBases
 from conflow.engine.evaluate import (
     batch_sharding,
     costly_field,
-    evaluate_generators,
     evaluate_stage,
     prepare,
     put,
@@ -323,8 +322,8 @@ def lie_trace(
             w = None if w is None else _rows_of(w, index)
             g = None if g is None else _rows_of(g, index)
         with jax.default_matmul_precision("highest"):
-            if g is not None and depth == 0:
-                return evaluate_generators(g, rng, n_samples, w, sharding)
+            if depth == 0 and (level0 := prep.level0(rng, n_samples, z, g, w)) is not None:
+                return level0
             return evaluate_stage(field, n_sample, z, rng, first, depth, n_samples, fast,
                                   max_chunk if chunk is None else min(chunk, max_chunk),
                                   max_chunk_floats, sharding, w)

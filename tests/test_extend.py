@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import conflow as cf
-from conflow.engine.levels import TraceBases, dense_levels, streamed_levels
+from conflow.engine.device_basis import DeviceBases
+from conflow.engine.levels import TraceBases, dense_levels, device_levels, streamed_levels
 from conflow.engine.rank import rank_band
 from conflow.engine.streamed_basis import TraceBasis
 from conflow.engine.trace import VectorFamily, lie_trace
@@ -28,20 +29,21 @@ def _first_only():
 
 
 @pytest.mark.parametrize("algorithm", ["dense", "streamed"])
-def test_a_trace_goes_on_from_the_trace_of_fewer_fields(algorithm):
-    small = lie_trace(_first_only(), POINTS, keep_basis=True, algorithm=algorithm)
+@pytest.mark.parametrize("linalg", ["host", "device"])
+def test_a_trace_goes_on_from_the_trace_of_fewer_fields(algorithm, linalg):
+    options = {"algorithm": algorithm, "linalg": linalg}
+    small = lie_trace(_first_only(), POINTS, keep_basis=True, **options)
     assert small.dim == 1 and small.basis.dims == (1, 1, 1) and small.basis.depth == 1
-    plain = lie_trace(_contact(), POINTS, algorithm=algorithm)
-    grown = lie_trace(_contact(), POINTS, start=small.basis, algorithm=algorithm)
+    assert np.allclose(np.abs(small.basis.rows[0]), [[1.0, 0.0, 0.0]])
+    plain = lie_trace(_contact(), POINTS, **options)
+    grown = lie_trace(_contact(), POINTS, start=small.basis, **options)
     assert grown.status == plain.status == "ok" and grown.dim == plain.dim == 3
     assert grown.started_from == (1, 1, 1) and grown.ranks[0] == (2, 2, 2)
     assert lie_trace(_contact(), POINTS).basis is None  # kept only on request
 
 
-def test_a_start_needs_the_host_linear_algebra_and_the_same_points():
+def test_a_start_needs_the_same_points():
     small = lie_trace(_first_only(), POINTS, keep_basis=True)
-    with pytest.raises(InputError, match="host's linear algebra"):
-        lie_trace(_contact(), POINTS, start=small.basis, linalg="device")
     with pytest.raises(InputError, match="not at these 2 points"):
         lie_trace(_contact(), POINTS[:2], start=small.basis)
 
@@ -66,7 +68,7 @@ class _Bar:
 
 
 @pytest.mark.parametrize("start_depth,last", [(None, 1), (0, 0), (2, 2)])
-@pytest.mark.parametrize("algorithm", ["dense", "streamed"])
+@pytest.mark.parametrize("algorithm", ["dense", "streamed", "device"])
 def test_a_started_loop_stops_no_earlier_than_the_depth_its_start_stopped_at(
         start_depth, last, algorithm):
     """Every level gives e_0 alone. The plain loop keeps it at level 0 and stops at level 1,
@@ -84,16 +86,21 @@ def test_a_started_loop_stops_no_earlier_than_the_depth_its_start_stopped_at(
         tuple(np.eye(n)[:1] for _ in range(P)), tuple(np.zeros(1) for _ in range(P)),
         start_depth)
     band = lambda r, c, b: rank_band(r, c, basis_error=b)  # noqa: E731
-    found = (dense_levels(nothing_new, P, n, 2, 6, band, _Bar(), lambda: False, start=start)
-             if algorithm == "dense" else
-             streamed_levels(nothing_new, P, n, 2, 6, band, 64, _Bar(), lambda: False,
-                             start=start))
+    if algorithm == "dense":
+        found = dense_levels(nothing_new, P, n, 2, 6, band, _Bar(), lambda: False, start=start)
+    elif algorithm == "streamed":
+        found = streamed_levels(nothing_new, P, n, 2, 6, band, 64, _Bar(), lambda: False,
+                                start=start)
+    else:
+        found = device_levels(nothing_new, DeviceBases(P, n, np.float64), 2, 6, band, None,
+                              _Bar(), lambda: False, start=start)
     assert found.converged and found.records[-1].depth == last
     assert found.dims == [1, 1, 1]  # the plain loop finds e_0 at level 0
 
 
-@pytest.mark.parametrize("activation", ["tanh", "gelu"])
-def test_the_recount_on_more_inputs_goes_on_from_the_count(activation):
+@pytest.mark.parametrize("activation,linalg", [("tanh", "host"), ("gelu", "host"),
+                                               ("tanh", "device")])
+def test_the_recount_on_more_inputs_goes_on_from_the_count(activation, linalg):
     """Three inputs span too little: the count on them has laws that more inputs break. The
     recount on more inputs, started from the count's trace at its points, finds the same
     dimensions as a count from scratch there, with far fewer level-0 samples."""
@@ -101,9 +108,9 @@ def test_the_recount_on_more_inputs_goes_on_from_the_count(activation):
                      key=jax.random.PRNGKey(1))
     few = cf.from_model(net, input_shape=(3,), n_inputs=3)
     more = few.with_inputs(np.random.default_rng(2).standard_normal((40, 3)))
-    count = cf.count_laws(few, keep_basis=True, reduce_inputs=False)
-    grown = cf.count_laws(more, extends=count, reduce_inputs=False)
-    plain = cf.count_laws(more, reduce_inputs=False)
+    count = cf.count_laws(few, keep_basis=True, reduce_inputs=False, linalg=linalg)
+    grown = cf.count_laws(more, extends=count, reduce_inputs=False, linalg=linalg)
+    plain = cf.count_laws(more, reduce_inputs=False, linalg=linalg)
     assert count.status == grown.status == plain.status == "ok"
     assert grown.trace.started_from == count.trace.point_dims
     assert np.array_equal(grown.trace.points, count.trace.points)

@@ -158,6 +158,23 @@ class DeviceBases:
         self._scale0 = self._put(np.zeros(self._padded, dtype))
         self._vt: Array | None = None
 
+    def start_from(self, rows: tuple[np.ndarray, ...], errors: tuple[np.ndarray, ...]) -> None:
+        """Make the traces the orthonormal ``rows[p] (r_p, n)`` with errors ``errors[p]``
+        (`conflow.engine.levels.TraceBases`), before any stack."""
+        ranks = np.array([r.shape[0] for r in rows], dtype=int)
+        cap = max(self.capacity, min(self.n, self._grown(int(ranks.max(initial=0)))))
+        basis = np.zeros((self._padded, cap, self.n), self._basis.dtype)
+        errs = np.zeros((self._padded, cap), self._basis.dtype)
+        for p, (r, e) in enumerate(zip(rows, errors)):
+            basis[p, : r.shape[0]], errs[p, : r.shape[0]] = r, e
+        self._basis, self._errors = self._put(basis), self._put(errs)
+        self.ranks = ranks
+
+    def rows(self) -> list[np.ndarray]:
+        """Each point's trace as orthonormal rows ``(r_p, n)``, on the host."""
+        basis = to_host(self._basis)
+        return [basis[p, : self.ranks[p]] for p in range(self.n_points)]
+
     def _put(self, x: np.ndarray) -> Array:
         if self._sharding is None:
             return jax.device_put(x)

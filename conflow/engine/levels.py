@@ -113,8 +113,8 @@ class Levels:
     """What a level loop found: its records, the dimension at each point, every σ kept and
     dropped, whether it stagnated (or filled R^n), why it stopped early ("" if it did not),
     whether it stopped at a level that could not tell directions from rounding (`blind_level`),
-    and the trace it ended with (`TraceBases`: host loops, `streamed_levels` when asked to
-    keep it; ``None`` otherwise)."""
+    and the trace it ended with (`TraceBases`: `dense_levels` always, the others when asked
+    to keep it; ``None`` otherwise)."""
 
     records: list[LevelRecord]
     dims: list[int]
@@ -254,24 +254,34 @@ def _time_up(limit: float | None, depth: int, within: bool = False) -> str:
 def device_levels(
     evaluate: Evaluate, bases: DeviceBases, m: int, max_depth: int, band_for: BandFn,
     block: int | None, bar: Any, expired: Callable[[], bool], time_limit: float | None = None,
-    costly_field: bool = False,
+    costly_field: bool = False, start: TraceBases | None = None, keep: bool = False,
 ) -> Levels:
     """The levels with the traces on the device: stacks of at most ``block`` samples (``None``:
     a whole level per stack) projected off `DeviceBases` and cut there; a ``costly_field``'s
-    bracket levels start with a probe (`first_stack`)."""
+    bracket levels start with a probe (`first_stack`). ``start``: a trace to go on from, as
+    `dense_levels`; ``keep``: return the final trace (``final``, brought to the host)."""
     P, n = bases.n_points, bases.n
     errors = [np.zeros(0) for _ in range(P)]  # each trace direction's error (`_Tally`)
     kept: list[float] = []
     dropped: list[float] = []
+    min_depth = 0
+    if start is not None:
+        bases.start_from(start.rows, start.errors)
+        errors = [np.asarray(e) for e in start.errors]
+        kept, dropped, min_depth = list(start.kept), list(start.dropped), start.depth
     records: list[LevelRecord] = []
+
+    def ended(levels: Levels) -> Levels:
+        return _with_final(levels, bases.rows(), errors) if keep else levels
+
     for depth in range(max_depth + 1):
         remaining = n - bases.ranks
         c = int(remaining.max())
         if c == 0:  # the trace is R^n at every point
-            return Levels(records, bases.ranks.tolist(), kept, dropped, True)
+            return ended(Levels(records, bases.ranks.tolist(), kept, dropped, True))
         if expired():
-            return Levels(records, bases.ranks.tolist(), kept, dropped, False,
-                          _time_up(time_limit, depth))
+            return ended(Levels(records, bases.ranks.tolist(), kept, dropped, False,
+                                _time_up(time_limit, depth)))
         bound = min(c, n_brackets(m, depth, c))
         size = samples_needed(c, m, depth)
         if block is not None:
@@ -305,10 +315,10 @@ def device_levels(
             if active and expired():
                 break
         done = _close_level(tally, bases.ranks.tolist(), records, kept, dropped, bar,
-                            bool(active), time_limit, depth)
+                            bool(active), time_limit, depth, min_depth)
         if done is not None:
-            return done
-    return Levels(records, bases.ranks.tolist(), kept, dropped, False)
+            return ended(done)
+    return ended(Levels(records, bases.ranks.tolist(), kept, dropped, False))
 
 
 def _close_level(tally: _Tally, ranks: list[int], records: list, kept: list, dropped: list,

@@ -114,8 +114,7 @@ class LieTrace:
             ``"host"`` (LAPACK on the CPU).
         basis: the trace at each point as orthonormal rows (`TraceBases`: rows p span
             Lie(W)(z_p); their orthogonal complement is spanned by the gradients of the laws
-            there), kept with ``keep_basis`` where the levels were cut on the host; else
-            ``None``.
+            there), kept with ``keep_basis``; else ``None``.
         started_from: the dimensions of the trace the count started from at each point
             (`lie_trace`'s ``start``), or ``()``.
     """
@@ -267,9 +266,10 @@ def lie_trace(
         start: the trace (`LieTrace.basis`) of fields W' ⊆ W at the same ``points`` (the same
             network on fewer inputs): the levels start from it and stop only at a level at
             least as deep as its last that adds nothing (`conflow.engine.levels.dense_levels`
-            says why that is the plain test). Host linear algebra only.
-        keep_basis: keep the trace's orthonormal rows at each point in ``basis`` (host linear
-            algebra; the streamed algorithm forms them, r × n floats per point).
+            says why that is the plain test).
+        keep_basis: keep the trace's orthonormal rows at each point in ``basis`` (the streamed
+            algorithm forms them, and the device's are brought to the host: r × n floats per
+            point).
 
     Returns:
         A `LieTrace`. The count of conservation laws is ``state_dim - dim``.
@@ -301,8 +301,6 @@ def lie_trace(
     if linalg == "auto":
         linalg = default_linalg()
     P = points.shape[0]
-    if start is not None and linalg != "host":
-        raise InputError(f"a start trace needs the host's linear algebra (got linalg={linalg})")
     if start is not None and (len(start.rows) != P
                               or any(r.shape[1:] != (n,) for r in start.rows)):
         raise InputError(f"the start trace is not at these {P} points of R^{n}")
@@ -339,7 +337,7 @@ def lie_trace(
         if linalg == "device":
             found = device_levels(evaluate, DeviceBases(P, n, dtype, sharding), m, max_depth,
                                   band_for, None if algorithm == "dense" else block, bar, expired,
-                                  time_limit, costly_field(family))
+                                  time_limit, costly_field(family), start, keep_basis)
         elif algorithm == "dense":
             found = dense_levels(evaluate, P, n, m, max_depth, band_for, bar, expired, time_limit,
                                  costly_field(family), start)

@@ -457,9 +457,8 @@ def count_laws(
     the same count (`SampledModel.spanning_sample`; ``sample_reduction`` says so;
     ``reduce_inputs=False`` counts on the whole sample).
 
-    ``keep_basis``: keep the trace Lie(W)(z) at each point as orthonormal rows (``trace.basis``,
-    where the levels were cut on the host; their complement is spanned by the laws' gradients
-    there).
+    ``keep_basis``: keep the trace Lie(W)(z) at each point as orthonormal rows (``trace.basis``;
+    their complement is spanned by the laws' gradients there).
     ``extends``: an ``ok`` numeric count, with its basis kept, of the same parameters under the
     same flow whose fields are among this model's — the same network on a subset of these
     inputs, as `conflow.count_laws_from_model`'s recount: this count starts from its trace at
@@ -538,7 +537,7 @@ def count_laws(
         return name_time_limit(lie_trace(
             flow.family(model), base.points, seed=seed, max_depth=depth, rtol=rtol,
             min_gap=min_gap, devices=devices, dtype=dtype, algorithm=chosen.algorithm,
-            linalg="host", max_chunk=chosen.max_chunk, block=chosen.block, progress=progress,
+            linalg=linalg, max_chunk=chosen.max_chunk, block=chosen.block, progress=progress,
             start=base.basis, keep_basis=keep_basis, **limit), time_limit)
 
     if exact_estimate is not None:  # auto chose the exact engine by its estimate: hold it to it

@@ -113,8 +113,8 @@ class Levels:
     """What a level loop found: its records, the dimension at each point, every σ kept and
     dropped, whether it stagnated (or filled R^n), why it stopped early ("" if it did not),
     whether it stopped at a level that could not tell directions from rounding (`blind_level`),
-    and the trace it ended with (`TraceBases`: `dense_levels` always, the others when asked
-    to keep it; ``None`` otherwise)."""
+    and the trace it ended with (`TraceBases`, where the loop was asked to keep it; ``None``
+    otherwise)."""
 
     records: list[LevelRecord]
     dims: list[int]
@@ -261,14 +261,9 @@ def device_levels(
     bracket levels start with a probe (`first_stack`). ``start``: a trace to go on from, as
     `dense_levels`; ``keep``: return the final trace (``final``, brought to the host)."""
     P, n = bases.n_points, bases.n
-    errors = [np.zeros(0) for _ in range(P)]  # each trace direction's error (`_Tally`)
-    kept: list[float] = []
-    dropped: list[float] = []
-    min_depth = 0
+    errors, kept, dropped, min_depth = _starting(start, P)  # errors: as `_Tally`'s
     if start is not None:
         bases.start_from(start.rows, start.errors)
-        errors = [np.asarray(e) for e in start.errors]
-        kept, dropped, min_depth = list(start.kept), list(start.dropped), start.depth
     records: list[LevelRecord] = []
 
     def ended(levels: Levels) -> Levels:
@@ -351,7 +346,7 @@ def _ended(tally: _Tally, records: list, dims: list[int], kept: list, dropped: l
 def dense_levels(
     evaluate: Evaluate, P: int, n: int, m: int, max_depth: int, band_for: BandFn, bar: Any,
     expired: Callable[[], bool], time_limit: float | None = None, costly_field: bool = False,
-    start: TraceBases | None = None,
+    start: TraceBases | None = None, keep: bool = False,
 ) -> Levels:
     """The levels by stacking on the host: each level's samples projected on the complement,
     one SVD per point.
@@ -368,19 +363,20 @@ def dense_levels(
     test: for k ≥ d − 1, W'_k = Lie(W') ⊆ W_k near z, so T + W_k(z) = W_k(z), and a level k ≥ d
     adding nothing means W_k(z) = W_{k−1}(z). Each level's samples need only span its part off
     the trace, min(c, …) + margin on the c-dimensional complement: when the new inputs add little,
-    a level costs a few samples instead of n."""
+    a level costs a few samples instead of n. ``keep``: return the final trace (``final``)."""
     state = _start_state(start, P, n)
-    min_depth = 0 if start is None else start.depth
-    # the start's evidence is part of this trace's: its smallest kept and largest dropped σ
-    kept: list[float] = [] if start is None else list(start.kept)
-    dropped: list[float] = [] if start is None else list(start.dropped)
+    _, kept, dropped, min_depth = _starting(start, P)
     records: list[LevelRecord] = []
+
+    def ended(levels: Levels) -> Levels:
+        return _with_final(levels, state.traces, state.errors) if keep else levels
+
     depth = 0
     while depth <= max_depth:
         if state.c_max == 0:  # the trace is R^n at every point
-            return state.ended(Levels(records, state.dims, kept, dropped, True))
+            return ended(Levels(records, state.dims, kept, dropped, True))
         if expired():
-            return state.ended(Levels(records, state.dims, kept, dropped, False,
+            return ended(Levels(records, state.dims, kept, dropped, False,
                                            _time_up(time_limit, depth)))
         # One compiled chain serves the levels depth..stage_depth of this stage; its evaluation
         # time is booked on the stage's first level. Stages: {0} (the generators, which need the
@@ -398,7 +394,7 @@ def dense_levels(
             else evaluate(np.arange(P), depth, stage_depth, probe, probe)))
         for level in range(stage_depth - depth + 1):
             if level and state.c_max == 0:
-                return state.ended(Levels(records, state.dims, kept, dropped, True))
+                return ended(Levels(records, state.dims, kept, dropped, True))
             # All samples are generic, so the first S_j of them serve level j.
             s_j = samples_needed(state.c_max, m, depth)
             tally, cut = _dense_cut(values[:, :s_j, level], scales[:, :s_j, level], depth, state,
@@ -419,8 +415,8 @@ def dense_levels(
             dropped.extend(tally.dropped)
             depth += 1
             if (done := _ended(tally, records, state.dims, kept, dropped, min_depth)) is not None:
-                return state.ended(done)
-    return state.ended(Levels(records, state.dims, kept, dropped, False))
+                return ended(done)
+    return ended(Levels(records, state.dims, kept, dropped, False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -438,9 +434,16 @@ class _DenseState:
     def c_max(self) -> int:
         return max(c.shape[0] for c in self.complements)
 
-    def ended(self, levels: Levels) -> Levels:
-        """``levels`` with this state as its final trace (`_with_final`)."""
-        return _with_final(levels, self.traces, self.errors)
+
+def _starting(start: TraceBases | None, P: int
+              ) -> tuple[list[np.ndarray], list[float], list[float], int]:
+    """What a level loop starts with: each point's direction errors, the σ's kept and dropped
+    so far (the start's evidence is part of the trace's), and the depth below which a level
+    that adds nothing does not end it (`dense_levels`)."""
+    if start is None:
+        return [np.zeros(0) for _ in range(P)], [], [], 0
+    return ([np.asarray(e) for e in start.errors], list(start.kept), list(start.dropped),
+            start.depth)
 
 
 def _with_final(levels: Levels, rows: list[np.ndarray], errors: list[np.ndarray]) -> Levels:
@@ -511,16 +514,11 @@ def streamed_levels(
     the r × n rows at each point)."""
     bases = ([TraceBasis(n) for _ in range(P)] if start is None
              else [TraceBasis.of_rows(rows) for rows in start.rows])
-    errors = [np.zeros(0) for _ in range(P)] if start is None else list(start.errors)
-    min_depth = 0 if start is None else start.depth
+    errors, kept, dropped, min_depth = _starting(start, P)
     scale0 = np.zeros(P)  # depth 0: the largest generator so far at each point
-    kept: list[float] = [] if start is None else list(start.kept)
-    dropped: list[float] = [] if start is None else list(start.dropped)
 
     def ended(levels: Levels) -> Levels:
-        if not keep:
-            return levels
-        return _with_final(levels, [b.rows for b in bases], errors)
+        return _with_final(levels, [b.rows for b in bases], errors) if keep else levels
 
     records: list[LevelRecord] = []
     for depth in range(max_depth + 1):

@@ -340,13 +340,13 @@ def lie_trace(
                                   time_limit, costly_field(family), start, keep_basis)
         elif algorithm == "dense":
             found = dense_levels(evaluate, P, n, m, max_depth, band_for, bar, expired, time_limit,
-                                 costly_field(family), start)
+                                 costly_field(family), start, keep_basis)
         else:
             found = streamed_levels(evaluate, P, n, m, max_depth, band_for, block, bar, expired,
                                     time_limit, costly_field(family), start, keep_basis)
     trace = _verdict(found, P, n, points, rtol, min_gap, time.perf_counter() - t_start, dtype,
                      algorithm, linalg, max_depth)
-    return dataclasses.replace(trace, basis=found.final if keep_basis else None,
+    return dataclasses.replace(trace, basis=found.final,
                                started_from=() if start is None else start.dims)
 
 

@@ -28,6 +28,23 @@ def test_band_floor_grows_with_the_stack_and_the_basis_error():
     assert rank_band(10, 3, rtol=1e-3).cut == 1e-3
 
 
+def _levels(s0, dropped1, noise1=1e-11):
+    from conflow.engine.levels import LevelRecord
+
+    return [LevelRecord(0, 8, (5,), (5,), s0, 1e-16, 0.0, noise=1e-14, signal=1e-10),
+            LevelRecord(1, 8, (5,), (0,), None, dropped1, 0.0, noise=noise1, signal=1e-7)]
+
+
+def test_weak_generators_settled_only_by_a_level_one_stack_far_below_their_brackets():
+    weak = trace_module._weak_generators
+    # brackets of weak generators (~s0² = 1e-12) under the noise ceiling of depth 1 (1e-11) ...
+    assert "weak generator directions" in weak(_levels(1e-6, 5e-13))  # ... and near its σ's
+    assert "weak generator directions" in weak(_levels(1e-6, None))  # ... and nothing to see
+    # ... where the level-1 stack shows nothing within WEAK_BRACKET_MARGIN of them: settled
+    assert weak(_levels(1e-6, 1e-12 / trace_module.WEAK_BRACKET_MARGIN / 2)) == ""
+    assert weak(_levels(1e-4, 5e-13)) == ""  # brackets above the noise ceiling
+
+
 def test_band_unsettled_values():
     band = rank_band(10, 3)
     sigma = np.array([1.0, 1e-12, 1e-17])
@@ -93,6 +110,7 @@ def test_exact_escalation_is_skipped_when_its_estimate_is_too_dear(monkeypatch):
     from conflow.laws import count as count_module
 
     monkeypatch.setattr(count_module, "ESCALATE_EXACT_MAX_SECONDS", 0.0)
+    monkeypatch.setattr(count_module, "_evaluated_trace", lambda *a, **k: None)  # the last step
     result = cf.count_laws(_near_parallel(1e-14), method="numeric")
     assert "exact" not in [a.step for a in result.attempts]
     assert result.status == "ambiguous" and result.n_laws is None

@@ -149,19 +149,33 @@ class LieTrace:
         return tuple(level.ranks for level in self.levels)
 
 
+#: How far above everything level 1 dropped the brackets of weak generators (~s0²) must stand
+#: for that level to be evidence that they add nothing (`_weak_generators`).
+WEAK_BRACKET_MARGIN = 10.0
+
+
 def _weak_generators(levels: list[LevelRecord]) -> str:
     """Why level 1 cannot be trusted, or ''. Generator directions with normalised σ = s0 at
     level 0 have brackets among themselves of relative size ~s0²; at or below level 1's noise
-    ceiling those would be lost in rounding (generators nearly parallel), so "level 1 adds
-    nothing more" is then no evidence."""
+    ceiling those would be called rounding (generators nearly parallel), so "level 1 adds
+    nothing more" is then no evidence — unless the level-1 stack itself shows that it holds
+    nothing that large: a bracket direction of size s0² would stand at σ ≳ s0² in it (Weyl), so
+    when every σ it dropped lies `WEAK_BRACKET_MARGIN` × below s0², there is none. (The
+    ceiling bounds the complement's error from the weak directions' worst case, and is often
+    far above the rounding the stack shows: the noise of a stack is spread over all the
+    directions its rows' errors take, as in `RankBand.separated`.)"""
     if len(levels) < 2 or levels[0].sigma_kept is None or levels[1].noise is None:
         return ""
-    s0 = levels[0].sigma_kept
-    if s0 * s0 > levels[1].noise:
+    s0, level1 = levels[0].sigma_kept, levels[1]
+    if s0 * s0 > level1.noise:
+        return ""
+    shown = level1.sigma_dropped
+    if shown is not None and s0 * s0 >= WEAK_BRACKET_MARGIN * shown:
         return ""
     return (f"weak generator directions (σ = {s0:.2e} at depth 0): their brackets "
             f"(~{s0 * s0:.1e}) are below the rounding of depth 1 (noise ceiling "
-            f"{levels[1].noise:.1e})")
+            f"{level1.noise:.1e}" + ("" if shown is None else f", largest σ dropped {shown:.1e}")
+            + ")")
 
 
 #: How the reason of a trace stopped by its depth cap starts.

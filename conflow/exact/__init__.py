@@ -6,10 +6,13 @@ Lie-trace engine that ranks brackets modulo 61-bit primes at random points (Schw
 - `region_polynomial(phi, D, theta0)`: for a piecewise-polynomial φ (ReLU, leaky ReLU, abs, max
   pooling, …) the polynomial it is on the activation region of θ0;
 - fields: `gradient_fields`, `scale_coordinates` (entropy metric), `momentum_fields` (phase space);
-- `exact_lie_trace(fields, n)` → `ExactTrace`. Counting a model under a flow (φ's polynomials →
+- `exact_lie_trace(fields, n)` → `ExactTrace`; `evaluated_lie_trace(family)` → `ExactTrace` for
+  polynomial fields too large to expand (the numeric engine's bracket programs run modulo
+  primes). Counting a model under a flow (φ's polynomials →
   the flow's fields → the trace) is `conflow.laws.exact_count.exact_count_laws`.
 """
 
+from conflow.exact.evaluated import evaluated_lie_trace
 from conflow.exact.extract import (
     SWITCHES,
     Region,
@@ -55,6 +58,7 @@ __all__ = [
     "binary_rational",
     "bracket",
     "evaluate_field",
+    "evaluated_lie_trace",
     "exact_lie_trace",
     "field_add",
     "field_degree",

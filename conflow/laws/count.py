@@ -38,7 +38,7 @@ from conflow.errors import (
     TooLargeError,
     check_int,
 )
-from conflow.exact import polynomial_form, region_polynomial
+from conflow.exact import evaluated_lie_trace, polynomial_form, region_polynomial
 from conflow.exact.polynomial import WorkLimitError, work_limit
 from conflow.flows import AbstractFlow, parse_flow
 from conflow.laws import cost as _cost
@@ -85,6 +85,10 @@ ESCALATE_EXTRACT_PRODUCTS = 1 << 22
 #: this (linear [2,4,7,9,8,2,5], 40,320 monomials, is estimated at 6.6e8 s; running it anyway
 #: exhausted 20 GB).
 ESCALATE_EXACT_MAX_SECONDS = 300.0
+#: The last escalation step, the exact trace by evaluation (`_evaluated_trace`), stops here.
+ESCALATE_EVALUATED_MAX_SECONDS = 600.0
+#: ... and its label.
+EVALUATED = "exact by evaluation"
 DISAGREE = Status.DISAGREE
 # Escalation tries the exact engine on polynomial φ (or on a point's activation region) only up
 # to these sizes: its modular Jacobian stacks grow as state_dim² × generators.
@@ -663,6 +667,27 @@ def count_laws(
             time_up = next((a.reason for a in attempts[1:]
                             if a.reason.startswith("time limit")), "")
 
+    unsettled = method == "numeric" and escalate and (trace.status == AMBIGUOUS or (
+        may_go_deeper and trace.status == NOT_CONVERGED and trace.reason.startswith(STILL_GROWING)))
+    if (unsettled and not settled_by and not time_up
+            and flow.is_polynomial
+            and (deadline is None or time.perf_counter() < deadline)):
+        t_step = time.perf_counter()
+        dims = {d for t in traces for d in t.point_dims}
+        found = _evaluated_trace(model, flow, seed, exact_depth, deadline, progress,
+                                 trace.points[:points],
+                                 dims.pop() if len(dims) == 1 and None not in dims else None)
+        if found is not None:
+            label, detail, found = found
+            found = name_time_limit(found, time_limit)
+            if not attempts:
+                attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
+            attempts.append(_attempt(label, detail, found, n, time.perf_counter() - t_step))
+            exact = found
+            if found.status == OK:
+                settled_by, settled_dim = f"{label} ({detail})", found.dim
+                deeper_failed = None
+
     if method == "both" and not time_up:
         dim, status, reason = _verdict(trace, exact)
         settled_by = settled_by if status == OK else ""
@@ -671,7 +696,10 @@ def count_laws(
     elif deeper_failed is not None:
         dim, status = None, (AMBIGUOUS if deeper_failed.status == AMBIGUOUS else NOT_CONVERGED)
         reason = (f"{trace.reason}; tried {deeper_failed.step} ({deeper_failed.detail}): "
-                  f"{deeper_failed.status} ({deeper_failed.reason})")
+                  f"{deeper_failed.status} ({deeper_failed.reason})"
+                  + "".join(f"; tried {a.step} ({a.detail}): {a.status}"
+                            + (f" ({a.reason})" if a.reason else "")
+                            for a in attempts if a.step == EVALUATED))
     elif time_up and attempts:
         dim, status = None, NOT_CONVERGED
         reason = (f"{time_up}; the count was ambiguous ({attempts[0].reason})"
@@ -967,6 +995,53 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
             "points"), run
 
     return [exact, full_rank, cells, fresh, full_rank, generic_region, regions]
+
+
+def _evaluated_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int,
+                     deadline: float | None, progress: bool | None, states: np.ndarray,
+                     numeric_dim: int | None):
+    """The last step, where the others did not settle the count: the exact trace by evaluation
+    (`conflow.exact.evaluated_lie_trace`: the numeric engine's bracket programs run modulo two
+    primes, no polynomial expanded), at most `ESCALATE_EVALUATED_MAX_SECONDS`.
+
+    A polynomial φ of any size is counted at generic points. A piecewise one (ReLU, leaky ReLU,
+    abs, …) is counted on the activation regions of ``states`` (the latest numeric points),
+    settled as in `_region_trace`: the first region alone when its count equals
+    ``numeric_dim`` (the dimension every numeric point reached), else every region, when they
+    agree. ``None`` where the fields have no polynomial form (tanh, a switch on a tangent, …).
+    """
+    t0 = time.perf_counter()
+
+    def run(region: np.ndarray | None):
+        left = _time_left(deadline)
+        limit = ESCALATE_EVALUATED_MAX_SECONDS - (time.perf_counter() - t0)
+        return evaluated_lie_trace(flow.family(model), seed=seed, max_depth=max_depth,
+                                   region=region, progress=progress,
+                                   time_limit=limit if left is None else min(left, limit))
+
+    try:
+        found = run(None)
+        return (EVALUATED, f"brackets evaluated modulo {len(found.primes)} primes at random "
+                f"points, depth ≤ {found.depth}", found)
+    except InputError:
+        pass
+    runs = []
+    try:
+        for z in states:
+            runs.append(run(z))
+            if runs[-1].status != OK or (len(runs) == 1 and runs[0].dim == numeric_dim):
+                break
+    except InputError:  # not piecewise polynomial, or a point on a boundary
+        return None
+    detail = (f"brackets evaluated modulo {len(runs[0].primes)} primes on the activation "
+              f"region{'s' if len(runs) > 1 else ''} of {len(runs)} point"
+              f"{'s' if len(runs) > 1 else ''}, depth ≤ {max(r.depth for r in runs)}")
+    if all(r.status == OK for r in runs) and len({r.dim for r in runs}) == 1 and (
+            len(runs) == len(states) or runs[0].dim == numeric_dim):
+        return EVALUATED, detail, runs[0]
+    settled = runs[-1] if runs[-1].status != OK else dataclasses.replace(
+        runs[0], status=AMBIGUOUS, dim=None)
+    return EVALUATED, detail, settled
 
 
 def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int,

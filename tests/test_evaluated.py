@@ -1,0 +1,128 @@
+"""The exact trace by evaluation: the numeric engine's bracket programs run modulo primes."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import conflow as cf
+from conflow.errors import InputError
+from conflow.exact import evaluated_lie_trace, exact_lie_trace, gradient_fields, polynomial_form
+from conflow.exact.evaluated import residues
+from conflow.flows import GradientFlow, MomentumFlow
+from conflow.laws import count as count_module
+from conflow.laws.exact_count import exact_count_laws
+from conflow.status import Status
+
+P = (1 << 61) - 1
+
+
+def test_residues_are_the_binary_rationals_the_floats_are():
+    x = np.array([0.5, -3.0, 1e-10, 0.1, 7])
+    r = [int(v) for v in residues(x, P)]
+    # 0.5 · 2 = 1, −3 = p − 3, 1e-10 · 2^86 is the integer 1e-10's mantissa says
+    assert r[0] * 2 % P == 1 and r[1] == P - 3 and r[4] == 7
+    m, e = np.frexp(1e-10)
+    assert r[2] * pow(2, 53 - int(e), P) % P == int(m * 2**53) % P
+    with pytest.raises(InputError, match="NaN or infinite"):
+        residues(np.array([np.inf]), P)
+
+
+@pytest.mark.parametrize("dims", [[2, 3, 2], [4, 3, 2, 3], [2, 2, 2, 2]])
+def test_linear_nets_match_the_symbolic_exact_engine(dims):
+    model = cf.linear(dims)
+    found = evaluated_lie_trace(GradientFlow().family(model), progress=False)
+    fields = gradient_fields(polynomial_form(model.phi, model.D), model.D)
+    assert found.status == Status.OK and found.n_symbolic == 0
+    assert found.dim == exact_lie_trace(fields, model.D, progress=False).dim
+    assert len(found.runs) == 2 and found.runs[0].ranks == found.runs[1].ranks
+    assert 0 < found.failure_bound < 1e-9
+
+
+@pytest.mark.parametrize("eps, laws", [(1e-12, 1), (1e-14, 1)])
+def test_nearly_parallel_generators_with_float_coefficients(eps, laws):
+    """φ = (x0·x1, x0·x1 + ε·x2): W = span{(x1, x0, 0), e2}, one law, for every float ε."""
+    model = cf.custom(lambda x: jnp.stack([x[0] * x[1], x[0] * x[1] + eps * x[2]]), np.zeros(3))
+    found = evaluated_lie_trace(GradientFlow().family(model), progress=False)
+    assert found.n_laws == laws
+
+
+def test_a_bracket_only_epsilon_away_from_the_span():
+    """φ = (x0, x0·x1 + ε·x0²·x2/2): [∇φ1, ∇φ2] is ε-close to the span, yet Lie(W) = R³."""
+    eps = 1e-14
+    model = cf.custom(lambda x: jnp.stack([x[0], x[0] * x[1] + eps * x[0] ** 2 * x[2] / 2]),
+                      np.zeros(3))
+    found = evaluated_lie_trace(GradientFlow().family(model), progress=False)
+    assert found.status == Status.OK and found.n_laws == 0 and found.ranks[-1] == 3
+
+
+def test_momentum_flow_matches_the_exact_count():
+    model = cf.linear([2, 2, 1])
+    flow = MomentumFlow(damping=1.0)
+    found = evaluated_lie_trace(flow.family(model), progress=False)
+    assert found.dim == exact_count_laws(model, flow).dim
+
+
+def test_a_primitive_that_is_not_polynomial_is_named():
+    model = cf.custom(lambda x: jnp.stack([jnp.tanh(x[0]) * x[1]]), np.zeros(2))
+    with pytest.raises(InputError, match="'tanh'"):
+        evaluated_lie_trace(GradientFlow().family(model), progress=False)
+    relu = cf.custom(lambda x: jnp.stack([jnp.maximum(x[0], 0.0) * x[1]]), np.zeros(2))
+    with pytest.raises(InputError, match="not polynomial"):
+        evaluated_lie_trace(GradientFlow().family(relu), progress=False)
+
+
+def test_the_time_limit_stops_it_with_a_reason():
+    found = evaluated_lie_trace(GradientFlow().family(cf.linear([3, 4, 4, 3])), time_limit=0.0,
+                                progress=False)
+    assert found.status == Status.NOT_CONVERGED and found.dim is None
+    assert found.reason.startswith("time limit of 0 s")
+
+
+def test_an_ambiguous_count_the_symbolic_engine_cannot_take_is_settled_by_evaluation(
+        monkeypatch):
+    """The bracket family at ε = 1e-12 is ambiguous numerically (its new bracket, σ ≈ 7e-14,
+    lies inside the band); with the symbolic exact engine out of reach (said too large here, as
+    for a deep product), the last escalation step settles it: no law."""
+    monkeypatch.setattr(count_module, "_exact_candidate", lambda *a, **k: "too large (here)")
+    eps = 1e-12
+    model = cf.custom(lambda x: jnp.stack([x[0], x[0] * x[1] + eps * x[0] ** 2 * x[2] / 2]),
+                      np.zeros(3))
+    result = cf.count_laws(model, method="numeric", progress=False)
+    assert result.status == Status.OK and result.n_laws == 0
+    assert result.settled_by.startswith(count_module.EVALUATED)
+    assert result.attempts[-1].step == count_module.EVALUATED
+    assert result.exact is not None and result.exact.n_symbolic == 0
+
+
+def test_relu_networks_from_code_are_counted_on_the_region_of_a_point():
+    """An eqx ReLU MLP with biases (one law per hidden neuron): the switches are fixed to their
+    outcomes at a float point, as the symbolic engine's region polynomial does."""
+    import equinox as eqx
+    import jax
+
+    mlp = eqx.nn.MLP(2, 1, 3, 2, activation=jax.nn.relu, key=jax.random.PRNGKey(0))
+    model = cf.from_model(mlp, input_shape=(2,), n_inputs=24)
+    theta = np.asarray(model.sample_points(3, 1))[0]
+    found = evaluated_lie_trace(GradientFlow().family(model), region=theta, progress=False)
+    assert found.status == Status.OK and found.n_laws == 6
+    assert found.dim == exact_count_laws(model, region=theta).dim
+    with pytest.raises(InputError, match="not polynomial"):  # no region: switches refused
+        evaluated_lie_trace(GradientFlow().family(model), progress=False)
+    with pytest.raises(InputError, match="tied"):  # a point on a boundary: θ = 0
+        evaluated_lie_trace(GradientFlow().family(model), region=np.zeros(model.D),
+                            progress=False)
+
+
+def test_an_ambiguous_piecewise_count_is_settled_on_a_region(monkeypatch):
+    """With every other step out of the way and a numeric gap asked for that no count reaches,
+    the regions' exact count by evaluation settles it (it equals the numeric points' dimension)."""
+    import equinox as eqx
+    import jax
+
+    monkeypatch.setattr(count_module, "_escalation_steps", lambda *a, **k: [])
+    mlp = eqx.nn.MLP(2, 1, 3, 1, activation=jax.nn.leaky_relu, key=jax.random.PRNGKey(1))
+    model = cf.from_model(mlp, input_shape=(2,), n_inputs=24)
+    result = cf.count_laws(model, method="numeric", min_gap=1e30, progress=False)
+    assert result.status == Status.OK and result.n_laws == 3
+    assert result.settled_by.startswith(count_module.EVALUATED)
+    assert "activation region of 1 point" in result.settled_by

@@ -297,16 +297,32 @@ def _apply(eqn: Any, invals: list, p: int, outcomes: Iterator[np.ndarray] | None
     return [out]
 
 
+class _TimeUp(Exception):
+    """The time limit passed inside an evaluation."""
+
+
+#: Equations evaluated between two looks at the clock.
+_CLOCK_EVERY = 512
+
+
 @float64  # int64 residues must stay int64 inside JAX
 def _evaluate(closed: Any, outcomes: Sequence[np.ndarray] | None, args: Sequence[_Mod],
-              p: int) -> list:
+              p: int, expired: Callable[[], bool] = lambda: False) -> list:
     """The outputs of a closed jaxpr at residue inputs ``args``, modulo p; ``outcomes``: the
-    switches' outcomes in the order they occur (`_record`), or None (switches refused)."""
+    switches' outcomes in the order they occur (`_recorder`), or None (switches refused).
+    Raises `_TimeUp` as soon as ``expired()`` (looked at every `_CLOCK_EVERY` equations)."""
     replay = None if outcomes is None else iter(outcomes)
+    done = [0]
+
+    def apply(eqn: Any, invals: list) -> list:
+        done[0] += 1
+        if done[0] % _CLOCK_EVERY == 0 and expired():
+            raise _TimeUp
+        return _apply(eqn, invals, p, replay)
+
     with np.errstate(over="ignore"):  # the limb arithmetic wraps uint64 on purpose
         return jaxpr_walk.walk(closed.jaxpr, [np.asarray(c) for c in closed.consts], list(args),
-                               lambda eqn, invals: _apply(eqn, invals, p, replay),
-                               literal=lambda v: np.asarray(v))
+                               apply, literal=lambda v: np.asarray(v))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,7 +488,11 @@ def _run(programs: Callable[[int], Any], n: int, m: int, p: int, rng: np.random.
                 timed_out = True
                 break
             coeffs = _Mod(rng.integers(0, p, size=(BATCH, depth + 1, m), dtype=np.int64), 1)
-            (values,) = _evaluate(*programs(depth), [z, coeffs], p)
+            try:
+                (values,) = _evaluate(*programs(depth), [z, coeffs], p, expired)
+            except _TimeUp:
+                timed_out = True
+                break
             rows = residues(values, p)
             kept = echelon.select(rows)
             n_rows += len(rows)

@@ -1006,9 +1006,9 @@ def _evaluated_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int
 
     A polynomial φ of any size is counted at generic points. A piecewise one (ReLU, leaky ReLU,
     abs, …) is counted on the activation regions of ``states`` (the latest numeric points),
-    settled as in `_region_trace`: the first region alone when its count equals
-    ``numeric_dim`` (the dimension every numeric point reached), else every region, when they
-    agree. ``None`` where the fields have no polynomial form (tanh, a switch on a tangent, …).
+    settled as in `_region_trace` (`_settle_regions`): the first region alone when its count
+    equals ``numeric_dim`` (the dimension every numeric point reached), else every region, when
+    they agree. ``None`` where the fields have no polynomial form (tanh, a switch on a tangent, …).
     """
     t0 = time.perf_counter()
 
@@ -1025,23 +1025,13 @@ def _evaluated_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int
                 f"points, depth ≤ {found.depth}", found)
     except InputError:
         pass
-    runs = []
     try:
-        for z in states:
-            runs.append(run(z))
-            if runs[-1].status != OK or (len(runs) == 1 and runs[0].dim == numeric_dim):
-                break
+        found, used = _settle_regions(run, states, numeric_dim)
     except InputError:  # not piecewise polynomial, or a point on a boundary
         return None
-    detail = (f"brackets evaluated modulo {len(runs[0].primes)} primes on the activation "
-              f"region{'s' if len(runs) > 1 else ''} of {len(runs)} point"
-              f"{'s' if len(runs) > 1 else ''}, depth ≤ {max(r.depth for r in runs)}")
-    if all(r.status == OK for r in runs) and len({r.dim for r in runs}) == 1 and (
-            len(runs) == len(states) or runs[0].dim == numeric_dim):
-        return EVALUATED, detail, runs[0]
-    settled = runs[-1] if runs[-1].status != OK else dataclasses.replace(
-        runs[0], status=AMBIGUOUS, dim=None)
-    return EVALUATED, detail, settled
+    return (EVALUATED, f"brackets evaluated modulo {len(found.primes)} primes on the activation "
+            f"region{'s' if used > 1 else ''} of {used} point{'s' if used > 1 else ''}, "
+            f"depth ≤ {found.depth}", found)
 
 
 def _cells_trace(model: Model, flow: AbstractFlow, states: np.ndarray, seed: int,
@@ -1220,11 +1210,21 @@ def _region_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int, s
     numeric points already say the regions agree, and the exact count certifies their number
     (the numeric doubt is about each point's cut, e.g. weak generators, not about the regions).
     """
+    return _settle_regions(
+        lambda z: exact_count_laws(model, flow, seed=seed, max_depth=max_depth,
+                                   region=flow.theta_of_state(model, z),
+                                   time_limit=_time_left(deadline), progress=progress),
+        states, numeric_dim)
+
+
+def _settle_regions(count_region: Callable[[np.ndarray], Any], states: np.ndarray,
+                    numeric_dim: int | None):
+    """Exact counts ``count_region(z)`` of the regions of ``states``, settled as `_region_trace`
+    says: (the first run if all are ``ok`` and agree, else that run marked ``ambiguous``, the
+    regions counted); a run stopped with a reason (the time limit) is returned as it is."""
     runs = []
     for z in states:
-        runs.append(exact_count_laws(model, flow, seed=seed, max_depth=max_depth,
-                                     region=flow.theta_of_state(model, z),
-                                     time_limit=_time_left(deadline), progress=progress))
+        runs.append(count_region(z))
         if runs[-1].reason:  # the time limit: no count, and none for the other regions
             return runs[-1], len(runs)
         if len(runs) == 1 and runs[0].status == OK and runs[0].dim == numeric_dim:

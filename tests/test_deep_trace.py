@@ -80,7 +80,8 @@ def test_count_goes_deeper_when_the_default_cap_is_reached(monkeypatch, linalg):
     is still growing there, and the count goes on with deeper brackets. ``method="auto"`` first
     picks the exact engine by its estimate: held to a budget (shrunk here to nothing), it hands
     over to the numeric engine and says so. Both places of the linear algebra cut the same
-    ranks."""
+    ranks. (The exact trace by evaluation, tried first for a polynomial φ, is out of the way.)"""
+    monkeypatch.setattr(count_module, "_evaluated_trace", lambda *a, **k: None)
     monkeypatch.setattr(count_module, "PLAIN_DEPTH_BEFORE_DEEPER", 3)
     monkeypatch.setattr(count_module, "DEFAULT_NUMERIC_DEPTH", 4)
     monkeypatch.setattr(count_module, "AUTO_EXACT_MIN_SECONDS", 1e-3)
@@ -101,7 +102,9 @@ def test_count_goes_deeper_when_the_default_cap_is_reached(monkeypatch, linalg):
 
 def test_the_plain_levels_go_on_where_deeper_brackets_do_not_settle(monkeypatch):
     """Deeper brackets that do not settle the count (made to fail here) hand it back to the plain
-    trace, to the default cap: the levels the first trace stopped short of settle it."""
+    trace, to the default cap: the levels the first trace stopped short of settle it (the exact
+    trace by evaluation out of the way)."""
+    monkeypatch.setattr(count_module, "_evaluated_trace", lambda *a, **k: None)
     monkeypatch.setattr(count_module, "PLAIN_DEPTH_BEFORE_DEEPER", 3)
     monkeypatch.setattr(count_module, "DEFAULT_NUMERIC_DEPTH", 5)
     deep = count_module.deep_trace

@@ -38,6 +38,18 @@ def test_linear_nets_match_the_symbolic_exact_engine(dims):
     assert 0 < found.failure_bound < 1e-9
 
 
+def test_chains_of_generic_elements_of_W1_give_the_same_trace_in_fewer_levels():
+    """Level t of F = Y_0 + Y_1 (generic elements of W_1) holds brackets of depth ≤ 2t + 1: the
+    same dimension as the plain levels, reached at a lower level."""
+    family = GradientFlow().family(cf.linear([4, 3, 2, 3]))
+    plain = evaluated_lie_trace(family, primes=(P,), progress=False)
+    deep = evaluated_lie_trace(family, primes=(P,), inner_depth=1, progress=False)
+    assert plain.status == deep.status == Status.OK and deep.dim == plain.dim
+    assert deep.ranks[0] == plain.ranks[1] and deep.depth < plain.depth
+    with pytest.raises(InputError, match="inner_depth"):
+        evaluated_lie_trace(family, inner_depth=-1, progress=False)
+
+
 @pytest.mark.parametrize("eps, laws", [(1e-12, 1), (1e-14, 1)])
 def test_nearly_parallel_generators_with_float_coefficients(eps, laws):
     """φ = (x0·x1, x0·x1 + ε·x2): W = span{(x1, x0, 0), e2}, one law, for every float ε."""
@@ -71,6 +83,16 @@ def test_a_primitive_that_is_not_polynomial_is_named():
         evaluated_lie_trace(GradientFlow().family(relu), progress=False)
 
 
+def test_one_run_per_prime_and_the_primes_are_checked():
+    family = GradientFlow().family(cf.linear([2, 3, 2]))
+    found = evaluated_lie_trace(family, primes=(P,), progress=False)
+    assert found.status == Status.OK and found.primes == (P,) and len(found.runs) == 1
+    for bad in [(), (4,), (1 << 61) + 1]:
+        with pytest.raises(InputError, match="one or more primes"):
+            evaluated_lie_trace(family, primes=bad if isinstance(bad, tuple) else (bad,),
+                                progress=False)
+
+
 def test_the_time_limit_stops_it_with_a_reason():
     found = evaluated_lie_trace(GradientFlow().family(cf.linear([3, 4, 4, 3])), time_limit=0.0,
                                 progress=False)
@@ -92,6 +114,8 @@ def test_an_ambiguous_count_the_symbolic_engine_cannot_take_is_settled_by_evalua
     assert result.settled_by.startswith(count_module.EVALUATED)
     assert result.attempts[-1].step == count_module.EVALUATED
     assert result.exact is not None and result.exact.n_symbolic == 0
+    assert result.exact.primes == (P,) and result.exact.failure_bound < 1e-9  # one run
+    assert "one prime: True" in result.summary()
 
 
 def test_relu_networks_from_code_are_counted_on_the_region_of_a_point():
@@ -126,3 +150,17 @@ def test_an_ambiguous_piecewise_count_is_settled_on_a_region(monkeypatch):
     assert result.status == Status.OK and result.n_laws == 3
     assert result.settled_by.startswith(count_module.EVALUATED)
     assert "activation region of 1 point" in result.settled_by
+
+
+def test_a_polynomial_trace_still_growing_is_settled_exactly_before_the_deeper_brackets(
+        monkeypatch):
+    """A linear net whose numeric trace still grows at the plain depth cap (set to 1 here): the
+    exact trace by evaluation is tried first, settles it, and no deeper numeric step runs."""
+    monkeypatch.setattr(count_module, "PLAIN_DEPTH_BEFORE_DEEPER", 1)
+    model = cf.linear([2, 3, 3, 1])
+    result = cf.count_laws(model, method="numeric", progress=False)
+    assert [a.step for a in result.attempts] == ["numeric", count_module.EVALUATED]
+    assert result.attempts[0].status == Status.NOT_CONVERGED
+    assert result.status == Status.OK and result.settled_by.startswith(count_module.EVALUATED)
+    fields = gradient_fields(polynomial_form(model.phi, model.D), model.D)
+    assert result.dim_lie == exact_lie_trace(fields, model.D, progress=False).dim

@@ -27,7 +27,8 @@ did not raise it is wrong only if some minor of the rows so far with it, a nonze
 (z, a) of degree ≤ deg v + Σ deg(kept), vanishes at the random draw: probability ≤ that degree
 over p − 1 (Schwartz–Zippel). A level whose span is not yet exhausted therefore keeps every row
 of a batch except with that probability; the run's ``failure_bound`` is the sum over the rows
-not kept. Two runs (two primes, independent points) must agree level by level.
+not kept. That bound certifies one run; further primes (independent points) are further runs,
+which must agree level by level.
 """
 
 from __future__ import annotations
@@ -463,9 +464,25 @@ def _chain(field: Callable, depth: int) -> Callable:
     return f
 
 
+def _level_sum(field: Callable, m: int, inner_depth: int) -> Callable:
+    """F(z, c) = Σ_{j ≤ s} Y_j(z; c), c = (a_0, …, a_s) of shape ``((s + 1) m,)``, Y_j the
+    depth-j element of one right-nested chain (Y_0 = G(a_s), Y_j = [G(a_{s−j}), Y_{j−1}]): the
+    generators of `conflow.engine.deep_trace` with unit weights. Its terms have different
+    degrees in c, so the fields F(·, c) span exactly W_s, and random c give generic elements of
+    it; Lie(F) = Lie(W), and level t of F holds brackets of depth up to (t + 1)(s + 1) − 1."""
+
+    def F(z, c):
+        coeffs = c.reshape(inner_depth + 1, m)
+        return sum(_chain(field, j)(z, coeffs[inner_depth - j:]) for j in range(inner_depth + 1))
+
+    return F
+
+
 @float64
-def _program(family: VectorFamily, depth: int, batch: int) -> Any:
+def _program(family: VectorFamily, depth: int, batch: int, inner_depth: int = 0) -> Any:
     field, m = family.sampled
+    if inner_depth:
+        field, m = _level_sum(field, m, inner_depth), (inner_depth + 1) * m
     n = family.state_dim
     batched = jax.vmap(_chain(field, depth), in_axes=(None, 0))
     return jax.make_jaxpr(batched)(jnp.zeros(n), jnp.zeros((batch, depth + 1, m)))
@@ -520,7 +537,8 @@ def _run(programs: Callable[[int], Any], n: int, m: int, p: int, rng: np.random.
 
 
 def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int = 30,
-                        primes: Sequence[int] = DEFAULT_PRIMES, region: Any = None,
+                        primes: Sequence[int] = DEFAULT_PRIMES, inner_depth: int = 0,
+                        region: Any = None,
                         time_limit: float | None = None,
                         progress: bool | None = None) -> ExactTrace:
     """dim Lie(W)(z) at generic z, exactly, for a family whose fields are polynomial in the
@@ -530,18 +548,34 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
 
     ``region``: a float state of shape ``(n,)`` for piecewise-polynomial fields (ReLU, leaky
     ReLU, abs, clamp, … : `SWITCHES`): every switch of each program is fixed to its outcome
-    there (`region_outcomes`), and the count is that of the polynomial fields are on its
+    there (`region_outcomes`), and the count is that of the polynomial fields on its
     activation region, at generic points of that region. A switch tied there, or one that
     depends on the coefficients, raises `InputError`.
+
+    ``primes``: one run per prime p < 2^61 (independent points and coefficients), stopping at
+    the first that does not end ``ok``; runs that differ make the status ``disagree``. One run
+    is certified by its ``failure_bound`` alone.
+
+    ``inner_depth`` s > 0: the levels are those of the generators F(z, c) = Σ_{j ≤ s} Y_j(z; c)
+    (`_level_sum`, generic elements of W_s, as in `conflow.engine.deep_trace`): level t then
+    holds brackets of depth up to (t + 1)(s + 1) − 1 at the cost of a plain chain of depth
+    t + s, and the trace's ``depth`` and ``ranks`` count levels of F. The stop rule is the same
+    (a level of F that adds nothing: MATH.md §1.6, since W_0 ⊆ W_s ⊆ Lie(W)); F's degree in c is
+    carried into the failure bound like any other.
 
     ``time_limit`` (seconds): past it the trace stops with ``not_converged`` and a reason naming
     the limit. Returns an `ExactTrace` (``n_symbolic`` = 0)."""
     t0 = time.perf_counter()
     n = family.state_dim
     _, m = family.sampled
+    if isinstance(inner_depth, bool) or not isinstance(inner_depth, (int, np.integer)) or not (
+            0 <= inner_depth <= 4):
+        raise InputError(f"evaluated_lie_trace: inner_depth must be an integer in [0, 4], got "
+                         f"{inner_depth!r}")
+    m *= inner_depth + 1
     primes = tuple(int(q) for q in primes)
-    if len(primes) < 2 or not all(2 < q < (1 << 61) and is_prime(q) for q in primes):
-        raise InputError("evaluated_lie_trace: give at least two primes in (2, 2^61)")
+    if not primes or not all(2 < q < (1 << 61) and is_prime(q) for q in primes):
+        raise InputError("evaluated_lie_trace: give one or more primes in (2, 2^61)")
     if region is not None:
         region = np.asarray(region, dtype=np.float64)
         if region.shape != (n,) or not np.all(np.isfinite(region)):
@@ -551,7 +585,7 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
 
     def programs(depth: int) -> tuple[Any, list[np.ndarray] | None]:
         if depth not in cache:
-            closed = _program(family, depth, BATCH)
+            closed = _program(family, depth, BATCH, int(inner_depth))
             cache[depth] = closed, (None if region is None else region_outcomes(
                 closed, region, m, BATCH, record_rng))
         return cache[depth]
@@ -583,7 +617,8 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
         reason = (f"time limit of {time_limit:g} s reached at depth {last.depth + 1} of the run "
                   f"mod {last.prime}")
     elif last.status != Status.OK:
-        reason = f"the trace was still growing at depth {max_depth}"
+        reason = (f"the trace was still growing at depth {max_depth}"
+                  + (f" of the chains of W_{inner_depth}" if inner_depth else ""))
     return ExactTrace(dim=dim, state_dim=n, status=status, ranks=first.ranks, depth=first.depth,
                       primes=tuple(r.prime for r in runs),
                       failure_bound=max(r.failure_bound for r in runs),

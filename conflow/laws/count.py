@@ -88,9 +88,13 @@ ESCALATE_EXACT_MAX_SECONDS = 300.0
 #: The last escalation step, the exact trace by evaluation (`_evaluated_trace`), stops here.
 ESCALATE_EVALUATED_MAX_SECONDS = 600.0
 #: ... and is tried first, before the deeper brackets, for a polynomial φ whose trace still
-#: grows at the numeric depth cap, for at most this many seconds or twice the numeric trace's
-#: time (the larger): where it settles the count there, the deeper numeric steps never run.
+#: grows at the numeric depth cap, for at most `EVALUATED_FIRST_SECONDS` or
+#: `EVALUATED_FIRST_FACTOR` times the numeric trace's time (the larger): where it settles the
+#: count there, the deeper numeric steps never run (eqx affine 7-26-26-2 with biases: a trace
+#: of 25 s, then 53 s for this step; with twice the trace's time it ran out at 51 s and the
+#: count took 243 s).
 EVALUATED_FIRST_SECONDS = 30.0
+EVALUATED_FIRST_FACTOR = 4.0
 #: Its levels are those of chains of generic elements of W_1 (`evaluated_lie_trace`'s
 #: ``inner_depth``): level t holds brackets of depth ≤ 2t + 1 at the cost of a plain depth t + 1
 #: (measured against plain levels and W_2: linear 7-7-8-9-4-2-4-4-9-10-2-6 39 s vs ~100 s and
@@ -630,7 +634,7 @@ def count_laws(
 
     if (may_go_deeper and trace.status == NOT_CONVERGED and flow.is_polynomial
             and trace.reason.startswith(STILL_GROWING) and deadline_open(deadline)):
-        evaluated(max(EVALUATED_FIRST_SECONDS, 2 * trace.seconds))
+        evaluated(max(EVALUATED_FIRST_SECONDS, EVALUATED_FIRST_FACTOR * trace.seconds))
 
     deeper_failed = None  # the deeper-brackets step, when it ran and did not settle the count
     if (may_go_deeper and trace.status == NOT_CONVERGED and not settled_by

@@ -7,6 +7,7 @@ import pytest
 import conflow as cf
 from conflow.errors import InputError
 from conflow.exact import evaluated_lie_trace, exact_lie_trace, gradient_fields, polynomial_form
+from conflow.exact import evaluated as evaluated_module
 from conflow.exact.evaluated import residues
 from conflow.flows import GradientFlow, MomentumFlow
 from conflow.laws import count as count_module
@@ -93,11 +94,16 @@ def test_one_run_per_prime_and_the_primes_are_checked():
                                 progress=False)
 
 
-def test_the_time_limit_stops_it_with_a_reason():
-    found = evaluated_lie_trace(GradientFlow().family(cf.linear([3, 4, 4, 3])), time_limit=0.0,
-                                progress=False)
+def test_the_time_limit_stops_it_with_a_reason(monkeypatch):
+    family = GradientFlow().family(cf.linear([2, 4, 4, 1]))
+    found = evaluated_lie_trace(family, time_limit=0.0, progress=False)
     assert found.status == Status.NOT_CONVERGED and found.dim is None
     assert found.reason.startswith("time limit of 0 s")
+    # a level whose estimate (LEVEL_GROWTH × the previous level's time) passes it is not started
+    monkeypatch.setattr(evaluated_module, "LEVEL_GROWTH", 1e12)
+    found = evaluated_lie_trace(family, time_limit=1e3, progress=False)
+    assert found.status == Status.NOT_CONVERGED and found.depth == 1
+    assert found.reason.startswith("time limit of 1000 s reached at depth 2")
 
 
 def test_an_ambiguous_count_the_symbolic_engine_cannot_take_is_settled_by_evaluation(

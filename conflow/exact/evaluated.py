@@ -488,9 +488,19 @@ def _program(family: VectorFamily, depth: int, batch: int, inner_depth: int = 0)
     return jax.make_jaxpr(batched)(jnp.zeros(n), jnp.zeros((batch, depth + 1, m)))
 
 
+#: A level's program is about this many times the previous level's (a nesting of two
+#: forward-mode products), and so is its cost: a level whose estimate would pass the time limit
+#: is not started (tracing a program cannot be interrupted).
+LEVEL_GROWTH = 3.0
+
+
 def _run(programs: Callable[[int], Any], n: int, m: int, p: int, rng: np.random.Generator,
-         max_depth: int, expired: Callable[[], bool], bar: Any) -> ExactRun:
+         max_depth: int, seconds_left: Callable[[], float], bar: Any) -> ExactRun:
+    def expired() -> bool:
+        return seconds_left() < 0
+
     t0 = time.perf_counter()
+    level_seconds = 0.0
     z = _Mod(rng.integers(1, p, size=n, dtype=np.int64), 1)
     echelon = _Echelon(n, p)
     ranks: list[int] = []
@@ -499,6 +509,10 @@ def _run(programs: Callable[[int], Any], n: int, m: int, p: int, rng: np.random.
     bound = 0.0
     status, timed_out = Status.NOT_CONVERGED, False
     for depth in range(max_depth + 1):
+        if depth >= 2 and LEVEL_GROWTH * level_seconds > seconds_left():  # would not finish
+            timed_out = True
+            break
+        t_level = time.perf_counter()
         kept_here = 0
         while echelon.rank < n:
             if expired():
@@ -523,6 +537,7 @@ def _run(programs: Callable[[int], Any], n: int, m: int, p: int, rng: np.random.
                 break
         if timed_out:
             break
+        level_seconds = time.perf_counter() - t_level
         ranks.append(echelon.rank)
         kept_per_level.append(kept_here)
         bar.update(1)
@@ -564,7 +579,8 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
     carried into the failure bound like any other.
 
     ``time_limit`` (seconds): past it the trace stops with ``not_converged`` and a reason naming
-    the limit. Returns an `ExactTrace` (``n_symbolic`` = 0)."""
+    the limit; a level whose estimated cost (`LEVEL_GROWTH` times the previous level's) would
+    pass it is not started. Returns an `ExactTrace` (``n_symbolic`` = 0)."""
     t0 = time.perf_counter()
     n = family.state_dim
     _, m = family.sampled
@@ -590,8 +606,8 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
                 closed, region, m, BATCH, record_rng))
         return cache[depth]
 
-    def expired() -> bool:
-        return time_limit is not None and time.perf_counter() - t0 > time_limit
+    def seconds_left() -> float:
+        return np.inf if time_limit is None else time_limit - (time.perf_counter() - t0)
 
     _evaluate(*programs(0), [_Mod(np.ones(n, np.int64), 1),  # refuses a non-polynomial φ early
                              _Mod(np.ones((BATCH, 1, m), np.int64), 1)], primes[0])
@@ -601,7 +617,7 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
         with progress_bar(progress, max_depth + 1,
                           f"exact trace by evaluation (n={n}, prime {len(runs) + 1} of "
                           f"{len(primes)})") as bar:
-            runs.append(_run(programs, n, m, q, rng, int(max_depth), expired, bar))
+            runs.append(_run(programs, n, m, q, rng, int(max_depth), seconds_left, bar))
         if runs[-1].status != Status.OK:
             break
     first = runs[0]

@@ -90,16 +90,17 @@ ESCALATE_EVALUATED_MAX_SECONDS = 600.0
 #: ... and is tried first, before the deeper brackets, for a polynomial φ whose trace still
 #: grows at the numeric depth cap, for at most `EVALUATED_FIRST_SECONDS` or
 #: `EVALUATED_FIRST_FACTOR` times the numeric trace's time (the larger): where it settles the
-#: count there, the deeper numeric steps never run (eqx affine 7-26-26-2 with biases: a trace
-#: of 25 s, then 53 s for this step; with twice the trace's time it ran out at 51 s and the
-#: count took 243 s).
-EVALUATED_FIRST_SECONDS = 30.0
+#: count there, the deeper numeric steps never run (eqx affine 7-26-26-2 with biases, W_1
+#: chains: a trace of 25 s, then 53 s for this step; with twice the trace's time it ran out at
+#: 51 s and the count took 243 s).
+EVALUATED_FIRST_SECONDS = 60.0
 EVALUATED_FIRST_FACTOR = 4.0
-#: Its levels are those of chains of generic elements of W_1 (`evaluated_lie_trace`'s
-#: ``inner_depth``): level t holds brackets of depth ≤ 2t + 1 at the cost of a plain depth t + 1
-#: (measured against plain levels and W_2: linear 7-7-8-9-4-2-4-4-9-10-2-6 39 s vs ~100 s and
-#: 51 s, an eqx affine 7-26-26-2 with biases 68 s vs not finishing and 93 s).
-EVALUATED_INNER_DEPTH = 1
+#: Its levels are those of chains of generic elements of W_2 (`evaluated_lie_trace`'s
+#: ``inner_depth``): level t holds brackets of depth ≤ 3t + 2 at the cost of a plain depth t + 2.
+#: Measured with W_0 (plain levels) / W_1 / W_2 / W_3, alone: linear 7-7-8-9-4-2-4-4-9-10-2-6
+#: ~100 s / 39 s / 51 s / –, eqx affine 7-26-26-2 with biases > 400 s / 68 s / 93 s / 105 s,
+#: linear 2-6-6-6-6-6-6-1 (one output: brackets to depth 14) – / > 71 s / 59 s / 63 s.
+EVALUATED_INNER_DEPTH = 2
 #: The label of that step.
 EVALUATED = "exact by evaluation"
 DISAGREE = Status.DISAGREE
@@ -1045,7 +1046,7 @@ def _evaluated_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int
     """The step tried first for a polynomial trace still growing at the depth cap, and last
     where the others did not settle the count: the exact trace by evaluation
     (`conflow.exact.evaluated_lie_trace`: the numeric engine's bracket programs, chains of
-    generic elements of W_1 (`EVALUATED_INNER_DEPTH`), run modulo one prime, no polynomial
+    generic elements of W_2 (`EVALUATED_INNER_DEPTH`), run modulo one prime, no polynomial
     expanded), for at most ``budget`` seconds. One run, since its Schwartz–Zippel
     ``failure_bound`` is the certificate (a second prime halves the speed and lowers no reported
     bound).

@@ -584,7 +584,7 @@ def count_laws(
             trace = numeric(seed, points, depth)
     time_up = ""
     if method in ("exact", "both") and exact is None:
-        if trace is not None and deadline is not None and time.perf_counter() >= deadline:
+        if trace is not None and not deadline_open(deadline):
             time_up = (f"time limit of {time_limit:g} s reached before the exact engine "
                        "started")
         else:
@@ -687,7 +687,7 @@ def count_laws(
 
         for step in _escalation_steps(model, flow, seed, points, n, max_depth, numeric, traces,
                                       count_other, stacked, deadline, progress):
-            if deadline is not None and time.perf_counter() >= deadline:
+            if not deadline_open(deadline):
                 time_up = (f"time limit of {time_limit:g} s reached while escalating, before "
                            f"'{_STEP_LABELS.get(step.__name__, step.__name__)}'")
                 break
@@ -1042,7 +1042,7 @@ def _escalation_steps(model: Model, flow: AbstractFlow, seed: int, points: int, 
 
 def _evaluated_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int,
                      deadline: float | None, progress: bool | None, states: np.ndarray,
-                     numeric_dim: int | None, budget: float = ESCALATE_EVALUATED_MAX_SECONDS):
+                     numeric_dim: int | None, budget: float):
     """The step tried first for a polynomial trace still growing at the depth cap, and last
     where the others did not settle the count: the exact trace by evaluation
     (`conflow.exact.evaluated_lie_trace`: the numeric engine's bracket programs, chains of

@@ -1,5 +1,6 @@
 """The exact trace by evaluation: the numeric engine's bracket programs run modulo primes."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -7,6 +8,8 @@ import pytest
 import conflow as cf
 from conflow.errors import InputError
 from conflow.exact import evaluated_lie_trace, exact_lie_trace, gradient_fields, polynomial_form
+from conflow.engine.brackets import bracket_chain
+from conflow.engine.deep_trace import LevelSum
 from conflow.exact import evaluated as evaluated_module
 from conflow.exact.evaluated import residues
 from conflow.flows import GradientFlow, MomentumFlow
@@ -160,9 +163,10 @@ def test_an_ambiguous_piecewise_count_is_settled_on_a_region(monkeypatch):
 
 def test_a_polynomial_trace_still_growing_is_settled_exactly_before_the_deeper_brackets(
         monkeypatch):
-    """A linear net whose numeric trace still grows at the plain depth cap (set to 1 here): the
-    exact trace by evaluation is tried first, settles it, and no deeper numeric step runs."""
-    monkeypatch.setattr(count_module, "PLAIN_DEPTH_BEFORE_DEEPER", 1)
+    """A linear net whose numeric trace still grows at the depth where a polynomial flow's first
+    trace stops (set to 1 here): the exact trace by evaluation runs next, settles it, and no
+    deeper numeric step runs."""
+    monkeypatch.setattr(count_module, "PLAIN_DEPTH_BEFORE_EXACT", 1)
     model = cf.linear([2, 3, 3, 1])
     result = cf.count_laws(model, method="numeric", progress=False)
     assert [a.step for a in result.attempts] == ["numeric", count_module.EVALUATED]
@@ -170,3 +174,47 @@ def test_a_polynomial_trace_still_growing_is_settled_exactly_before_the_deeper_b
     assert result.status == Status.OK and result.settled_by.startswith(count_module.EVALUATED)
     fields = gradient_fields(polynomial_form(model.phi, model.D), model.D)
     assert result.dim_lie == exact_lie_trace(fields, model.D, progress=False).dim
+
+
+def test_where_the_exact_step_does_not_settle_it_the_plain_trace_goes_on(monkeypatch):
+    """The exact step declining (as for a φ that is not polynomial), the numeric trace stopped
+    at `PLAIN_DEPTH_BEFORE_EXACT` is rerun to `PLAIN_DEPTH_BEFORE_DEEPER`, which settles it."""
+    monkeypatch.setattr(count_module, "PLAIN_DEPTH_BEFORE_EXACT", 1)
+    monkeypatch.setattr(count_module, "_evaluated_trace", lambda *a, **k: None)
+    dims = [2, 3, 3, 1]
+    result = cf.count_laws(cf.linear(dims), method="numeric", progress=False)
+    assert [a.step for a in result.attempts] == ["numeric", count_module.PLAIN_DEEPER]
+    assert [a.status for a in result.attempts] == [Status.NOT_CONVERGED, Status.OK]
+    assert result.status == Status.OK and result.trace.depth <= 5
+    assert result.settled_by == f"{count_module.PLAIN_DEEPER} (to depth 5)"
+    assert result.n_laws == model_laws(dims)
+
+
+def model_laws(dims) -> int:
+    fields = gradient_fields(polynomial_form(cf.linear(dims).phi, cf.linear(dims).D),
+                             cf.linear(dims).D)
+    return cf.linear(dims).D - exact_lie_trace(fields, cf.linear(dims).D, progress=False).dim
+
+
+@pytest.mark.parametrize("inner_depth", [0, 1])
+def test_hyper_dual_chains_are_jax_nested_jvps_exactly(inner_depth):
+    """Walking the field on hyper-dual residues gives, mod p, the values JAX's nested jvps give
+    (`bracket_chain`, and `deep_trace`'s level sums for W_1): at an integer point with integer
+    coefficients every value is an integer, exact in float64."""
+    family = GradientFlow().family(cf.linear([2, 3, 2]))
+    field, m = family.sampled
+    if inner_depth:
+        field = LevelSum(field, m, inner_depth, np.ones(inner_depth + 1))
+        m *= inner_depth + 1
+    rng = np.random.default_rng(1)
+    z = rng.integers(-2, 3, family.state_dim).astype(float)
+    coeffs = rng.integers(-2, 3, (4, m)).astype(float)
+    floats = np.asarray(jax.jit(bracket_chain(field, 3))(jnp.asarray(z), jnp.asarray(coeffs))[0])
+    assert np.all(floats == np.round(floats)) and np.abs(floats).max() < 2.0**50
+    assert np.count_nonzero(floats[3]) > 0  # a depth-3 bracket that does not vanish
+    closed = evaluated_module._field_program(family, 1)
+    for depth in range(4):
+        got = evaluated_module._level_values(
+            closed, None, residues(z, P), residues(coeffs[None, 3 - depth:], P), inner_depth, P,
+            lambda: False)
+        assert np.array_equal(got.a[0][0], residues(floats[depth], P))

@@ -3,10 +3,9 @@ to expand.
 
 `exact_lie_trace` brackets sparse polynomials; a deep product (a linear net of 12 layers, an
 affine MLP given as code) has far too many monomials for that. Its brackets at one point cost a
-few products of small matrices, though: the numeric engine evaluates them by forward-mode
-autodiff. `evaluated_lie_trace` runs the *same* programs — right-nested chains of generic
-elements G(a) = Σ_j a_j χ_j of the family (`conflow.engine.brackets`), traced once per depth
-with `jax.make_jaxpr` — on residues modulo a prime p < 2^61 instead of floats:
+few products of small matrices, though. `evaluated_lie_trace` evaluates the same right-nested
+chains of generic elements G(a) = Σ_j a_j χ_j of the family as the numeric engine
+(`conflow.engine.brackets`) on residues modulo a prime p < 2^61 instead of floats:
 
     level k:  samples v = ad_{G(a_0)} ⋯ ad_{G(a_{k−1})} G(a_k) (z), with z ∈ F_p^n and the
               coefficients a_i ∈ F_p^m uniform, in batches, each row kept iff it raises the
@@ -14,12 +13,11 @@ with `jax.make_jaxpr` — on residues modulo a prime p < 2^61 instead of floats:
               fewer than all its rows, and the trace with the first level k ≥ 1 that keeps
               nothing (or rank n).
 
-Every equation of the program is applied to residues exactly (`residues`: float constants are
-the binary rationals they are, as in `conflow.exact.extract`): sums and products mod p
-(`mul_mod`, limb-split matrix products), layout primitives (reshape, slice, gather, …) as they
-are, division only by constants. A primitive that is not polynomial in the point and the
-coefficients (max, comparisons, exp, a division by a variable, …) raises `InputError` naming it.
-Alongside, each value carries a bound on its total degree in (z, a) (sums: max, products: sum).
+The field's jaxpr is traced once; a chain's nested jvps are taken by walking it on hyper-dual
+residues (`conflow.exact.dual`: one nilpotent ε per open jvp), every equation applied exactly
+mod p (float constants are the binary rationals they are). A primitive that is not polynomial
+in the point and the coefficients (max, comparisons, exp, a division by a variable, …) raises
+`InputError` naming it. Alongside, each value carries a bound on its total degree in (z, a).
 
 Soundness is that of `exact_lie_trace` and of the numeric level loop (MATH.md §1.6): a kept row
 raised the rank mod p, so a minor is a nonzero polynomial — keeping is never wrong. A row that
@@ -34,7 +32,7 @@ which must agree level by level.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -45,295 +43,31 @@ from conflow.engine import jaxpr as jaxpr_walk
 from conflow.engine.family import VectorFamily
 from conflow.engine.trace import progress_bar
 from conflow.errors import InputError
-from conflow.exact.polynomial import _combine, _limbs, _sub_mod, mul_mod
+from conflow.exact.dual import (
+    COMPARISONS,
+    SWITCHES,
+    Dual,
+    TimeUp,
+    add,
+    evaluate,
+    lift,
+    residues,
+    split,
+    sub,
+)
 from conflow.exact.trace import DEFAULT_PRIMES, ExactRun, ExactTrace, _Echelon, is_prime
 from conflow.precision import float64
 from conflow.status import Status
 
 __all__ = ["evaluated_lie_trace", "residues"]
 
-#: Rows evaluated per batch (one traced program per depth).
+#: Rows evaluated per batch.
 BATCH = 32
-_HALF = 31  # sums of residues split in 31-bit halves: 2^32 terms fit in int64
-_KMAX = 1 << 19  # contraction length of one limb product (`conflow.exact.polynomial._KCHUNK`)
-
-
-class _Mod:
-    """A value that depends on the point or the coefficients: residues mod p (int64 in [0, p))
-    and a bound on their total degree."""
-
-    __slots__ = ("a", "deg")
-
-    def __init__(self, a: np.ndarray, deg: int):
-        self.a, self.deg = a, deg
-
-
-def _pow2(e: np.ndarray, p: int) -> np.ndarray:
-    """2^e mod p elementwise for integer e of any sign (p odd)."""
-    uniq, inv = np.unique(e, return_inverse=True)
-    table = np.array([pow(2, int(k), p) for k in uniq], dtype=np.int64)
-    return table[inv].reshape(e.shape)
-
-
-def residues(x: Any, p: int) -> np.ndarray:
-    """An array of integers or floats as int64 residues mod p, exactly: a float64 is the binary
-    rational M·2^e it is (|M| < 2^53), so its residue is M·(2^e mod p). `InputError` for a
-    non-finite value."""
-    if isinstance(x, _Mod):
-        return x.a
-    a = np.asarray(x)
-    if a.dtype == bool or np.issubdtype(a.dtype, np.integer):
-        return np.mod(a.astype(np.int64), p)
-    a = a.astype(np.float64)
-    if not np.all(np.isfinite(a)):
-        raise InputError("the exact engine met a NaN or infinite constant")
-    mant, exp = np.frexp(a)
-    M = np.mod((mant * 2.0**53).astype(np.int64), p)
-    return mul_mod(M, _pow2(exp.astype(np.int64) - 53, p), p)
-
-
-def _deg(x: Any) -> int:
-    return x.deg if isinstance(x, _Mod) else 0
-
-
-def _add(a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
-    s = a + b
-    s -= p * (s >= p)
-    return s
-
-
-def _summed(op: Callable[[np.ndarray], np.ndarray], a: np.ndarray, p: int) -> np.ndarray:
-    """op(a) mod p for a linear op that sums entries (reduce_sum, cumsum, scatter-add): applied
-    to the 31-bit halves of the residues, which cannot overflow."""
-    lo = np.asarray(op(a & ((1 << _HALF) - 1))) % p
-    hi = np.asarray(op(a >> _HALF)) % p
-    return _add(lo, mul_mod(hi, np.int64(pow(2, _HALF, p)), p), p)
-
-
-def _matmul(A: np.ndarray, B: np.ndarray, p: int) -> np.ndarray:
-    """Batched A @ B mod p, shapes (b, m, k) and (b, k, n): both split in three 21-bit limbs,
-    the nine limb products in one int64 matmul, recombined mod p (`matmul_mod`)."""
-    if A.shape[-1] > _KMAX:
-        raise InputError(f"the exact engine cannot contract {A.shape[-1]} terms at once")
-    a = np.stack(_limbs(A))[:, None]  # (3, 1, b, m, k)
-    b = np.stack(_limbs(B))[None]  # (1, 3, b, k, n)
-    P = a @ b  # P[i, j] = A_i @ B_j
-    S = [P[0, 0], P[0, 1] + P[1, 0], P[0, 2] + P[1, 1] + P[2, 0], P[1, 2] + P[2, 1], P[2, 2]]
-    return _combine(S, p)
-
-
-def _dot_general(params: dict, x: Any, y: Any, p: int) -> _Mod:
-    (lc, rc), (lb, rb) = params["dimension_numbers"]
-    A, B = residues(x, p), residues(y, p)
-    lf = [i for i in range(A.ndim) if i not in lc and i not in lb]
-    rf = [i for i in range(B.ndim) if i not in rc and i not in rb]
-    batch = [A.shape[i] for i in lb]
-    m, k = int(np.prod([A.shape[i] for i in lf])), int(np.prod([A.shape[i] for i in lc]))
-    n = int(np.prod([B.shape[i] for i in rf]))
-    A3 = A.transpose([*lb, *lf, *lc]).reshape(-1, m, k)
-    B3 = B.transpose([*rb, *rc, *rf]).reshape(-1, k, n)
-    out = _matmul(A3, B3, p).reshape(batch + [A.shape[i] for i in lf] + [B.shape[i] for i in rf])
-    return _Mod(out, _deg(x) + _deg(y))
-
-
-def _integer_pow(params: dict, x: _Mod, p: int) -> _Mod:
-    y = int(params["y"])
-    if y < 0:
-        raise InputError("φ is not polynomial: a negative integer power of a variable")
-    out, base, e = np.ones_like(x.a), x.a, y
-    while e:
-        if e & 1:
-            out = mul_mod(out, base, p)
-        base, e = mul_mod(base, base, p), e >> 1
-    return _Mod(out, x.deg * y)
-
-
-def _div(x: Any, y: Any, p: int) -> _Mod:
-    if isinstance(y, _Mod):
-        raise InputError("φ is not polynomial: a division by a value that depends on θ")
-    d = residues(y, p)
-    if np.any(d == 0):
-        raise InputError(f"the exact engine cannot divide by a multiple of the prime {p}")
-    uniq, inv = np.unique(d, return_inverse=True)
-    table = np.array([pow(int(v), -1, p) for v in uniq.ravel()], dtype=np.int64)
-    return _Mod(mul_mod(residues(x, p), table[inv].reshape(d.shape), p), _deg(x))
-
-
-def _broadcast_in_dim(a: np.ndarray, params: dict) -> np.ndarray:
-    shape, dims = tuple(params["shape"]), tuple(params["broadcast_dimensions"])
-    expanded = a.reshape([a.shape[dims.index(i)] if i in dims else 1 for i in range(len(shape))])
-    return np.broadcast_to(expanded, shape)
-
-
-def _slice(a: np.ndarray, params: dict) -> np.ndarray:
-    strides = params.get("strides") or (1,) * a.ndim
-    return a[tuple(slice(int(b), int(e), int(s)) for b, e, s in
-                   zip(params["start_indices"], params["limit_indices"], strides))]
-
-
-def _pad(a: np.ndarray, value: np.ndarray, params: dict) -> np.ndarray | None:
-    config = [(int(lo), int(hi), int(mid)) for lo, hi, mid in params["padding_config"]]
-    if any(lo < 0 or hi < 0 or mid for lo, hi, mid in config):
-        return None  # negative or interior padding: JAX does it
-    return np.pad(a, [(lo, hi) for lo, hi, _ in config], constant_values=int(value))
-
-
-#: Layout primitives numpy applies directly to one residue operand (the common ones; JAX the rest).
-_NUMPY_LAYOUT: dict[str, Callable[[np.ndarray, dict], np.ndarray]] = {
-    "reshape": lambda a, q: a.reshape(tuple(q["new_sizes"])),
-    "transpose": lambda a, q: np.transpose(a, tuple(q["permutation"])),
-    "broadcast_in_dim": _broadcast_in_dim,
-    "squeeze": lambda a, q: np.squeeze(a, tuple(q["dimensions"])),
-    "expand_dims": lambda a, q: np.expand_dims(a, tuple(q["dimensions"])),
-    "slice": _slice,
-    "rev": lambda a, q: np.flip(a, tuple(q["dimensions"])),
-}
-
-
-def _bind_int(eqn: Any, invals: list, p: int, mod_at: Sequence[int] | None = None) -> _Mod:
-    """A layout primitive (reshape, slice, gather, select_n, …) applied to the residues of the
-    operands at ``mod_at`` (default: all), the others (indices, predicates) as they are: by
-    numpy for the common ones, else by JAX itself."""
-    at = range(len(invals)) if mod_at is None else mod_at
-    deg = max(_deg(v) for v in invals)
-    name, params = eqn.primitive.name, eqn.params
-    if name in _NUMPY_LAYOUT and len(invals) == 1:
-        return _Mod(_NUMPY_LAYOUT[name](residues(invals[0], p), params), deg)
-    if name in ("concatenate", "stack"):
-        join = np.concatenate if name == "concatenate" else np.stack
-        axis = int(params["dimension" if name == "concatenate" else "axis"])
-        return _Mod(join([residues(v, p) for v in invals], axis=axis), deg)
-    if name == "pad" and len(invals) == 2:
-        out = _pad(residues(invals[0], p), residues(invals[1], p), params)
-        if out is not None:
-            return _Mod(out, deg)
-    if name == "select_n" and len(invals) == 3 and not isinstance(invals[0], _Mod):
-        return _Mod(np.where(np.asarray(invals[0]).astype(bool), residues(invals[2], p),
-                             residues(invals[1], p)), deg)
-    args = [jnp.asarray(residues(v, p)) if i in at else v for i, v in enumerate(invals)]
-    out = jaxpr_walk.bind(eqn, args)[0]
-    return _Mod(np.asarray(out).astype(np.int64), deg)
-
-
-#: Layout primitives applied to residues by JAX, and which operands are residues (None: all).
-_LAYOUT: dict[str, tuple[int, ...] | None] = {
-    "reshape": (0,), "transpose": None, "broadcast_in_dim": (0,), "squeeze": None,
-    "expand_dims": None, "slice": None, "rev": None, "concatenate": None, "stack": None,
-    "gather": (0,), "dynamic_slice": (0,), "dynamic_update_slice": (0, 1), "pad": None,
-    "scatter": (0, 2),
-}
-#: Summing primitives: applied to halves of the residues (`_summed`), other operands as they are.
-_SUMMING = {"reduce_sum": (0,), "cumsum": (0,), "scatter-add": (0, 2), "scatter_add": (0, 2)}
-_IDENTITY = {"copy", "copy_p", "reduce_precision"}
-
-
-def _apply(eqn: Any, invals: list, p: int, outcomes: Iterator[np.ndarray] | None) -> list:
-    name = eqn.primitive.name
-    if not any(isinstance(v, _Mod) for v in invals):  # constants: JAX evaluates them
-        return [np.asarray(o) for o in jaxpr_walk.bind(eqn, invals)]
-    x = invals[0]
-    if name in SWITCHES and outcomes is not None:
-        return [_replay(name, invals, next(outcomes), p)]
-    if name in ("add", "add_any"):
-        out = _Mod(_add(residues(x, p), residues(invals[1], p), p),
-                   max(_deg(x), _deg(invals[1])))
-    elif name == "sub":
-        out = _Mod(_sub_mod(residues(x, p), residues(invals[1], p), p),
-                   max(_deg(x), _deg(invals[1])))
-    elif name == "neg":
-        out = _Mod((p - x.a) % p, x.deg)
-    elif name == "mul":
-        out = _Mod(mul_mod(residues(x, p), residues(invals[1], p), p), _deg(x) + _deg(invals[1]))
-    elif name == "square":
-        out = _Mod(mul_mod(x.a, x.a, p), 2 * x.deg)
-    elif name == "integer_pow":
-        out = _integer_pow(eqn.params, x, p)
-    elif name == "div":
-        out = _div(x, invals[1], p)
-    elif name == "dot_general":
-        out = _dot_general(eqn.params, x, invals[1], p)
-    elif name == "convert_element_type":
-        if not jnp.issubdtype(eqn.params["new_dtype"], jnp.floating):
-            raise InputError("φ is not polynomial: a value that depends on θ is converted to "
-                             f"{eqn.params['new_dtype']}")
-        out = x
-    elif name in _IDENTITY:
-        out = x
-    elif name == "select_n":
-        if isinstance(x, _Mod):
-            raise InputError("φ is not polynomial: a branch chosen by a value that depends on θ")
-        out = _bind_int(eqn, invals, p, range(1, len(invals)))
-    elif name == "unstack":
-        axis = int(eqn.params["axis"])
-        return [_Mod(np.take(x.a, i, axis=axis), x.deg) for i in range(x.a.shape[axis])]
-    elif name == "split":
-        cuts = np.cumsum([int(k) for k in eqn.params["sizes"]])[:-1]
-        return [_Mod(part, x.deg) for part in np.split(x.a, cuts, axis=int(eqn.params["axis"]))]
-    elif name in _LAYOUT:
-        mod_at = _LAYOUT[name]
-        if mod_at is not None and any(isinstance(v, _Mod) for i, v in enumerate(invals)
-                                      if i not in mod_at):
-            raise InputError(f"φ is not polynomial: '{name}' with indices that depend on θ")
-        out = _bind_int(eqn, invals, p, mod_at)
-    elif name in _SUMMING:
-        mod_at = _SUMMING[name]
-        rest = [i for i in range(len(invals)) if i not in mod_at]
-
-        def op(half: np.ndarray, at: int) -> np.ndarray:
-            args = list(invals)
-            for i in mod_at:
-                args[i] = jnp.asarray(half if i == at else np.zeros_like(residues(invals[i], p)))
-            return np.asarray(jaxpr_walk.bind(eqn, args)[0])
-
-        if any(isinstance(invals[i], _Mod) for i in rest):
-            raise InputError(f"φ is not polynomial: '{name}' with indices that depend on θ")
-        total = None
-        for i in mod_at:  # linear in each summed operand
-            part = _summed(lambda h, i=i: op(h, i), residues(invals[i], p), p)
-            total = part if total is None else _add(total, part, p)
-        out = _Mod(total, max(_deg(v) for v in invals))
-    else:
-        raise InputError(f"φ is not polynomial: primitive '{name}' is not supported by the "
-                         "exact engine's evaluation")
-    return [out]
-
-
-class _TimeUp(Exception):
-    """The time limit passed inside an evaluation."""
-
-
-#: Equations evaluated between two looks at the clock.
-_CLOCK_EVERY = 512
-
-
-@float64  # int64 residues must stay int64 inside JAX
-def _evaluate(closed: Any, outcomes: Sequence[np.ndarray] | None, args: Sequence[_Mod],
-              p: int, expired: Callable[[], bool] = lambda: False) -> list:
-    """The outputs of a closed jaxpr at residue inputs ``args``, modulo p; ``outcomes``: the
-    switches' outcomes in the order they occur (`_recorder`), or None (switches refused).
-    Raises `_TimeUp` as soon as ``expired()`` (looked at every `_CLOCK_EVERY` equations)."""
-    replay = None if outcomes is None else iter(outcomes)
-    done = [0]
-
-    def apply(eqn: Any, invals: list) -> list:
-        done[0] += 1
-        if done[0] % _CLOCK_EVERY == 0 and expired():
-            raise _TimeUp
-        return _apply(eqn, invals, p, replay)
-
-    with np.errstate(over="ignore"):  # the limb arithmetic wraps uint64 on purpose
-        return jaxpr_walk.walk(closed.jaxpr, [np.asarray(c) for c in closed.consts], list(args),
-                               apply, literal=lambda v: np.asarray(v))
 
 
 # ---------------------------------------------------------------------------------------------
 # Piecewise-polynomial φ: the switches fixed to their outcomes at a float point
 # ---------------------------------------------------------------------------------------------
-
-#: Primitives whose outcome is fixed on an activation region (ReLU, leaky ReLU, abs, clamp, …).
-COMPARISONS = frozenset({"gt", "ge", "lt", "le", "eq", "ne"})
-SWITCHES = COMPARISONS | {"max", "min", "abs", "sign", "clamp"}
-
 
 class _Float:
     """A float value that depends on the point or the coefficients (the recording run)."""
@@ -364,21 +98,6 @@ def _outcome(name: str, raw: list, out: Any) -> tuple[Any, Any]:
     elif name == "clamp":
         out = (x >= raw[0]).astype(jnp.int8) + (x > raw[2])
     return out, jnp.any(tied)
-
-
-def _replay(name: str, invals: list, outcome: np.ndarray, p: int) -> Any:
-    """A switch on residues with its recorded outcome: comparisons and sign give that outcome
-    (a constant), max / min / abs / clamp the operand it chose."""
-    if name in COMPARISONS or name == "sign":
-        return outcome
-    deg = max(_deg(v) for v in invals)
-    r = [residues(v, p) for v in invals]
-    if name in ("max", "min"):
-        return _Mod(np.where(outcome, r[0], r[1]), deg)
-    if name == "abs":
-        return _Mod(np.where(outcome, r[0], (p - r[0]) % p), deg)
-    return _Mod(np.choose(outcome.astype(np.int64), [r[0] * np.ones_like(r[1]), r[1],
-                                                      r[2] * np.ones_like(r[1])]), deg)
 
 
 def _recorder(closed: Any) -> Callable[[np.ndarray, np.ndarray], list[np.ndarray]]:
@@ -425,67 +144,76 @@ def _recorder(closed: Any) -> Callable[[np.ndarray, np.ndarray], list[np.ndarray
 
 def region_outcomes(closed: Any, point: np.ndarray, m: int, batch: int,
                     rng: np.random.Generator) -> list[np.ndarray]:
-    """The switches' outcomes of a depth's program at the float ``point``, checked to depend on
-    the point only (two draws of the coefficients): `InputError` otherwise (a switch on a
-    tangent, as in a sign flow, has no region)."""
+    """The switches' outcomes of the field's program (`_field_program`) at the float ``point``,
+    checked to depend on the point only (two draws of the coefficients): `InputError` otherwise
+    (a switch on a tangent, as in a sign flow, has no region)."""
     record = _recorder(closed)
-    depth1 = closed.in_avals[1].shape[1]
-    first, second = (record(point, rng.standard_normal((batch, depth1, m))) for _ in range(2))
+    states = np.broadcast_to(point, (batch, point.size))
+    first, second = (record(states, rng.standard_normal((batch, m))) for _ in range(2))
     if len(first) != len(second) or any(not np.array_equal(a, b) for a, b in zip(first, second)):
         raise InputError("a switch depends on the coefficients, not on the point only: the "
                          "fields have no polynomial form on a region")
     return first
 
 
-def _chain(field: Callable, depth: int) -> Callable:
-    """(z, coeffs) ↦ ad_{G(a_0)} ⋯ ad_{G(a_{depth−1})} G(a_depth) (z), coeffs of shape
-    ``(depth + 1, m)`` (the deepest value of `conflow.engine.brackets.bracket_chain`, without
-    its norms, which are not polynomial)."""
-
-    def f(z, coeffs):
-        def element(j: int) -> Callable:
-            def u(x):
-                return field(x, coeffs[depth - j]).astype(x.dtype)
-
-            if j == 0:
-                return u
-            inner = element(j - 1)
-
-            def bracketed(x):
-                ux = u(x)
-                vx, dv_u = jax.jvp(inner, (x,), (ux,))
-                _, du_v = jax.jvp(u, (x,), (vx,))
-                return dv_u - du_v
-
-            return bracketed
-
-        return element(depth)(z)
-
-    return f
+@float64
+def _field_program(family: VectorFamily, batch: int) -> Any:
+    """The jaxpr of the sampled field on a batch: (states (B, n), coefficients (B, m)) ↦ (B, n)."""
+    field, m = family.sampled
+    n = family.state_dim
+    batched = jax.vmap(lambda z, a: field(z, a).astype(z.dtype))
+    return jax.make_jaxpr(batched)(jnp.zeros((batch, n)), jnp.zeros((batch, m)))
 
 
-def _level_sum(field: Callable, m: int, inner_depth: int) -> Callable:
-    """F(z, c) = Σ_{j ≤ s} Y_j(z; c), c = (a_0, …, a_s) of shape ``((s + 1) m,)``, Y_j the
-    depth-j element of one right-nested chain (Y_0 = G(a_s), Y_j = [G(a_{s−j}), Y_{j−1}]): the
-    generators of `conflow.engine.deep_trace` with unit weights. Its terms have different
-    degrees in c, so the fields F(·, c) span exactly W_s, and random c give generic elements of
-    it; Lie(F) = Lie(W), and level t of F holds brackets of depth up to (t + 1)(s + 1) − 1."""
+def _chain(field: Callable[[Dual, Any], Dual], x: Dual, coeffs: Sequence[Any], p: int) -> Dual:
+    """ad_{u_0} ⋯ ad_{u_{t−1}} u_t (x) for u_i = field(·, coeffs[i]) and x in R_k: each
+    [u, Y](x) = DY(x)[u(x)] − Du(x)[Y(x)], the two jvps taken in R_{k+1} (`conflow.exact.dual`);
+    the values of `conflow.engine.brackets.bracket_chain`'s deepest level."""
+    if len(coeffs) == 1:
+        return field(x, coeffs[0])
+    k = x.k
+    u = field(x, coeffs[0])
+    v, dv_u = split(_chain(field, lift(x, u), coeffs[1:], p), k)
+    _, du_v = split(field(lift(x, v), coeffs[0]), k)
+    return sub(dv_u, du_v, p)
 
-    def F(z, c):
-        coeffs = c.reshape(inner_depth + 1, m)
-        return sum(_chain(field, j)(z, coeffs[inner_depth - j:]) for j in range(inner_depth + 1))
+
+def _level_sum(field: Callable[[Dual, Any], Dual], p: int) -> Callable[[Dual, Any], Dual]:
+    """F(x, c) = Σ_{j ≤ s} Y_j(x; c), c = (a_0, …, a_s), Y_j the depth-j element of one
+    right-nested chain (Y_0 = G(a_s), Y_j = [G(a_{s−j}), Y_{j−1}]): the generators of
+    `conflow.engine.deep_trace` with unit weights. Its terms have different degrees in c, so
+    the fields F(·, c) span exactly W_s, and random c give generic elements of it;
+    Lie(F) = Lie(W), and level t of F holds brackets of depth up to (t + 1)(s + 1) − 1."""
+
+    def F(x: Dual, c: Sequence[Dual]) -> Dual:
+        total = _chain(field, x, c[-1:], p)
+        for j in range(1, len(c)):
+            total = add(total, _chain(field, x, c[len(c) - 1 - j:], p), p)
+        return total
 
     return F
 
 
-@float64
-def _program(family: VectorFamily, depth: int, batch: int, inner_depth: int = 0) -> Any:
-    field, m = family.sampled
-    if inner_depth:
-        field, m = _level_sum(field, m, inner_depth), (inner_depth + 1) * m
-    n = family.state_dim
-    batched = jax.vmap(_chain(field, depth), in_axes=(None, 0))
-    return jax.make_jaxpr(batched)(jnp.zeros(n), jnp.zeros((batch, depth + 1, m)))
+def _level_values(closed: Any, outcomes: Sequence[np.ndarray] | None, z: np.ndarray,
+                  coeffs: np.ndarray, inner_depth: int, p: int,
+                  expired: Callable[[], bool]) -> Dual:
+    """The rows ad_{F(c_0)} ⋯ ad_{F(c_{t−1})} F(c_t) (z) of one batch, F = G for s = 0, else
+    `_level_sum`; ``coeffs`` of shape ``(B, t + 1, (s + 1) m)``."""
+    B, depth1, sm = coeffs.shape
+    parts = coeffs.reshape(B, depth1, inner_depth + 1, sm // (inner_depth + 1))
+
+    def G(x: Dual, a: Dual) -> Dual:
+        return evaluate(closed, [x, a], p, outcomes, expired)[0]
+
+    def given(i: int, j: int) -> Dual:
+        return Dual(parts[:, i, j][None], 0, 1)
+
+    x = Dual(np.broadcast_to(z, (B, z.size))[None], 0, 1)
+    if inner_depth == 0:
+        return _chain(G, x, [given(i, 0) for i in range(depth1)], p)
+    F = _level_sum(G, p)
+    return _chain(F, x, [[given(i, j) for j in range(inner_depth + 1)]
+                         for i in range(depth1)], p)
 
 
 #: A level's program is about this many times the previous level's (a nesting of two
@@ -494,14 +222,14 @@ def _program(family: VectorFamily, depth: int, batch: int, inner_depth: int = 0)
 LEVEL_GROWTH = 3.0
 
 
-def _run(programs: Callable[[int], Any], n: int, m: int, p: int, rng: np.random.Generator,
+def _run(values: Callable[..., Dual], n: int, m: int, p: int, rng: np.random.Generator,
          max_depth: int, seconds_left: Callable[[], float], bar: Any) -> ExactRun:
     def expired() -> bool:
         return seconds_left() < 0
 
     t0 = time.perf_counter()
     level_seconds = 0.0
-    z = _Mod(rng.integers(1, p, size=n, dtype=np.int64), 1)
+    z = rng.integers(1, p, size=n, dtype=np.int64)
     echelon = _Echelon(n, p)
     ranks: list[int] = []
     kept_per_level: list[int] = []
@@ -518,16 +246,16 @@ def _run(programs: Callable[[int], Any], n: int, m: int, p: int, rng: np.random.
             if expired():
                 timed_out = True
                 break
-            coeffs = _Mod(rng.integers(0, p, size=(BATCH, depth + 1, m), dtype=np.int64), 1)
+            coeffs = rng.integers(0, p, size=(BATCH, depth + 1, m), dtype=np.int64)
             try:
-                (values,) = _evaluate(*programs(depth), [z, coeffs], p, expired)
-            except _TimeUp:
+                found = values(z, coeffs, p, expired)
+            except TimeUp:
                 timed_out = True
                 break
-            rows = residues(values, p)
+            rows = found.a[0]
             kept = echelon.select(rows)
             n_rows += len(rows)
-            deg = _deg(values)
+            deg = found.deg
             max_deg = max(max_deg, deg)
             # each row not kept: Schwartz–Zippel on a minor of degree ≤ deg + Σ deg(kept)
             sum_deg += deg * len(kept)
@@ -548,7 +276,7 @@ def _run(programs: Callable[[int], Any], n: int, m: int, p: int, rng: np.random.
                     ranks=tuple(ranks), kept=tuple(kept_per_level), depth=len(ranks) - 1,
                     n_candidates=n_rows, n_symbolic=0, max_degree=max_deg,
                     failure_bound=min(bound, 1.0), seconds=time.perf_counter() - t0,
-                    point=tuple(int(v) for v in z.a), timed_out=timed_out)
+                    point=tuple(int(v) for v in z), timed_out=timed_out)
 
 
 def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int = 30,
@@ -596,28 +324,26 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
         region = np.asarray(region, dtype=np.float64)
         if region.shape != (n,) or not np.all(np.isfinite(region)):
             raise InputError(f"evaluated_lie_trace: region must be a finite state of shape ({n},)")
-    cache: dict[int, Any] = {}
-    record_rng = np.random.default_rng(seed + 1)
+    closed = _field_program(family, BATCH)
+    outcomes = None if region is None else region_outcomes(
+        closed, region, family.sampled[1], BATCH, np.random.default_rng(seed + 1))
 
-    def programs(depth: int) -> tuple[Any, list[np.ndarray] | None]:
-        if depth not in cache:
-            closed = _program(family, depth, BATCH, int(inner_depth))
-            cache[depth] = closed, (None if region is None else region_outcomes(
-                closed, region, m, BATCH, record_rng))
-        return cache[depth]
+    def values(z: np.ndarray, coeffs: np.ndarray, p: int, expired: Callable[[], bool]) -> Dual:
+        return _level_values(closed, outcomes, z, coeffs, int(inner_depth), p, expired)
 
     def seconds_left() -> float:
         return np.inf if time_limit is None else time_limit - (time.perf_counter() - t0)
 
-    _evaluate(*programs(0), [_Mod(np.ones(n, np.int64), 1),  # refuses a non-polynomial φ early
-                             _Mod(np.ones((BATCH, 1, m), np.int64), 1)], primes[0])
+    ones = Dual(np.ones((1, BATCH, n), np.int64), 0, 1)  # refuses a non-polynomial φ early
+    evaluate(closed, [ones, Dual(np.ones((1, BATCH, family.sampled[1]), np.int64), 0, 1)],
+             primes[0], outcomes)
     rng = np.random.default_rng(seed)
     runs: list[ExactRun] = []
     for q in primes:
         with progress_bar(progress, max_depth + 1,
                           f"exact trace by evaluation (n={n}, prime {len(runs) + 1} of "
                           f"{len(primes)})") as bar:
-            runs.append(_run(programs, n, m, q, rng, int(max_depth), seconds_left, bar))
+            runs.append(_run(values, n, m, q, rng, int(max_depth), seconds_left, bar))
         if runs[-1].status != Status.OK:
             break
     first = runs[0]

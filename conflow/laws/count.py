@@ -60,6 +60,15 @@ DEFAULT_NUMERIC_DEPTH = 6
 #: in the trust draws it confirmed a stagnation or was still growing). Where the deeper brackets
 #: do not settle the count, the plain trace goes on to `DEFAULT_NUMERIC_DEPTH`.
 PLAIN_DEPTH_BEFORE_DEEPER = 5
+#: ... and for a polynomial flow on at most `EXACT_FIRST_MAX_DIM` coordinates, at this depth:
+#: still growing there, the exact trace by evaluation runs next (for a polynomial or
+#: piecewise-polynomial φ; any other declines at once), whose chains of W_2 reach depth 14 in
+#: about the time of the numeric levels 4 and 5 (about 8× levels 0–3). Where it does not settle
+#: the count, the numeric trace is rerun to `PLAIN_DEPTH_BEFORE_DEEPER` and the escalation goes
+#: on as before. Linear 7-7-8-9-4-2-4-4-9-10-2-6: a trace to depth 5 (27 s) + the exact step
+#: (6 s), or to depth 3 (4.5 s) + the same 6 s.
+PLAIN_DEPTH_BEFORE_EXACT = 3
+EXACT_FIRST_MAX_DIM = 2048
 # method="auto" runs the engine its cost estimate says is cheaper (`_auto_choice`,
 # `conflow.laws.cost.exact_cost` against `numeric_cost`). An exact count estimated below this is
 # chosen without estimating the numeric one: the numeric engine's first count of a model in a
@@ -95,6 +104,9 @@ ESCALATE_EVALUATED_MAX_SECONDS = 600.0
 #: 51 s and the count took 243 s).
 EVALUATED_FIRST_SECONDS = 60.0
 EVALUATED_FIRST_FACTOR = 4.0
+#: ... or this many times, after a trace to `PLAIN_DEPTH_BEFORE_EXACT`: about the cost of the
+#: numeric levels 4 and 5 it is to replace.
+EXACT_FIRST_FACTOR = 8.0
 #: Its levels are those of chains of generic elements of W_2 (`evaluated_lie_trace`'s
 #: ``inner_depth``): level t holds brackets of depth ≤ 3t + 2 at the cost of a plain depth t + 2.
 #: Measured with W_0 (plain levels) / W_1 / W_2 / W_3, alone: linear 7-7-8-9-4-2-4-4-9-10-2-6
@@ -574,11 +586,14 @@ def count_laws(
             method, exact = "numeric", None
 
     may_go_deeper = method == "numeric" and escalate and max_depth is None
+    exact_first = may_go_deeper and flow.is_polynomial and n <= EXACT_FIRST_MAX_DIM
     if method in ("numeric", "both"):
         first = plan(points)
         if progress is not False and first.cost.seconds >= ESTIMATE_SHOW_SECONDS:
             print(first.announce(time_limit), file=sys.stderr, flush=True)
-        depth = PLAIN_DEPTH_BEFORE_DEEPER if may_go_deeper else numeric_depth
+        depth = numeric_depth
+        if may_go_deeper:
+            depth = PLAIN_DEPTH_BEFORE_EXACT if exact_first else PLAIN_DEPTH_BEFORE_DEEPER
         trace = extended(depth)
         if trace is None or trace.status != OK:
             trace = numeric(seed, points, depth)
@@ -635,7 +650,20 @@ def count_laws(
 
     if (may_go_deeper and trace.status == NOT_CONVERGED and flow.is_polynomial
             and trace.reason.startswith(STILL_GROWING) and deadline_open(deadline)):
-        evaluated(max(EVALUATED_FIRST_SECONDS, EVALUATED_FIRST_FACTOR * trace.seconds))
+        factor = EXACT_FIRST_FACTOR if exact_first else EVALUATED_FIRST_FACTOR
+        evaluated(max(EVALUATED_FIRST_SECONDS, factor * trace.seconds))
+    if (exact_first and not settled_by and trace.status == NOT_CONVERGED
+            and trace.reason.startswith(STILL_GROWING) and trace.depth < PLAIN_DEPTH_BEFORE_DEEPER
+            and deadline_open(deadline)):
+        t_step = time.perf_counter()  # the plain levels the exact step was to replace
+        if not attempts:
+            attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
+        trace = numeric(seed, points, PLAIN_DEPTH_BEFORE_DEEPER)
+        attempts.append(_attempt(PLAIN_DEEPER, f"to depth {PLAIN_DEPTH_BEFORE_DEEPER}, {points} "
+                                 f"points, seed {seed}", trace, n, time.perf_counter() - t_step))
+        if trace.status == OK:
+            settled_by, settled_dim = (f"{PLAIN_DEEPER} (to depth {PLAIN_DEPTH_BEFORE_DEEPER})",
+                                       trace.dim)
 
     deeper_failed = None  # the deeper-brackets step, when it ran and did not settle the count
     if (may_go_deeper and trace.status == NOT_CONVERGED and not settled_by

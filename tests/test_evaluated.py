@@ -43,13 +43,17 @@ def test_linear_nets_match_the_symbolic_exact_engine(dims):
 
 
 def test_chains_of_generic_elements_of_W1_give_the_same_trace_in_fewer_levels():
-    """Level t of F = Y_0 + Y_1 (generic elements of W_1) holds brackets of depth ≤ 2t + 1: the
-    same dimension as the plain levels, reached at a lower level."""
-    family = GradientFlow().family(cf.linear([4, 3, 2, 3]))
+    """Levels 0 and 1 are the plain ones; level 1 + t is level t of F = Y_0 + Y_1 (generic
+    elements of W_1), which holds [W_0, … [W_0, W_1]] (plain depth t + 1) and brackets up to
+    depth 2t + 1: the same dimension as the plain levels, in fewer levels (linear [2,4,4,1]:
+    directions up to depth 4)."""
+    family = GradientFlow().family(cf.linear([2, 4, 4, 1]))
     plain = evaluated_lie_trace(family, primes=(P,), progress=False)
     deep = evaluated_lie_trace(family, primes=(P,), inner_depth=1, progress=False)
     assert plain.status == deep.status == Status.OK and deep.dim == plain.dim
-    assert deep.ranks[0] == plain.ranks[1] and deep.depth < plain.depth
+    assert deep.ranks[:2] == plain.ranks[:2] and deep.ranks[2] >= plain.ranks[2]
+    assert deep.depth < plain.depth
+    assert [evaluated_module.bracket_depth(t, 1) for t in range(5)] == [0, 1, 3, 5, 7]
     with pytest.raises(InputError, match="inner_depth"):
         evaluated_lie_trace(family, inner_depth=-1, progress=False)
 

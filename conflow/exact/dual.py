@@ -195,13 +195,14 @@ def _product(x: Any, y: Any, p: int, limbs: Callable[[np.ndarray, np.ndarray], t
     convolution c[U] = Σ_{S ⊔ T = U} a[S]·b[T], the sets U with |U| = r together (G = 2^r),
     so that only the 2^k sums are reduced mod p."""
     A, B = _lead(x, p), _lead(y, p)
-    deg = _deg(x) + _deg(y)
-    a, b = limbs(A, B)
+    deg, k = _deg(x) + _deg(y), max(_k(x), _k(y))
     if A.shape[0] == 1 or B.shape[0] == 1:  # ε-free factor: every coefficient scaled alike
-        return Dual(_combine(times(a[:, :, None], b[:, :, None]), p), max(_k(x), _k(y)), deg)
+        a, b = limbs(A, B)
+        return Dual(_combine(times(a[:, :, None], b[:, :, None]), p), k, deg)
+    a, b = limbs(_full(A, k), _full(B, k))
     out = None
     chunk = max(1, _PAIR_ENTRIES // max(1, A[0].size + B[0].size))
-    for U, S, T in _splits(x.k):
+    for U, S, T in _splits(k):
         step = max(1, chunk // S.shape[1])
         for i in range(0, len(U), step):
             j = slice(i, i + step)
@@ -209,7 +210,7 @@ def _product(x: Any, y: Any, p: int, limbs: Callable[[np.ndarray, np.ndarray], t
             if out is None:
                 out = np.empty((len(A),) + sums.shape[1:], dtype=np.int64)
             out[U[j]] = sums
-    return Dual(out, x.k, deg)
+    return Dual(out, k, deg)
 
 
 def _k(x: Any) -> int:

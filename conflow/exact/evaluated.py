@@ -59,7 +59,7 @@ from conflow.exact.trace import DEFAULT_PRIMES, ExactRun, ExactTrace, _Echelon, 
 from conflow.precision import float64
 from conflow.status import Status
 
-__all__ = ["evaluated_lie_trace", "residues"]
+__all__ = ["bracket_depth", "evaluated_lie_trace", "residues"]
 
 #: Rows evaluated per batch.
 BATCH = 32
@@ -194,11 +194,22 @@ def _level_sum(field: Callable[[Dual, Any], Dual], p: int) -> Callable[[Dual, An
     return F
 
 
+def bracket_depth(level: int, inner_depth: int) -> int:
+    """The deepest bracket of the original generators that level ``level`` of
+    `evaluated_lie_trace` holds: the plain levels 0 … s, then level s + t is level t of F
+    (`_level_sum`), depth ≤ (t + 1)(s + 1) − 1."""
+    if level <= inner_depth:
+        return level
+    return (level - inner_depth + 1) * (inner_depth + 1) - 1
+
+
 def _level_values(closed: Any, outcomes: Sequence[np.ndarray] | None, z: np.ndarray,
                   coeffs: np.ndarray, inner_depth: int, p: int,
                   expired: Callable[[], bool]) -> Dual:
-    """The rows ad_{F(c_0)} ⋯ ad_{F(c_{t−1})} F(c_t) (z) of one batch, F = G for s = 0, else
-    `_level_sum`; ``coeffs`` of shape ``(B, t + 1, (s + 1) m)``."""
+    """The rows of one batch at level ℓ = t + s of an ``inner_depth`` s > 0 trace:
+    ad_{F(c_0)} ⋯ ad_{F(c_{t−1})} F(c_t) (z) with F = `_level_sum`, ``coeffs`` of shape
+    ``(B, t + 1, (s + 1) m)``; or, s = 0, the plain chain ad_{G(a_0)} ⋯ G(a_ℓ) (z), ``coeffs``
+    of shape ``(B, ℓ + 1, m)``."""
     B, depth1, sm = coeffs.shape
     parts = coeffs.reshape(B, depth1, inner_depth + 1, sm // (inner_depth + 1))
 
@@ -222,7 +233,7 @@ def _level_values(closed: Any, outcomes: Sequence[np.ndarray] | None, z: np.ndar
 LEVEL_GROWTH = 3.0
 
 
-def _run(values: Callable[..., Dual], n: int, m: int, p: int, rng: np.random.Generator,
+def _run(values: Callable[..., Dual], n: int, p: int, rng: np.random.Generator,
          max_depth: int, seconds_left: Callable[[], float], bar: Any) -> ExactRun:
     def expired() -> bool:
         return seconds_left() < 0
@@ -246,9 +257,8 @@ def _run(values: Callable[..., Dual], n: int, m: int, p: int, rng: np.random.Gen
             if expired():
                 timed_out = True
                 break
-            coeffs = rng.integers(0, p, size=(BATCH, depth + 1, m), dtype=np.int64)
             try:
-                found = values(z, coeffs, p, expired)
+                found = values(depth, z, p, rng, expired)
             except TimeUp:
                 timed_out = True
                 break
@@ -299,24 +309,24 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
     the first that does not end ``ok``; runs that differ make the status ``disagree``. One run
     is certified by its ``failure_bound`` alone.
 
-    ``inner_depth`` s > 0: the levels are those of the generators F(z, c) = Σ_{j ≤ s} Y_j(z; c)
-    (`_level_sum`, generic elements of W_s, as in `conflow.engine.deep_trace`): level t then
-    holds brackets of depth up to (t + 1)(s + 1) − 1 at the cost of a plain chain of depth
-    t + s, and the trace's ``depth`` and ``ranks`` count levels of F. The stop rule is the same
-    (a level of F that adds nothing: MATH.md §1.6, since W_0 ⊆ W_s ⊆ Lie(W)); F's degree in c is
-    carried into the failure bound like any other.
+    ``inner_depth`` s > 0: levels 0 … s are the plain ones (together they span W_s), and level
+    s + t (t ≥ 1) is level t of the generators F(z, c) = Σ_{j ≤ s} Y_j(z; c) (`_level_sum`,
+    generic elements of W_s, as in `conflow.engine.deep_trace`), which holds brackets of depth
+    up to (t + 1)(s + 1) − 1 (`bracket_depth`) at the cost of a plain chain of depth t + s. A
+    count settled by shallow brackets pays only for those; the stop rule is the same (a level
+    that adds nothing: MATH.md §1.6, since W_0 ⊆ W_s ⊆ Lie(W), and the plain levels 0 … s span
+    F's level 0); F's degree in c is carried into the failure bound like any other.
 
     ``time_limit`` (seconds): past it the trace stops with ``not_converged`` and a reason naming
     the limit; a level whose estimated cost (`LEVEL_GROWTH` times the previous level's) would
     pass it is not started. Returns an `ExactTrace` (``n_symbolic`` = 0)."""
     t0 = time.perf_counter()
     n = family.state_dim
-    _, m = family.sampled
+    m = family.sampled[1]
     if isinstance(inner_depth, bool) or not isinstance(inner_depth, (int, np.integer)) or not (
             0 <= inner_depth <= 4):
         raise InputError(f"evaluated_lie_trace: inner_depth must be an integer in [0, 4], got "
                          f"{inner_depth!r}")
-    m *= inner_depth + 1
     primes = tuple(int(q) for q in primes)
     if not primes or not all(2 < q < (1 << 61) and is_prime(q) for q in primes):
         raise InputError("evaluated_lie_trace: give one or more primes in (2, 2^61)")
@@ -326,16 +336,23 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
             raise InputError(f"evaluated_lie_trace: region must be a finite state of shape ({n},)")
     closed = _field_program(family, BATCH)
     outcomes = None if region is None else region_outcomes(
-        closed, region, family.sampled[1], BATCH, np.random.default_rng(seed + 1))
+        closed, region, m, BATCH, np.random.default_rng(seed + 1))
 
-    def values(z: np.ndarray, coeffs: np.ndarray, p: int, expired: Callable[[], bool]) -> Dual:
-        return _level_values(closed, outcomes, z, coeffs, int(inner_depth), p, expired)
+    s = int(inner_depth)
+
+    def values(level: int, z: np.ndarray, p: int, rng: np.random.Generator,
+               expired: Callable[[], bool]) -> Dual:
+        """One batch of level ``level``: a plain chain up to s, then chains of F."""
+        plain = level <= s
+        shape = (BATCH, level + 1, m) if plain else (BATCH, level - s + 1, (s + 1) * m)
+        coeffs = rng.integers(0, p, size=shape, dtype=np.int64)
+        return _level_values(closed, outcomes, z, coeffs, 0 if plain else s, p, expired)
 
     def seconds_left() -> float:
         return np.inf if time_limit is None else time_limit - (time.perf_counter() - t0)
 
     ones = Dual(np.ones((1, BATCH, n), np.int64), 0, 1)  # refuses a non-polynomial φ early
-    evaluate(closed, [ones, Dual(np.ones((1, BATCH, family.sampled[1]), np.int64), 0, 1)],
+    evaluate(closed, [ones, Dual(np.ones((1, BATCH, m), np.int64), 0, 1)],
              primes[0], outcomes)
     rng = np.random.default_rng(seed)
     runs: list[ExactRun] = []
@@ -343,7 +360,7 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
         with progress_bar(progress, max_depth + 1,
                           f"exact trace by evaluation (n={n}, prime {len(runs) + 1} of "
                           f"{len(primes)})") as bar:
-            runs.append(_run(values, n, m, q, rng, int(max_depth), seconds_left, bar))
+            runs.append(_run(values, n, q, rng, int(max_depth), seconds_left, bar))
         if runs[-1].status != Status.OK:
             break
     first = runs[0]

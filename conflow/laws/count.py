@@ -39,6 +39,7 @@ from conflow.errors import (
     check_int,
 )
 from conflow.exact import DEFAULT_PRIMES, evaluated_lie_trace, polynomial_form, region_polynomial
+from conflow.exact.evaluated import bracket_depth
 from conflow.exact.polynomial import WorkLimitError, work_limit
 from conflow.flows import AbstractFlow, parse_flow
 from conflow.laws import cost as _cost
@@ -1089,7 +1090,7 @@ def _evaluated_trace(model: Model, flow: AbstractFlow, seed: int, max_depth: int
     chains = f"chains of generic elements of W_{EVALUATED_INNER_DEPTH} evaluated modulo a prime"
 
     def reached(found) -> int:  # the deepest bracket of the original generators its levels hold
-        return reached_depth(found.depth, EVALUATED_INNER_DEPTH)
+        return bracket_depth(found.depth, EVALUATED_INNER_DEPTH)
 
     def run(region: np.ndarray | None):
         left = _time_left(deadline)

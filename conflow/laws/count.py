@@ -108,11 +108,13 @@ EVALUATED_FIRST_FACTOR = 4.0
 #: ... or this many times, after a trace to `PLAIN_DEPTH_BEFORE_EXACT`: about the cost of the
 #: numeric levels 4 and 5 it is to replace.
 EXACT_FIRST_FACTOR = 8.0
-#: Its levels are those of chains of generic elements of W_2 (`evaluated_lie_trace`'s
-#: ``inner_depth``): level t holds brackets of depth ≤ 3t + 2 at the cost of a plain depth t + 2.
-#: Measured with W_0 (plain levels) / W_1 / W_2 / W_3, alone: linear 7-7-8-9-4-2-4-4-9-10-2-6
+#: Its levels past the plain levels 0–2 are those of chains of generic elements of W_2
+#: (`evaluated_lie_trace`'s ``inner_depth``): level 2 + t holds brackets of depth ≤ 3t + 2 at
+#: the cost of a plain depth t + 2. Measured on the nested-jvp programs (before the hyper-dual
+#: walk) with W_0 (plain levels) / W_1 / W_2 / W_3, alone: linear 7-7-8-9-4-2-4-4-9-10-2-6
 #: ~100 s / 39 s / 51 s / –, eqx affine 7-26-26-2 with biases > 400 s / 68 s / 93 s / 105 s,
-#: linear 2-6-6-6-6-6-6-1 (one output: brackets to depth 14) – / > 71 s / 59 s / 63 s.
+#: linear 2-6-6-6-6-6-6-1 (one output: brackets to depth 14) – / > 71 s / 59 s / 63 s; with the
+#: hyper-dual walk W_1 / W_2 / W_3 cost the same within 30 % (5–8 s on the two linear nets).
 EVALUATED_INNER_DEPTH = 2
 #: The label of that step.
 EVALUATED = "exact by evaluation"

@@ -655,18 +655,23 @@ def count_laws(
             and trace.reason.startswith(STILL_GROWING) and deadline_open(deadline)):
         factor = EXACT_FIRST_FACTOR if exact_first else EVALUATED_FIRST_FACTOR
         evaluated(max(EVALUATED_FIRST_SECONDS, factor * trace.seconds))
+    def plain_levels(depth: int) -> LieTrace:
+        """The numeric trace rerun to ``depth``, recorded as the step `PLAIN_DEEPER`."""
+        nonlocal settled_by, settled_dim
+        t_step = time.perf_counter()
+        found = numeric(seed, points, depth)
+        attempts.append(_attempt(PLAIN_DEEPER, f"to depth {depth}, {points} points, seed {seed}",
+                                 found, n, time.perf_counter() - t_step))
+        if found.status == OK:
+            settled_by, settled_dim = f"{PLAIN_DEEPER} (to depth {depth})", found.dim
+        return found
+
     if (exact_first and not settled_by and trace.status == NOT_CONVERGED
             and trace.reason.startswith(STILL_GROWING) and trace.depth < PLAIN_DEPTH_BEFORE_DEEPER
             and deadline_open(deadline)):
-        t_step = time.perf_counter()  # the plain levels the exact step was to replace
-        if not attempts:
+        if not attempts:  # the plain levels the exact step was to replace
             attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
-        trace = numeric(seed, points, PLAIN_DEPTH_BEFORE_DEEPER)
-        attempts.append(_attempt(PLAIN_DEEPER, f"to depth {PLAIN_DEPTH_BEFORE_DEEPER}, {points} "
-                                 f"points, seed {seed}", trace, n, time.perf_counter() - t_step))
-        if trace.status == OK:
-            settled_by, settled_dim = (f"{PLAIN_DEEPER} (to depth {PLAIN_DEPTH_BEFORE_DEEPER})",
-                                       trace.dim)
+        trace = plain_levels(PLAIN_DEPTH_BEFORE_DEEPER)
 
     deeper_failed = None  # the deeper-brackets step, when it ran and did not settle the count
     if (may_go_deeper and trace.status == NOT_CONVERGED and not settled_by
@@ -687,13 +692,8 @@ def count_laws(
         if deep.status == OK:
             trace, settled_by, settled_dim = deep, f"{DEEPER} ({detail})", deep.dim
         elif trace.depth < numeric_depth:  # the plain levels the deeper brackets skipped
-            t_step = time.perf_counter()
-            trace = numeric(seed, points)
-            attempts.append(_attempt(PLAIN_DEEPER, f"to depth {numeric_depth}, {points} points, "
-                                     f"seed {seed}", trace, n, time.perf_counter() - t_step))
-            if trace.status == OK:
-                settled_by, settled_dim = f"{PLAIN_DEEPER} (to depth {numeric_depth})", trace.dim
-            elif trace.status == NOT_CONVERGED:
+            trace = plain_levels(numeric_depth)
+            if trace.status == NOT_CONVERGED:
                 deeper_failed = attempts[-2]
         else:
             deeper_failed = attempts[-1]

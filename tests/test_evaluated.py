@@ -101,6 +101,23 @@ def test_one_run_per_prime_and_the_primes_are_checked():
                                 progress=False)
 
 
+def test_batches_grow_from_one_row_and_change_only_the_cost(monkeypatch):
+    """A level whose full batch would be slow evaluates 1, 2, 4, … rows while every row is kept
+    (here every level, FULL_BATCH_SECONDS = 0), so the level that adds nothing evaluates one
+    row; the ranks are those of full batches, in fewer rows."""
+    sizes = evaluated_module._batch_sizes(1, lambda: 100)
+    assert [next(sizes) for _ in range(8)] == [1, 2, 4, 8, 16, 32, 32, 32]
+    assert next(evaluated_module._batch_sizes(8, lambda: 3)) == 3  # the rank still missing + 1
+    family = GradientFlow().family(cf.linear([3, 4, 4, 2]))
+    monkeypatch.setattr(evaluated_module, "FULL_BATCH_SECONDS", 0.0)
+    grown = evaluated_lie_trace(family, primes=(P,), progress=False).runs[0]
+    monkeypatch.setattr(evaluated_module, "_batch_sizes",
+                        lambda first, cap: iter(lambda: evaluated_module.BATCH, None))
+    full = evaluated_lie_trace(family, primes=(P,), progress=False).runs[0]
+    assert grown.status == full.status == Status.OK and grown.kept[-1] == 0
+    assert grown.ranks == full.ranks and grown.n_candidates < full.n_candidates
+
+
 def test_the_time_limit_stops_it_with_a_reason(monkeypatch):
     family = GradientFlow().family(cf.linear([2, 4, 4, 1]))
     found = evaluated_lie_trace(family, time_limit=0.0, progress=False)

@@ -32,7 +32,8 @@ which must agree level by level.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
 from typing import Any
 
 import jax
@@ -61,7 +62,7 @@ from conflow.status import Status
 
 __all__ = ["bracket_depth", "evaluated_lie_trace", "residues"]
 
-#: Rows evaluated per batch.
+#: Rows evaluated per batch, at most (`_batch_sizes`).
 BATCH = 32
 
 
@@ -228,18 +229,39 @@ def _level_values(closed: Any, outcomes: Sequence[np.ndarray] | None, z: np.ndar
 
 
 #: A level's program is about this many times the previous level's (a nesting of two
-#: forward-mode products), and so is its cost: a level whose estimate would pass the time limit
-#: is not started (tracing a program cannot be interrupted).
+#: forward-mode products), and so is its cost per row: a batch whose estimate would pass the
+#: time limit is not started (tracing a program cannot be interrupted).
 LEVEL_GROWTH = 3.0
+#: A level whose batch of `BATCH` rows is estimated to take longer than this (seconds) starts
+#: with a smaller one (`_run`).
+FULL_BATCH_SECONDS = 2.0
+
+
+def _batch_sizes(first: int, cap: Callable[[], int]) -> Iterator[int]:
+    """The sizes of a level's batches: ``first``, doubled after each batch that keeps all its
+    rows up to `BATCH`, and never more than ``cap()`` (the rank still missing plus one: a
+    batch of that size cannot keep all its rows)."""
+    size = first
+    while True:
+        yield max(1, min(size, cap()))
+        size = min(BATCH, 2 * size)
 
 
 def _run(values: Callable[..., Dual], n: int, p: int, rng: np.random.Generator,
          max_depth: int, seconds_left: Callable[[], float], bar: Any) -> ExactRun:
+    """One run modulo ``p``: levels of batches ``values(level, rows, z, p, rng, expired)``,
+    each row kept iff it raises the rank. A level's rows cost about `LEVEL_GROWTH` times the
+    level before's; where a batch of `BATCH` would take more than `FULL_BATCH_SECONDS`, the
+    level starts with the largest power of two that would not (at least one row), doubled
+    while every row is kept: the last levels of a deep trace add a few directions, then none,
+    and their rows are the costliest, so the level that confirms the count costs a row or
+    two, not a batch, while a level that adds many evaluates about as many rows as with full
+    batches. The sizes change only the cost: each row is kept or not on its own."""
     def expired() -> bool:
         return seconds_left() < 0
 
     t0 = time.perf_counter()
-    level_seconds = 0.0
+    row_seconds, row_level = 0.0, 0  # the cost of one row of the latest batch, and its level
     z = rng.integers(1, p, size=n, dtype=np.int64)
     echelon = _Echelon(n, p)
     ranks: list[int] = []
@@ -248,20 +270,22 @@ def _run(values: Callable[..., Dual], n: int, p: int, rng: np.random.Generator,
     bound = 0.0
     status, timed_out = Status.NOT_CONVERGED, False
     for depth in range(max_depth + 1):
-        if depth >= 2 and LEVEL_GROWTH * level_seconds > seconds_left():  # would not finish
-            timed_out = True
-            break
-        t_level = time.perf_counter()
         kept_here = 0
-        while echelon.rank < n:
-            if expired():
-                timed_out = True
+        first = BATCH
+        while first > 1 and LEVEL_GROWTH * row_seconds * first > FULL_BATCH_SECONDS:
+            first //= 2
+        for size in _batch_sizes(first, lambda: n - echelon.rank + 1):
+            growth = LEVEL_GROWTH if depth > row_level else 1.0
+            if expired() or (depth >= 2 and growth * row_seconds * size > seconds_left()):
+                timed_out = True  # past the limit, or would not finish before it
                 break
+            t_batch = time.perf_counter()
             try:
-                found = values(depth, z, p, rng, expired)
+                found = values(depth, size, z, p, rng, expired)
             except TimeUp:
                 timed_out = True
                 break
+            row_seconds, row_level = (time.perf_counter() - t_batch) / size, depth
             rows = found.a[0]
             kept = echelon.select(rows)
             n_rows += len(rows)
@@ -271,11 +295,10 @@ def _run(values: Callable[..., Dual], n: int, p: int, rng: np.random.Generator,
             sum_deg += deg * len(kept)
             bound += (len(rows) - len(kept)) * (deg + sum_deg) / (p - 1)
             kept_here += len(kept)
-            if len(kept) < len(rows):
+            if len(kept) < len(rows) or echelon.rank == n:
                 break
         if timed_out:
             break
-        level_seconds = time.perf_counter() - t_level
         ranks.append(echelon.rank)
         kept_per_level.append(kept_here)
         bar.update(1)
@@ -318,8 +341,8 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
     F's level 0); F's degree in c is carried into the failure bound like any other.
 
     ``time_limit`` (seconds): past it the trace stops with ``not_converged`` and a reason naming
-    the limit; a level whose estimated cost (`LEVEL_GROWTH` times the previous level's) would
-    pass it is not started. Returns an `ExactTrace` (``n_symbolic`` = 0)."""
+    the limit; a batch whose estimated cost (its rows at the latest cost per row, times
+    `LEVEL_GROWTH` on a new level) would pass it is not started. Returns an `ExactTrace` (``n_symbolic`` = 0)."""
     t0 = time.perf_counter()
     n = family.state_dim
     m = family.sampled[1]
@@ -334,26 +357,30 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
         region = np.asarray(region, dtype=np.float64)
         if region.shape != (n,) or not np.all(np.isfinite(region)):
             raise InputError(f"evaluated_lie_trace: region must be a finite state of shape ({n},)")
-    closed = _field_program(family, BATCH)
-    outcomes = None if region is None else region_outcomes(
-        closed, region, m, BATCH, np.random.default_rng(seed + 1))
-
+    rng_region = np.random.default_rng(seed + 1)
     s = int(inner_depth)
 
-    def values(level: int, z: np.ndarray, p: int, rng: np.random.Generator,
+    @lru_cache(maxsize=None)
+    def program(rows: int) -> tuple[Any, list[np.ndarray] | None]:
+        """The field's program on ``rows`` rows, and its switches' outcomes on the region."""
+        closed = _field_program(family, rows)
+        return closed, (None if region is None else
+                        region_outcomes(closed, region, m, rows, rng_region))
+
+    def values(level: int, rows: int, z: np.ndarray, p: int, rng: np.random.Generator,
                expired: Callable[[], bool]) -> Dual:
         """One batch of level ``level``: a plain chain up to s, then chains of F."""
         plain = level <= s
-        shape = (BATCH, level + 1, m) if plain else (BATCH, level - s + 1, (s + 1) * m)
+        shape = (rows, level + 1, m) if plain else (rows, level - s + 1, (s + 1) * m)
         coeffs = rng.integers(0, p, size=shape, dtype=np.int64)
-        return _level_values(closed, outcomes, z, coeffs, 0 if plain else s, p, expired)
+        return _level_values(*program(rows), z, coeffs, 0 if plain else s, p, expired)
 
     def seconds_left() -> float:
         return np.inf if time_limit is None else time_limit - (time.perf_counter() - t0)
 
-    ones = Dual(np.ones((1, BATCH, n), np.int64), 0, 1)  # refuses a non-polynomial φ early
-    evaluate(closed, [ones, Dual(np.ones((1, BATCH, m), np.int64), 0, 1)],
-             primes[0], outcomes)
+    closed, outcomes = program(BATCH)  # refuses a non-polynomial φ early
+    evaluate(closed, [Dual(np.ones((1, BATCH, n), np.int64), 0, 1),
+                      Dual(np.ones((1, BATCH, m), np.int64), 0, 1)], primes[0], outcomes)
     rng = np.random.default_rng(seed)
     runs: list[ExactRun] = []
     for q in primes:

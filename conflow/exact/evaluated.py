@@ -342,7 +342,8 @@ def evaluated_lie_trace(family: VectorFamily, *, seed: int = 0, max_depth: int =
 
     ``time_limit`` (seconds): past it the trace stops with ``not_converged`` and a reason naming
     the limit; a batch whose estimated cost (its rows at the latest cost per row, times
-    `LEVEL_GROWTH` on a new level) would pass it is not started. Returns an `ExactTrace` (``n_symbolic`` = 0)."""
+    `LEVEL_GROWTH` on a new level) would pass it is not started. Returns an `ExactTrace`
+    (``n_symbolic`` = 0)."""
     t0 = time.perf_counter()
     n = family.state_dim
     m = family.sampled[1]

@@ -621,6 +621,11 @@ def count_laws(
         if trace.status == OK:
             settled_by = f"{label} ({detail})"
 
+    def record_first_trace() -> None:
+        """The numeric trace so far as the first attempt, unless a step already recorded one."""
+        if not attempts:
+            attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
+
     settled_dim = None
     evaluated_left = ESCALATE_EVALUATED_MAX_SECONDS  # None: the fields have no polynomial form
 
@@ -643,8 +648,7 @@ def count_laws(
             found = dataclasses.replace(found, reason=f"its budget of {budget:.0f} s ran out{where}")
         else:
             found = name_time_limit(found, time_limit)
-        if not attempts:
-            attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
+        record_first_trace()
         attempts.append(_attempt(label, detail, found, n, time.perf_counter() - t_step))
         evaluated_left = (evaluated_left - (time.perf_counter() - t_step)) if out_of_budget else None
         exact = found
@@ -655,6 +659,7 @@ def count_laws(
             and trace.reason.startswith(STILL_GROWING) and deadline_open(deadline)):
         factor = EXACT_FIRST_FACTOR if exact_first else EVALUATED_FIRST_FACTOR
         evaluated(max(EVALUATED_FIRST_SECONDS, factor * trace.seconds))
+
     def plain_levels(depth: int) -> LieTrace:
         """The numeric trace rerun to ``depth``, recorded as the step `PLAIN_DEEPER`."""
         nonlocal settled_by, settled_dim
@@ -669,15 +674,13 @@ def count_laws(
     if (exact_first and not settled_by and trace.status == NOT_CONVERGED
             and trace.reason.startswith(STILL_GROWING) and trace.depth < PLAIN_DEPTH_BEFORE_DEEPER
             and deadline_open(deadline)):
-        if not attempts:  # the plain levels the exact step was to replace
-            attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
+        record_first_trace()
         trace = plain_levels(PLAIN_DEPTH_BEFORE_DEEPER)
 
     deeper_failed = None  # the deeper-brackets step, when it ran and did not settle the count
     if (may_go_deeper and trace.status == NOT_CONVERGED and not settled_by
             and trace.reason.startswith(STILL_GROWING)):
-        if not attempts:  # else the early exact step recorded it
-            attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
+        record_first_trace()
         t_step = time.perf_counter()
         levels = numeric_depth - INNER_DEPTH
         detail = (f"chains of generic elements of W_{INNER_DEPTH}: brackets of depth ≤ "
@@ -699,8 +702,7 @@ def count_laws(
             deeper_failed = attempts[-1]
 
     if method == "numeric" and escalate and trace.status == AMBIGUOUS:
-        if not attempts:  # else the plain levels' trace is already the last attempt
-            attempts.append(_attempt("numeric", f"{points} points, seed {seed}", trace, n))
+        record_first_trace()
         def count_other(other: Model, try_seed: int) -> LieTrace:
             """A numeric count of another model of the same θ, with this count's options."""
             limit = {} if deadline is None else {"time_limit": _remaining(deadline)}

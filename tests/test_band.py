@@ -366,10 +366,10 @@ def test_a_smooth_net_on_one_dimensional_inputs_is_settled_by_stacking_its_level
 
 
 def test_full_rank_is_tried_again_at_the_fresh_points(monkeypatch):
-    """Full rank applies to a trace with a point at n (or a blind level); when only the fresh
-    points' trace has one (a smooth net on 2-D inputs: nnx softplus 2-9-3-14-10-2), the step
-    runs again there. Forced here: the first trace of the tanh 1-6-6-1 net is made to fall
-    short of n without a blind level."""
+    """Full rank applies to a trace with R^n in sight (a point at n, a blind level, or as many
+    undecided values as missing dimensions); when only the fresh points' trace has it, the
+    step runs again there. Forced here: the first trace of the tanh 1-6-6-1 net is made to
+    fall short of n without a blind level or undecided values."""
     import dataclasses
 
     import jax
@@ -384,8 +384,9 @@ def test_full_rank_is_tried_again_at_the_fresh_points(monkeypatch):
     def first_short(*args, **kwargs):
         calls.append(original(*args, **kwargs))
         if len(calls) == 1:
+            levels = tuple(dataclasses.replace(level, uncertain=()) for level in calls[0].levels)
             return dataclasses.replace(calls[0], status="ambiguous", dim=None, reason="forced",
-                                       point_dims=(model.D - 1,) * 3)
+                                       point_dims=(model.D - 1,) * 3, levels=levels)
         return calls[-1]
 
     monkeypatch.setattr(count_module, "lie_trace", first_short)
@@ -414,3 +415,38 @@ def test_stacked_levels_give_a_lower_bound_and_full_rank_only_when_clear(model, 
         full_rank_trace(flow.family(model), points, depth=0)
     stopped = full_rank_trace(flow.family(model), points, depth=2, time_limit=1e-9)
     assert stopped.status == "not_converged" and stopped.reason.startswith("time limit of 1e-09")
+
+
+def test_a_blind_level_that_added_nothing_has_not_converged():
+    """A level whose band cannot tell directions from rounding (signal floor ≥ 1) and that kept
+    nothing ends the loop as blind, not as converged: it could not see what it would add."""
+    from conflow.engine import levels as lv
+    from conflow.engine.rank import RankBand
+
+    tally = lv._Tally(1, 2, None, [np.zeros(0), np.zeros(0)])
+    tally.bands.append(RankBand(rounding=1e-16, floor=1e-4, noise=3e-4, signal=3.0, cut=0.03))
+    tally.uncertain.extend([1e-2, 1e-3])
+    ended = lv._ended(tally, [], [5, 5], [], [1e-2, 1e-3])
+    assert ended is not None and not ended.converged and lv.BLIND in ended.blind
+    tally.uncertain.clear()  # the same level with a clean band has converged
+    ended = lv._ended(tally, [], [5, 5], [], [1e-2, 1e-3])
+    assert ended is not None and ended.converged and not ended.blind
+
+
+def test_full_rank_is_in_sight_when_the_undecided_values_cover_the_missing_dimensions():
+    """`_full_rank_in_sight`: a point at n, a blind level, or as many undecided values (over
+    points and levels) as a point's missing dimensions; not otherwise."""
+    import dataclasses
+
+    from conflow.engine.levels import BLIND, LevelRecord
+    from conflow.laws.count import _full_rank_in_sight
+
+    trace = cf.count_laws(cf.linear([2, 3, 2]), method="numeric", escalate=False).trace
+    record = dataclasses.replace(trace.levels[0], uncertain=(1e-11,) * 5)
+    short = dataclasses.replace(trace, point_dims=(6, 6, 6), levels=(record,))
+    assert isinstance(record, LevelRecord) and trace.state_dim == 12
+    assert not _full_rank_in_sight(short)  # 6 + 5 < 12
+    assert _full_rank_in_sight(dataclasses.replace(short, point_dims=(6, 7, 6)))  # 7 + 5
+    assert _full_rank_in_sight(dataclasses.replace(short, point_dims=(6, 12, 6)))
+    assert _full_rank_in_sight(dataclasses.replace(short, reason=f"depth 1 {BLIND}: …"))
+    assert _full_rank_in_sight(dataclasses.replace(short, levels=(record, record)))  # 6 + 10

@@ -334,12 +334,15 @@ def _close_level(tally: _Tally, ranks: list[int], records: list, kept: list, dro
 
 def _ended(tally: _Tally, records: list, dims: list[int], kept: list, dropped: list,
            min_depth: int = 0) -> Levels | None:
-    """The `Levels` if the loop ends after this level: saturated, nothing added at a depth
-    ≥ ``min_depth`` (converged), or blind (`blind_level`); ``None`` to go on."""
-    if tally.saturated or (not any(tally.added) and tally.depth >= min_depth):
-        return Levels(records, dims, kept, dropped, not tally.saturated)
+    """The `Levels` if the loop ends after this level: saturated, blind (`blind_level`), or
+    nothing added at a depth ≥ ``min_depth`` (converged); ``None`` to go on. A blind level
+    that added nothing has not converged: it could not see what it would have added."""
+    if tally.saturated:
+        return Levels(records, dims, kept, dropped, False)
     if blind := blind_level(tally):
         return Levels(records, dims, kept, dropped, False, blind=blind)
+    if not any(tally.added) and tally.depth >= min_depth:
+        return Levels(records, dims, kept, dropped, True)
     return None
 
 

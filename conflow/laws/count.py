@@ -965,7 +965,7 @@ def _full_rank_in_sight(trace: LieTrace) -> bool:
     2-D inputs (nnx softplus 2-9-3-14-10-2 with biases, n = 285) reached 273–284 with 114–184
     values in its bands, and the stack of its levels 0–1 showed R^n clearly."""
     undecided = sum(len(level.uncertain) for level in trace.levels)
-    return (max(trace.point_dims) + undecided >= trace.state_dim or BLIND in trace.reason)
+    return max(trace.point_dims) + undecided >= trace.state_dim or BLIND in trace.reason
 
 
 def _exact_candidate(model: Model, flow: AbstractFlow, n: int,
